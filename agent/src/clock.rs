@@ -1,0 +1,56 @@
+//! Converts the probes' CLOCK_MONOTONIC stamps into wall-clock time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The offset between the monotonic and the real-time clock, read once.
+/// A wall-clock step after start-up skews later stamps by the step; the
+/// daemon re-reads it when it re-anchors.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC) as i128;
+        let real = clock_ns(libc::CLOCK_REALTIME) as i128;
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    /// A fixed offset, for tests.
+    pub fn with_offset_ns(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// Unix nanoseconds for a monotonic stamp.
+    pub fn unix_ns(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).max(0) as u64
+    }
+
+    pub fn system_time(&self, mono_ns: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.unix_ns(mono_ns))
+    }
+
+    /// The current monotonic time, in the probes' clock.
+    pub fn mono_now_ns() -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,151 @@
+//! The subcommands' event loops.
+
+pub mod run;
+pub mod trace;
+
+use std::collections::HashMap;
+
+use crate::clock::Clock;
+use crate::linux::Probes;
+use crate::trace::AcceptSummary;
+
+/// Turns the probes' cumulative accept counters into per-interval deltas.
+#[derive(Default)]
+pub struct AcceptDeltas {
+    last: HashMap<(u8, u16), u64>,
+}
+
+impl AcceptDeltas {
+    pub fn poll(&mut self, probes: &Probes) -> Vec<AcceptSummary> {
+        let now = Clock::new().unix_ns(Clock::mono_now_ns());
+        let Ok(current) = probes.accepts() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (&(family, port), &total) in &current {
+            let prev = self.last.get(&(family, port)).copied().unwrap_or(0);
+            if total > prev {
+                out.push(AcceptSummary {
+                    kind: "accepts",
+                    time_ns: now,
+                    family: if family == bindwatch_common::AF_INET6 {
+                        "ipv6"
+                    } else {
+                        "ipv4"
+                    },
+                    port,
+                    delta: total - prev,
+                    total,
+                });
+            }
+        }
+        out.sort_by_key(|a| (a.port, a.family));
+        self.last = current;
+        out
+    }
+}
+
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::decode::Decoder;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::linux::{LostCounts, RingReader};
+use crate::trace::LossReport;
+
+/// Where the event loop delivers what it reads.
+pub trait Sink {
+    fn event(&mut self, ev: &Event) -> std::io::Result<()>;
+    fn accepts(&mut self, summaries: &[AcceptSummary]) -> std::io::Result<()>;
+    /// Called when a loss counter moved, and once at the end (`last`).
+    fn loss(&mut self, report: &LossReport, last: bool) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
+    let s = decoder.stats();
+    LossReport {
+        kind: "loss",
+        time_ns: Clock::new().unix_ns(Clock::mono_now_ns()),
+        events: s.decoded,
+        lost_ringbuf_full: lost.ringbuf_full,
+        lost_pending_map_full: lost.pending_map_full,
+        lost_accept_map_full: lost.accept_map_full,
+        malformed: s.rejected(),
+    }
+}
+
+/// Reads events until SIGINT or SIGTERM (or the sink's reader goes away),
+/// polling accept and loss counters every `tick`. Drains what the ring still
+/// holds before returning, so nothing read by the kernel is left unreported.
+pub async fn pump(
+    probes: &Probes,
+    reader: &mut RingReader,
+    sink: &mut impl Sink,
+    tick: Duration,
+) -> Result<()> {
+    let mut decoder = Decoder::new(Clock::new());
+    let mut accepts = AcceptDeltas::default();
+    let mut last_lost = LostCounts::default();
+    let mut last_malformed = 0;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
+    let mut batch: Vec<Event> = Vec::with_capacity(1024);
+
+    let io_result: std::io::Result<()> = async {
+        loop {
+            tokio::select! {
+                r = reader.read_batch(|bytes| {
+                    if let Some(ev) = decoder.decode(bytes) {
+                        batch.push(ev);
+                    }
+                }) => {
+                    r?;
+                    for ev in batch.drain(..) {
+                        sink.event(&ev)?;
+                    }
+                    sink.flush()?;
+                }
+                _ = interval.tick() => {
+                    sink.accepts(&accepts.poll(probes))?;
+                    let lost = probes.lost().unwrap_or_default();
+                    let malformed = decoder.stats().rejected();
+                    if lost != last_lost || malformed != last_malformed {
+                        sink.loss(&loss_report(lost, &decoder), false)?;
+                        last_lost = lost;
+                        last_malformed = malformed;
+                    }
+                    sink.flush()?;
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            }
+        }
+        reader.drain(|bytes| {
+            if let Some(ev) = decoder.decode(bytes) {
+                batch.push(ev);
+            }
+        });
+        for ev in batch.drain(..) {
+            sink.event(&ev)?;
+        }
+        sink.accepts(&accepts.poll(probes))?;
+        sink.loss(
+            &loss_report(probes.lost().unwrap_or_default(), &decoder),
+            true,
+        )?;
+        sink.flush()
+    }
+    .await;
+    match io_result {
+        // The reader of our output went away (`trace | head`): a normal end.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("writing events", e)),
+        Ok(()) => Ok(()),
+    }
+}

@@ -1,0 +1,77 @@
+//! `bindwatch run`: the daemon. For now it follows every event and logs
+//! failed binds and losses as structured records; metrics, the holder table
+//! and the timeline build on this loop.
+
+use std::time::Duration;
+
+use super::{Sink, pump};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::linux::{ProbeConfig, Probes, RingReader};
+use crate::trace::{AcceptSummary, LossReport};
+
+pub struct RunOptions {
+    pub probe: ProbeConfig,
+}
+
+struct LogSink;
+
+impl Sink for LogSink {
+    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+        if ev.failed() {
+            tracing::warn!(
+                pid = ev.pid,
+                comm = %ev.comm,
+                kind = ev.kind.as_str(),
+                proto = ev.proto.as_str(),
+                endpoint = %ev.endpoint(),
+                error = %ev.result_str(),
+                "bind failed"
+            );
+        }
+        Ok(())
+    }
+
+    fn accepts(&mut self, _: &[AcceptSummary]) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn loss(&mut self, r: &LossReport, last: bool) -> std::io::Result<()> {
+        let lost = r.lost_ringbuf_full + r.lost_pending_map_full;
+        if last {
+            tracing::info!(events = r.events, lost, malformed = r.malformed, "stopped");
+        } else {
+            tracing::warn!(
+                events = r.events,
+                lost,
+                malformed = r.malformed,
+                "kernel events lost"
+            );
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let (probes, ring) = Probes::load(&opts.probe)?;
+    for h in probes.hooks() {
+        tracing::info!(
+            hook = h.hook,
+            attached = h.attached,
+            error = h.error.as_deref(),
+            "probe hook"
+        );
+    }
+    tracing::info!(
+        attached = probes.attached_count(),
+        hooks = probes.hooks().len(),
+        cgroup = %probes.cgroup_root().display(),
+        "bindwatch running"
+    );
+    let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    pump(&probes, &mut reader, &mut LogSink, Duration::from_secs(1)).await
+}

@@ -1,0 +1,101 @@
+//! `bindwatch trace`: the live event stream.
+
+use std::io::{BufWriter, Stdout, Write};
+use std::time::Duration;
+
+use super::{Sink, pump};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::linux::{ProbeConfig, Probes, RingReader};
+use crate::trace::{self, AcceptSummary, Filter, LossReport};
+
+pub struct TraceOptions {
+    pub filter: Filter,
+    pub json: bool,
+    pub probe: ProbeConfig,
+}
+
+struct TraceSink {
+    out: BufWriter<Stdout>,
+    filter: Filter,
+    json: bool,
+}
+
+impl Sink for TraceSink {
+    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+        if !self.filter.matches(ev) {
+            return Ok(());
+        }
+        if self.json {
+            trace::write_json_line(&mut self.out, ev)
+        } else {
+            writeln!(self.out, "{}", trace::table_row(ev))
+        }
+    }
+
+    fn accepts(&mut self, summaries: &[AcceptSummary]) -> std::io::Result<()> {
+        for a in summaries
+            .iter()
+            .filter(|a| self.filter.matches_accepts(a.port))
+        {
+            if self.json {
+                trace::write_json_line(&mut self.out, a)?;
+            } else {
+                writeln!(self.out, "{}", trace::accepts_row(a))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn loss(&mut self, r: &LossReport, last: bool) -> std::io::Result<()> {
+        if self.json {
+            return trace::write_json_line(&mut self.out, r);
+        }
+        let lost = r.lost_ringbuf_full + r.lost_pending_map_full;
+        if last {
+            eprintln!(
+                "bindwatch: stopped; {} events read, {} lost, {} malformed",
+                r.events, lost, r.malformed
+            );
+        } else {
+            eprintln!(
+                "bindwatch: WARNING {} events lost so far (ring buffer full: {}, pending map full: {}), {} malformed; \
+                 raise --ring-buffer-bytes",
+                lost, r.lost_ringbuf_full, r.lost_pending_map_full, r.malformed
+            );
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+pub async fn trace(opts: TraceOptions) -> Result<()> {
+    let (probes, ring) = Probes::load(&opts.probe)?;
+    let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    for h in probes.hooks().iter().filter(|h| !h.attached) {
+        eprintln!(
+            "bindwatch: hook {} not attached: {}",
+            h.hook,
+            h.error.as_deref().unwrap_or("")
+        );
+    }
+    eprintln!(
+        "bindwatch: tracing; hooks {}/{} attached; ring buffer {} bytes; Ctrl-C to stop",
+        probes.attached_count(),
+        probes.hooks().len(),
+        opts.probe.ring_buffer_bytes
+    );
+    let mut sink = TraceSink {
+        out: BufWriter::new(std::io::stdout()),
+        filter: opts.filter,
+        json: opts.json,
+    };
+    if !opts.json {
+        writeln!(sink.out, "{}", trace::HEADER).map_err(|e| Error::io("writing", e))?;
+        sink.flush().map_err(|e| Error::io("writing", e))?;
+    }
+    pump(&probes, &mut reader, &mut sink, Duration::from_secs(1)).await
+}

@@ -1,0 +1,202 @@
+//! From ring-buffer records to [`Event`]s: validation, time conversion and
+//! the join that gives hook-poor events (listen, listen stop) the socket and
+//! namespace cookies their bind carried.
+
+use std::collections::HashMap;
+
+use bindwatch_common::{DecodeError, RawEvent};
+
+use crate::clock::Clock;
+use crate::event::{Event, EventKind};
+
+/// How many sockets the join remembers. Past it, listen events of sockets
+/// bound later lack the namespace cookie (counted in `join_full`).
+pub const JOIN_CAPACITY: usize = 262_144;
+
+/// Counters of what the decoder refused or could not join.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecodeStats {
+    pub decoded: u64,
+    pub bad_size: u64,
+    pub bad_version: u64,
+    pub bad_kind: u64,
+    pub bad_family: u64,
+    pub join_full: u64,
+}
+
+impl DecodeStats {
+    pub fn rejected(&self) -> u64 {
+        self.bad_size + self.bad_version + self.bad_kind + self.bad_family
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SockIds {
+    sock_cookie: Option<u64>,
+    netns_cookie: Option<u64>,
+}
+
+pub struct Decoder {
+    clock: Clock,
+    by_skaddr: HashMap<u64, SockIds>,
+    stats: DecodeStats,
+}
+
+impl Decoder {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            by_skaddr: HashMap::new(),
+            stats: DecodeStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Decodes one record. A malformed record is counted, logged once per
+    /// kind of fault, and dropped; it never panics.
+    pub fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
+        match RawEvent::from_bytes(bytes) {
+            Ok(raw) => {
+                self.stats.decoded += 1;
+                let mut ev = Event::from_raw(&raw, &self.clock);
+                self.join(&mut ev);
+                Some(ev)
+            }
+            Err(e) => {
+                let first = self.stats.rejected() == 0;
+                match e {
+                    DecodeError::Size { .. } => self.stats.bad_size += 1,
+                    DecodeError::Version { .. } => self.stats.bad_version += 1,
+                    DecodeError::Kind { .. } => self.stats.bad_kind += 1,
+                    DecodeError::Family { .. } => self.stats.bad_family += 1,
+                }
+                if first {
+                    tracing::warn!(error = %e, "dropped a malformed probe record (counted)");
+                } else {
+                    tracing::debug!(error = %e, "dropped a malformed probe record");
+                }
+                None
+            }
+        }
+    }
+
+    fn join(&mut self, ev: &mut Event) {
+        if ev.skaddr == 0 {
+            return;
+        }
+        match ev.kind {
+            EventKind::Bind if !ev.failed() => {
+                let ids = SockIds {
+                    sock_cookie: ev.sock_cookie,
+                    netns_cookie: ev.netns_cookie,
+                };
+                if self.by_skaddr.len() < JOIN_CAPACITY || self.by_skaddr.contains_key(&ev.skaddr) {
+                    self.by_skaddr.insert(ev.skaddr, ids);
+                } else {
+                    self.stats.join_full += 1;
+                }
+            }
+            EventKind::Bind => {}
+            EventKind::Listen | EventKind::ListenStop => {
+                if let Some(ids) = self.by_skaddr.get(&ev.skaddr) {
+                    ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
+                    ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
+                }
+            }
+            EventKind::Release => {
+                self.by_skaddr.remove(&ev.skaddr);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bindwatch_common::{AF_INET, IPPROTO_TCP, flags, kind};
+
+    fn raw(k: u8, skaddr: u64) -> RawEvent {
+        let mut r = RawEvent::zeroed();
+        r.kind = k;
+        r.family = AF_INET;
+        r.protocol = IPPROTO_TCP;
+        r.skaddr = skaddr;
+        r
+    }
+
+    #[test]
+    fn listen_inherits_cookies_from_its_bind() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        let mut b = raw(kind::BIND, 0xffff_0001);
+        b.flags = flags::SOCK_INFO | flags::BOUND;
+        b.sock_cookie = 11;
+        b.netns_cookie = 22;
+        d.decode(b.as_bytes()).unwrap();
+        let l = d.decode(raw(kind::LISTEN, 0xffff_0001).as_bytes()).unwrap();
+        assert_eq!((l.sock_cookie, l.netns_cookie), (Some(11), Some(22)));
+        let s = d
+            .decode(raw(kind::LISTEN_STOP, 0xffff_0001).as_bytes())
+            .unwrap();
+        assert_eq!(s.netns_cookie, Some(22));
+        d.decode(raw(kind::RELEASE, 0xffff_0001).as_bytes())
+            .unwrap();
+        let again = d.decode(raw(kind::LISTEN, 0xffff_0001).as_bytes()).unwrap();
+        assert_eq!(again.netns_cookie, None, "released sockets are forgotten");
+    }
+
+    #[test]
+    fn failed_bind_is_not_remembered() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        let mut b = raw(kind::BIND, 5);
+        b.ret = -98;
+        b.netns_cookie = 3;
+        d.decode(b.as_bytes()).unwrap();
+        let l = d.decode(raw(kind::LISTEN, 5).as_bytes()).unwrap();
+        assert_eq!(l.netns_cookie, None);
+    }
+
+    #[test]
+    fn malformed_records_are_counted_not_fatal() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        assert!(d.decode(&[1, 2, 3]).is_none());
+        let mut bad = raw(kind::BIND, 0);
+        bad.kind = 77;
+        assert!(d.decode(bad.as_bytes()).is_none());
+        let mut v = raw(kind::BIND, 0);
+        v.version = 999;
+        assert!(d.decode(v.as_bytes()).is_none());
+        let mut f = raw(kind::BIND, 0);
+        f.family = 1;
+        assert!(d.decode(f.as_bytes()).is_none());
+        let s = d.stats();
+        assert_eq!(
+            (s.bad_size, s.bad_kind, s.bad_version, s.bad_family),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(s.rejected(), 4);
+        assert_eq!(s.decoded, 0);
+        assert!(d.decode(raw(kind::BIND, 0).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in [0usize, 1, 119, 120, 121, 240] {
+            for _ in 0..200 {
+                let buf: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                let _ = d.decode(&buf);
+            }
+        }
+    }
+}

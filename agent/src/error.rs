@@ -1,0 +1,62 @@
+//! The agent library's error type. The binary wraps it in `anyhow` at its edge.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "loading the kernel probes was refused ({0}): run as root, or with CAP_BPF, \
+         CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_RESOURCE"
+    )]
+    NotPrivileged(String),
+
+    #[error(
+        "no cgroup v2 hierarchy is mounted (looked for a cgroup2 entry in /proc/mounts): \
+         the bind and release hooks attach to its root; mount one with \
+         `mount -t cgroup2 none /sys/fs/cgroup/unified` or boot with systemd.unified_cgroup_hierarchy=1"
+    )]
+    NoCgroup2,
+
+    #[error(
+        "the probe object was built for event layout version {object}, this agent speaks \
+         version {agent}: rebuild the probes (scripts/build-probes) or the agent from one commit"
+    )]
+    LayoutMismatch { object: u16, agent: u16 },
+
+    #[error("the probe object is unreadable: {0}")]
+    BadObject(String),
+
+    #[error("tracefs is not mounted and mounting it at {path} failed: {source}")]
+    Tracefs {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the kernel refused the probe object: {0}")]
+    Load(String),
+
+    #[error("probe map {name} is missing or of the wrong type: {reason}")]
+    Map { name: &'static str, reason: String },
+
+    #[error("no probe hook could be attached; the first refusal was: {0}")]
+    NothingAttached(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! bindwatch: watches every bind, listen and accept, and names the holder
+//! when a bind fails. The binary (`main.rs`) is a thin CLI over this library.
+
+pub mod clock;
+pub mod decode;
+pub mod errno;
+pub mod error;
+pub mod event;
+pub mod trace;
+
+#[cfg(target_os = "linux")]
+pub mod cmd;
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+pub use error::{Error, Result};

@@ -1,0 +1,454 @@
+//! Loading and attaching the embedded eBPF object.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint};
+use aya::{Ebpf, EbpfLoader, Pod};
+use bindwatch_common::{AcceptKey, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
+use object::{Object, ObjectSection, ObjectSymbol};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The probe object, built by `scripts/build-probes` and committed, so that
+/// neither building nor running the agent needs LLVM.
+pub static PROBE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!("../../../probes/bindwatch-probes.bpf.o");
+
+/// Default ring buffer size: room for ~65k events, enough for a burst of
+/// 100k bind/close cycles while the reader keeps pace.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Whether one hook is attached, and why not.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookStatus {
+    pub hook: &'static str,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the probes could not deliver, summed over CPUs, since load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    pub ringbuf_full: u64,
+    pub accept_map_full: u64,
+    pub pending_map_full: u64,
+}
+
+impl LostCounts {
+    pub fn events(&self) -> u64 {
+        self.ringbuf_full + self.pending_map_full
+    }
+}
+
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct AcceptKeyPod(AcceptKey);
+// SAFETY: AcceptKey is repr(C) plain integers with explicit padding.
+unsafe impl Pod for AcceptKeyPod {}
+
+enum Hook {
+    TracePoint(&'static str, &'static str),
+    SockAddr,
+    Sock,
+}
+
+/// Every program in the object and where it goes. Exit hooks come before
+/// their entry hooks so no entry is recorded that nothing would complete.
+const HOOKS: &[(&str, Hook)] = &[
+    (
+        names::SYS_EXIT_BIND,
+        Hook::TracePoint("syscalls", "sys_exit_bind"),
+    ),
+    (names::POST_BIND4, Hook::Sock),
+    (names::POST_BIND6, Hook::Sock),
+    (names::BIND4, Hook::SockAddr),
+    (names::BIND6, Hook::SockAddr),
+    (
+        names::SYS_ENTER_BIND,
+        Hook::TracePoint("syscalls", "sys_enter_bind"),
+    ),
+    (
+        names::SYS_EXIT_LISTEN,
+        Hook::TracePoint("syscalls", "sys_exit_listen"),
+    ),
+    (
+        names::SOCK_SET_STATE,
+        Hook::TracePoint("sock", "inet_sock_set_state"),
+    ),
+    (
+        names::SYS_ENTER_LISTEN,
+        Hook::TracePoint("syscalls", "sys_enter_listen"),
+    ),
+    (names::SOCK_RELEASE, Hook::Sock),
+];
+
+/// The loaded probes. Dropping this detaches every program.
+pub struct Probes {
+    ebpf: Ebpf,
+    hooks: Vec<HookStatus>,
+    cgroup_root: PathBuf,
+}
+
+/// The layout version recorded in a probe object.
+pub fn object_layout_version(obj: &[u8]) -> Result<u16> {
+    let file = object::File::parse(obj).map_err(|e| Error::BadObject(e.to_string()))?;
+    let sym = file
+        .symbols()
+        .find(|s| s.name() == Ok(LAYOUT_SYMBOL))
+        .ok_or_else(|| Error::BadObject(format!("no {LAYOUT_SYMBOL} symbol")))?;
+    let section = sym
+        .section_index()
+        .and_then(|i| file.section_by_index(i).ok())
+        .ok_or_else(|| Error::BadObject(format!("{LAYOUT_SYMBOL} has no section")))?;
+    let data = section
+        .data()
+        .map_err(|e| Error::BadObject(e.to_string()))?;
+    let off = (sym.address() - section.address()) as usize;
+    let bytes = data
+        .get(off..off + 2)
+        .ok_or_else(|| Error::BadObject(format!("{LAYOUT_SYMBOL} lies outside its section")))?;
+    Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
+}
+
+/// Refuses an object built for another event layout.
+pub fn check_layout(obj: &[u8]) -> Result<()> {
+    let object = object_layout_version(obj)?;
+    if object != LAYOUT_VERSION {
+        return Err(Error::LayoutMismatch {
+            object,
+            agent: LAYOUT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// The cgroup v2 mount point, from a /proc/mounts-format text.
+pub fn cgroup2_root_from(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_dev, path, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_path(path)))
+    })
+}
+
+/// /proc/mounts escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(p: &str) -> String {
+    p.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+pub fn cgroup2_root() -> Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|e| Error::io("reading /proc/mounts", e))?;
+    cgroup2_root_from(&mounts).ok_or(Error::NoCgroup2)
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// aya finds tracepoint ids through tracefs; mount it when nothing has.
+fn ensure_tracefs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|e| Error::io("reading /proc/mounts", e))?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(());
+    }
+    let src = c"nodev";
+    let target = c"/sys/kernel/tracing";
+    let fstype = c"tracefs";
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Tracefs {
+            path: TRACEFS,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(path = TRACEFS, "mounted tracefs");
+    Ok(())
+}
+
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        // Kernels since 5.11 account BPF memory to the cgroup instead.
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// True when an error chain holds EPERM or EACCES from the kernel.
+fn is_permission_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+impl Probes {
+    /// Loads the embedded object and attaches every hook it can. A hook that
+    /// cannot attach is reported in [`Probes::hooks`], not fatal; the load is
+    /// fatal only when the kernel refuses the object or nothing attaches.
+    pub fn load(cfg: &ProbeConfig) -> Result<(Self, RingBuf<MapData>)> {
+        Self::load_object(PROBE_OBJECT, cfg)
+    }
+
+    pub fn load_object(obj: &[u8], cfg: &ProbeConfig) -> Result<(Self, RingBuf<MapData>)> {
+        check_layout(obj)?;
+        let cgroup_root = cgroup2_root()?;
+        raise_memlock();
+        ensure_tracefs()?;
+        let mut ebpf = EbpfLoader::new()
+            .set_max_entries(names::EVENTS, cfg.ring_buffer_bytes)
+            .load(obj)
+            .map_err(|e| {
+                if is_permission_error(&e) {
+                    Error::NotPrivileged(describe(&e))
+                } else {
+                    Error::Load(describe(&e))
+                }
+            })?;
+        let cgroup = File::open(&cgroup_root)
+            .map_err(|e| Error::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
+
+        let mut hooks = Vec::with_capacity(HOOKS.len());
+        for (name, hook) in HOOKS {
+            let res = attach_one(&mut ebpf, name, hook, &cgroup);
+            if let Err(e) = &res {
+                tracing::warn!(hook = name, error = %e, "hook not attached; its events will be missing");
+            }
+            hooks.push(HookStatus {
+                hook: name,
+                attached: res.is_ok(),
+                error: res.err(),
+            });
+        }
+        if let Some(first) = hooks.iter().find(|h| !h.attached)
+            && hooks.iter().all(|h| !h.attached)
+        {
+            let msg = first.error.clone().unwrap_or_default();
+            return Err(if msg.contains("Operation not permitted") {
+                Error::NotPrivileged(msg)
+            } else {
+                Error::NothingAttached(msg)
+            });
+        }
+        let ring = ebpf
+            .take_map(names::EVENTS)
+            .ok_or_else(|| Error::Map {
+                name: names::EVENTS,
+                reason: "not in the object".into(),
+            })
+            .and_then(|m| {
+                RingBuf::try_from(m).map_err(|e| Error::Map {
+                    name: names::EVENTS,
+                    reason: e.to_string(),
+                })
+            })?;
+        Ok((
+            Self {
+                ebpf,
+                hooks,
+                cgroup_root,
+            },
+            ring,
+        ))
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    pub fn attached_count(&self) -> usize {
+        self.hooks.iter().filter(|h| h.attached).count()
+    }
+
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
+    }
+
+    /// The probes' loss counters, summed over CPUs.
+    pub fn lost(&self) -> Result<LostCounts> {
+        let map = self.ebpf.map(names::LOST).ok_or_else(|| Error::Map {
+            name: names::LOST,
+            reason: "not in the object".into(),
+        })?;
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(|e| Error::Map {
+            name: names::LOST,
+            reason: e.to_string(),
+        })?;
+        let slot = |i: u32| -> u64 {
+            arr.get(&i, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or_default()
+        };
+        Ok(LostCounts {
+            ringbuf_full: slot(lost::RINGBUF_FULL),
+            accept_map_full: slot(lost::ACCEPT_MAP_FULL),
+            pending_map_full: slot(lost::PENDING_MAP_FULL),
+        })
+    }
+
+    /// Completed passive TCP handshakes per (family, port), since load.
+    pub fn accepts(&self) -> Result<HashMap<(u8, u16), u64>> {
+        let map = self.ebpf.map(names::ACCEPTS).ok_or_else(|| Error::Map {
+            name: names::ACCEPTS,
+            reason: "not in the object".into(),
+        })?;
+        let m: PerCpuHashMap<_, AcceptKeyPod, u64> =
+            PerCpuHashMap::try_from(map).map_err(|e| Error::Map {
+                name: names::ACCEPTS,
+                reason: e.to_string(),
+            })?;
+        let mut out = HashMap::new();
+        for (k, v) in m.iter().flatten() {
+            out.insert((k.0.family, k.0.port), v.iter().sum());
+        }
+        Ok(out)
+    }
+}
+
+// Cgroup programs are attached as BPF links, which always coexist with
+// other programs on the cgroup (the kernel refuses attach flags on links), so
+// `Single` here neither replaces nor blocks anyone else's programs.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    name: &str,
+    hook: &Hook,
+    cgroup: &File,
+) -> std::result::Result<(), String> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the object"))?;
+    let res: std::result::Result<(), Box<dyn std::error::Error>> = match hook {
+        Hook::TracePoint(cat, tp) => (|| {
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load()?;
+            p.attach(cat, tp)?;
+            Ok(())
+        })(),
+        Hook::SockAddr => (|| {
+            let p: &mut CgroupSockAddr = prog.try_into()?;
+            p.load()?;
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+            Ok(())
+        })(),
+        Hook::Sock => (|| {
+            let p: &mut CgroupSock = prog.try_into()?;
+            p.load()?;
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+            Ok(())
+        })(),
+    };
+    res.map_err(|e| describe(e.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_object_has_our_layout() {
+        assert_eq!(object_layout_version(PROBE_OBJECT).unwrap(), LAYOUT_VERSION);
+        check_layout(PROBE_OBJECT).unwrap();
+    }
+
+    #[test]
+    fn object_of_another_layout_is_refused() {
+        // Patch the version in a copy of the object, as a stale build would have it.
+        let file = object::File::parse(PROBE_OBJECT).unwrap();
+        let sym = file
+            .symbols()
+            .find(|s| s.name() == Ok(LAYOUT_SYMBOL))
+            .unwrap();
+        let section = file.section_by_index(sym.section_index().unwrap()).unwrap();
+        let (file_off, _) = section.file_range().unwrap();
+        let off = (file_off + sym.address() - section.address()) as usize;
+        let mut patched = PROBE_OBJECT.to_vec();
+        patched[off..off + 2].copy_from_slice(&(LAYOUT_VERSION + 1).to_le_bytes());
+        let err = check_layout(&patched).unwrap_err();
+        assert!(matches!(err, Error::LayoutMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("rebuild"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_not_an_object() {
+        assert!(matches!(
+            object_layout_version(b"not an elf"),
+            Err(Error::BadObject(_))
+        ));
+    }
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_and_unified_layouts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_root_from(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(
+            cgroup2_root_from(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_root_from("proc /proc proc rw 0 0\n"), None);
+        assert_eq!(
+            cgroup2_root_from("none /my\\040cg cgroup2 rw 0 0\n"),
+            Some(PathBuf::from("/my cg"))
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! The `bindwatch` command line. Errors become `anyhow` only here.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use bindwatch::event::Proto;
+use bindwatch::trace::Filter;
+
+#[derive(Parser)]
+#[command(
+    name = "bindwatch",
+    version,
+    about = "Who holds my port, and what happened to it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: follow every bind, listen and release on the host.
+    Run(RunArgs),
+    /// Print bind, listen and release events live, as they happen.
+    Trace(TraceArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
+    #[arg(long, default_value_t = bindwatch_probe_default(), value_parser = parse_ring_size)]
+    ring_buffer_bytes: u32,
+}
+
+const fn bindwatch_probe_default() -> u32 {
+    8 << 20
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only events on this port (asked for or bound).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Only events of this process id.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only failed calls.
+    #[arg(long)]
+    errors_only: bool,
+    /// Only this protocol: tcp or udp.
+    #[arg(long, value_parser = parse_proto)]
+    proto: Option<Proto>,
+    #[command(flatten)]
+    probe: ProbeArgs,
+}
+
+fn parse_proto(s: &str) -> Result<Proto, String> {
+    Proto::parse(s).ok_or_else(|| format!("unknown protocol {s:?}: use tcp or udp"))
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Run(a) => {
+            init_logging("info");
+            let opts = bindwatch::cmd::run::RunOptions {
+                probe: bindwatch::linux::ProbeConfig {
+                    ring_buffer_bytes: a.probe.ring_buffer_bytes,
+                },
+            };
+            rt.block_on(bindwatch::cmd::run::run(opts))?;
+        }
+        Command::Trace(a) => {
+            init_logging("warn");
+            let opts = bindwatch::cmd::trace::TraceOptions {
+                filter: Filter {
+                    port: a.port,
+                    pid: a.pid,
+                    errors_only: a.errors_only,
+                    proto: a.proto,
+                },
+                json: a.json,
+                probe: bindwatch::linux::ProbeConfig {
+                    ring_buffer_bytes: a.probe.ring_buffer_bytes,
+                },
+            };
+            rt.block_on(bindwatch::cmd::trace::trace(opts))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! bindwatch's kernel programs.
+//!
+//! A bind is seen by four hooks that run on the same thread, joined through
+//! `PENDING_BIND` keyed by thread id:
+//! `sys_enter_bind` copies the requested sockaddr (a failed bind leaves no
+//! address in the socket), `cgroup/bind4|6` adds what only the socket knows
+//! (protocol, type, reuse flags, cookies), `cgroup/post_bind4|6` the port the
+//! kernel chose, and `sys_exit_bind` the result, then sends one event.
+//! Listen works the same way between `sys_enter_listen`, the state
+//! tracepoint (which knows the address) and `sys_exit_listen`.
+//!
+//! Only stable interfaces are read: tracepoint formats and the cgroup
+//! programs' UAPI contexts. No kernel struct is dereferenced.
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt},
+    },
+    macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{SockAddrContext, SockContext, TracePointContext},
+};
+use bindwatch_common::{
+    AF_INET, AF_INET6, AcceptKey, BoundSock, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, flags, kind,
+    lost, tcp_state,
+};
+
+/// Read by the agent from the object file before loading, and copied into
+/// every event, so a layout mismatch is caught at load and at decode.
+#[unsafe(no_mangle)]
+static BINDWATCH_LAYOUT_VERSION: u16 = LAYOUT_VERSION;
+
+/// Default 4 MiB; the agent resizes it before load (`--ring-buffer-bytes`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
+
+#[map]
+static ACCEPTS: PerCpuHashMap<AcceptKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
+
+#[map]
+static PENDING_BIND: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
+
+/// Bound sockets by cookie, for the release hook (see `BoundSock`). LRU: a
+/// host with more bound sockets loses the oldest entries' release events,
+/// which the agent's reconciliation with sock_diag makes up for.
+#[map]
+static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 0);
+
+#[map]
+static PENDING_LISTEN: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
+
+const SOL_SOCKET: i32 = 1;
+const SO_REUSEADDR: i32 = 2;
+const SO_REUSEPORT: i32 = 15;
+const SO_BINDTOIFINDEX: i32 = 62;
+
+#[inline(always)]
+fn count_lost(slot: u32) {
+    if let Some(p) = LOST.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn emit(ev: &RawEvent) {
+    match EVENTS.reserve::<RawEvent>(0) {
+        Some(mut entry) => {
+            entry.write(*ev);
+            entry.submit(0);
+        }
+        None => count_lost(lost::RINGBUF_FULL),
+    }
+}
+
+/// An event stamped with the current task.
+#[inline(always)]
+fn task_event(kind: u8) -> RawEvent {
+    let mut ev = RawEvent::zeroed();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    ev.kind = kind;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.uid = uid_gid as u32;
+    ev.gid = (uid_gid >> 32) as u32;
+    ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    ev.version = unsafe { core::ptr::read_volatile(&BINDWATCH_LAYOUT_VERSION) };
+    ev
+}
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+// ---- bind ----------------------------------------------------------------
+
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_bind(&ctx);
+    0
+}
+
+fn try_enter_bind(ctx: &TracePointContext) -> Result<(), i32> {
+    let fd: u64 = unsafe { ctx.read_at(16)? };
+    let uaddr: u64 = unsafe { ctx.read_at(24)? };
+    let len: u64 = unsafe { ctx.read_at(32)? };
+    let family: u16 = unsafe { bpf_probe_read_user(uaddr as *const u16)? };
+    let mut ev = task_event(kind::BIND);
+    ev.fd = fd as i32;
+    if family == AF_INET as u16 {
+        ev.family = AF_INET;
+        if len >= 8 {
+            // sockaddr_in: family, port (network order), address.
+            let raw: [u8; 8] = unsafe { bpf_probe_read_user(uaddr as *const [u8; 8])? };
+            ev.port = u16::from_be_bytes([raw[2], raw[3]]);
+            ev.addr[..4].copy_from_slice(&raw[4..8]);
+        }
+    } else if family == AF_INET6 as u16 {
+        ev.family = AF_INET6;
+        if len >= 24 {
+            // sockaddr_in6: family, port, flowinfo, address.
+            let raw: [u8; 24] = unsafe { bpf_probe_read_user(uaddr as *const [u8; 24])? };
+            ev.port = u16::from_be_bytes([raw[2], raw[3]]);
+            ev.addr.copy_from_slice(&raw[8..24]);
+        }
+    } else {
+        return Ok(());
+    }
+    if PENDING_BIND.insert(&ev.tid, &ev, 0).is_err() {
+        count_lost(lost::PENDING_MAP_FULL);
+    }
+    Ok(())
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4(ctx: SockAddrContext) -> i32 {
+    on_bind_hook(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6(ctx: SockAddrContext) -> i32 {
+    on_bind_hook(&ctx);
+    1
+}
+
+#[inline(always)]
+fn getsockopt_int(ctx: &SockAddrContext, optname: i32) -> Option<i32> {
+    let mut v: i32 = 0;
+    let rc = unsafe {
+        bpf_getsockopt(
+            ctx.as_ptr(),
+            SOL_SOCKET,
+            optname,
+            (&mut v as *mut i32).cast::<c_void>(),
+            4,
+        )
+    };
+    (rc == 0).then_some(v)
+}
+
+fn on_bind_hook(ctx: &SockAddrContext) {
+    let tid = current_tid();
+    let Some(p) = PENDING_BIND.get_ptr_mut(&tid) else {
+        return;
+    };
+    let sa = ctx.sock_addr;
+    let mut fl = flags::SOCK_INFO;
+    if getsockopt_int(ctx, SO_REUSEADDR).unwrap_or(0) != 0 {
+        fl |= flags::REUSEADDR;
+    }
+    if getsockopt_int(ctx, SO_REUSEPORT).unwrap_or(0) != 0 {
+        fl |= flags::REUSEPORT;
+    }
+    let ifindex = getsockopt_int(ctx, SO_BINDTOIFINDEX).unwrap_or(0);
+    if ifindex > 0 {
+        fl |= flags::BOUND_DEV;
+    }
+    // SAFETY: `p` points into the map value for this thread; `sa` is the
+    // program context, whose fields the verifier rewrites into safe loads.
+    unsafe {
+        (*p).protocol = (*sa).protocol as u8;
+        (*p).sock_type = (*sa).type_ as u8;
+        (*p).sock_cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        (*p).netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
+        (*p).skaddr = (*sa).__bindgen_anon_1.sk as u64;
+        (*p).bound_ifindex = ifindex as u32;
+        (*p).flags |= fl;
+    }
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn post_bind4(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx, false);
+    1
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn post_bind6(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx, true);
+    1
+}
+
+fn on_post_bind(ctx: &SockContext, v6: bool) {
+    let sk = ctx.sock;
+    let mut bound = BoundSock {
+        addr: [0; 16],
+        port: 0,
+        family: if v6 { AF_INET6 } else { AF_INET },
+        protocol: 0,
+    };
+    // SAFETY: context loads; post_bind4 may read src_ip4, post_bind6 src_ip6
+    // (the verifier refuses the other), both src_port.
+    unsafe {
+        bound.port = (*sk).src_port as u16;
+        bound.protocol = (*sk).protocol as u8;
+        if v6 {
+            let a = (*sk).src_ip6;
+            bound.addr[..4].copy_from_slice(&a[0].to_ne_bytes());
+            bound.addr[4..8].copy_from_slice(&a[1].to_ne_bytes());
+            bound.addr[8..12].copy_from_slice(&a[2].to_ne_bytes());
+            bound.addr[12..].copy_from_slice(&a[3].to_ne_bytes());
+        } else {
+            bound.addr[..4].copy_from_slice(&(*sk).src_ip4.to_ne_bytes());
+        }
+    }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let _ = BOUND.insert(&cookie, &bound, 0);
+    let tid = current_tid();
+    if let Some(p) = PENDING_BIND.get_ptr_mut(&tid) {
+        // SAFETY: map value of this thread.
+        unsafe {
+            (*p).bound_port = bound.port;
+            (*p).flags |= flags::BOUND;
+        }
+    }
+}
+
+#[tracepoint]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    let tid = current_tid();
+    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    if let Some(p) = PENDING_BIND.get_ptr_mut(&tid) {
+        // SAFETY: the value stays valid until we remove it below.
+        let mut ev = unsafe { *p };
+        ev.ret = ret as i32;
+        emit(&ev);
+        let _ = PENDING_BIND.remove(&tid);
+    }
+    0
+}
+
+// ---- listen --------------------------------------------------------------
+
+#[tracepoint]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    let fd: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    let backlog: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
+    let mut ev = task_event(kind::LISTEN);
+    ev.fd = fd as i32;
+    ev.backlog = backlog as u32;
+    // Family is not known until the state tracepoint; AF_INET keeps the
+    // record decodable if listen fails before it (the agent drops those
+    // without LISTEN_ADDR unless they failed).
+    ev.family = AF_INET;
+    ev.protocol = IPPROTO_TCP;
+    if PENDING_LISTEN.insert(&ev.tid, &ev, 0).is_err() {
+        count_lost(lost::PENDING_MAP_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    let tid = current_tid();
+    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    if let Some(p) = PENDING_LISTEN.get_ptr_mut(&tid) {
+        // SAFETY: as in sys_exit_bind.
+        let mut ev = unsafe { *p };
+        ev.ret = ret as i32;
+        // A listen on a non-inet socket never reached the state tracepoint
+        // and did not fail: nothing of ours.
+        if ev.flags & flags::LISTEN_ADDR != 0 || ev.ret != 0 {
+            emit(&ev);
+        }
+        let _ = PENDING_LISTEN.remove(&tid);
+    }
+    0
+}
+
+/// Fills address fields from `sock/inet_sock_set_state`.
+#[inline(always)]
+fn read_state_addr(ctx: &TracePointContext, ev: &mut RawEvent) -> Result<(), i32> {
+    let skaddr: u64 = unsafe { ctx.read_at(8)? };
+    let sport: u16 = unsafe { ctx.read_at(24)? };
+    let family: u16 = unsafe { ctx.read_at(28)? };
+    ev.skaddr = skaddr;
+    ev.port = sport;
+    ev.bound_port = sport;
+    ev.protocol = IPPROTO_TCP;
+    if family == AF_INET6 as u16 {
+        ev.family = AF_INET6;
+        ev.addr = unsafe { ctx.read_at(40)? };
+    } else {
+        ev.family = AF_INET;
+        let v4: [u8; 4] = unsafe { ctx.read_at(32)? };
+        ev.addr[..4].copy_from_slice(&v4);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_set_state(&ctx);
+    0
+}
+
+fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+    let old: i32 = unsafe { ctx.read_at(16)? };
+    let new: i32 = unsafe { ctx.read_at(20)? };
+    let protocol: u16 = unsafe { ctx.read_at(30)? };
+    if protocol != IPPROTO_TCP as u16 {
+        return Ok(());
+    }
+    if new == tcp_state::LISTEN {
+        let tid = current_tid();
+        if let Some(p) = PENDING_LISTEN.get_ptr_mut(&tid) {
+            // SAFETY: map value of this thread.
+            let ev = unsafe { &mut *p };
+            read_state_addr(ctx, ev)?;
+            ev.flags |= flags::LISTEN_ADDR;
+        } else {
+            // A listen that did not come through listen(2) (io_uring, a
+            // kernel service): report it at once.
+            let mut ev = task_event(kind::LISTEN);
+            read_state_addr(ctx, &mut ev)?;
+            ev.flags |= flags::LISTEN_ADDR;
+            emit(&ev);
+        }
+    } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
+        let mut ev = task_event(kind::LISTEN_STOP);
+        read_state_addr(ctx, &mut ev)?;
+        ev.state = old as u8;
+        emit(&ev);
+    } else if old == tcp_state::SYN_RECV && new == tcp_state::ESTABLISHED {
+        let sport: u16 = unsafe { ctx.read_at(24)? };
+        let family: u16 = unsafe { ctx.read_at(28)? };
+        let key = AcceptKey {
+            port: sport,
+            family: family as u8,
+            _pad: 0,
+        };
+        match ACCEPTS.get_ptr_mut(&key) {
+            // SAFETY: per-CPU value, no concurrent writer on this CPU.
+            Some(n) => unsafe { *n += 1 },
+            None => {
+                if ACCEPTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+                    count_lost(lost::ACCEPT_MAP_FULL);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- release -------------------------------------------------------------
+
+/// The last close of an inet socket. Only sockets in `BOUND` are reported
+/// (listeners, UDP servers, bound-but-idle sockets: the holders); client
+/// sockets would only add volume. The release context cannot read the
+/// source address, hence the lookup.
+#[cgroup_sock(sock_release)]
+pub fn sock_release(ctx: SockContext) -> i32 {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: a map value, copied before the entry is deleted.
+    let Some(bound) = (unsafe { BOUND.get(&cookie) }).copied() else {
+        return 1;
+    };
+    let _ = BOUND.remove(&cookie);
+    let sk = ctx.sock;
+    let mut ev = task_event(kind::RELEASE);
+    ev.family = bound.family;
+    ev.protocol = bound.protocol;
+    ev.addr = bound.addr;
+    ev.port = bound.port;
+    ev.bound_port = bound.port;
+    ev.sock_cookie = cookie;
+    // SAFETY: context loads the release hook may make.
+    unsafe {
+        ev.sock_type = (*sk).type_ as u8;
+        ev.state = (*sk).state as u8;
+        ev.bound_ifindex = (*sk).bound_dev_if;
+        ev.netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
+    }
+    ev.skaddr = sk as u64;
+    emit(&ev);
+    1
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
