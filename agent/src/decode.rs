@@ -9,6 +9,8 @@ use bindwatch_common::{DecodeError, RawEvent};
 use crate::clock::Clock;
 use crate::event::{Event, EventKind};
 
+const TCP_LISTEN: u8 = bindwatch_common::tcp_state::LISTEN as u8;
+
 /// How many sockets the join remembers. Past it, listen events of sockets
 /// bound later lack the namespace cookie (counted in `join_full`).
 pub const JOIN_CAPACITY: usize = 262_144;
@@ -101,11 +103,19 @@ impl Decoder {
             }
             EventKind::Bind => {}
             EventKind::Listen | EventKind::ListenStop => {
-                if let Some(ids) = self.by_skaddr.get(&ev.skaddr) {
+                let ids = if ev.kind == EventKind::ListenStop {
+                    self.by_skaddr.remove(&ev.skaddr)
+                } else {
+                    self.by_skaddr.get(&ev.skaddr).copied()
+                };
+                if let Some(ids) = ids {
                     ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
                     ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
                 }
             }
+            // The release hook runs before TCP closes a listener, so a socket
+            // released while listening still has its stop to come.
+            EventKind::Release if ev.state == Some(TCP_LISTEN) => {}
             EventKind::Release => {
                 self.by_skaddr.remove(&ev.skaddr);
             }
@@ -145,6 +155,17 @@ mod tests {
             .unwrap();
         let again = d.decode(raw(kind::LISTEN, 0xffff_0001).as_bytes()).unwrap();
         assert_eq!(again.netns_cookie, None, "released sockets are forgotten");
+    }
+
+    #[test]
+    fn release_of_a_non_listener_forgets_the_socket() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        let mut b = raw(kind::BIND, 9);
+        b.netns_cookie = 4;
+        d.decode(b.as_bytes()).unwrap();
+        d.decode(raw(kind::RELEASE, 9).as_bytes()).unwrap();
+        let l = d.decode(raw(kind::LISTEN, 9).as_bytes()).unwrap();
+        assert_eq!(l.netns_cookie, None);
     }
 
     #[test]

@@ -143,6 +143,9 @@ pub struct Event {
     pub backlog: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
+    /// The TCP state at release (10 = still listening); None for other kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<u8>,
     /// Kernel socket address: joins events of one socket across hooks.
     #[serde(skip)]
     pub skaddr: u64,
@@ -215,6 +218,7 @@ impl Event {
             options,
             backlog: (kind == EventKind::Listen).then_some(raw.backlog),
             fd: syscall.then_some(raw.fd),
+            state: (kind == EventKind::Release && raw.protocol == IPPROTO_TCP).then_some(raw.state),
             skaddr: raw.skaddr,
         }
     }

@@ -1,0 +1,252 @@
+//! Real sockets in network namespaces of their own, seen by a real
+//! `bindwatch trace --json`. Needs root and eBPF: skips elsewhere, fails in
+//! CI (BINDWATCH_REQUIRE_EBPF=1) when the kernel refuses.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use serde_json::Value;
+use socket2::{Domain, Protocol, Socket, Type};
+use support::{Netns, drop_thread_to_uid, final_loss, in_netns, of_kind, tracer_or_skip};
+
+fn sock(addr: &str, ty: Type, reuseaddr: bool, reuseport: bool) -> Socket {
+    let a: SocketAddr = addr.parse().unwrap();
+    let proto = if ty == Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
+    let s = Socket::new(Domain::for_address(a), ty, Some(proto)).unwrap();
+    s.set_reuse_address(reuseaddr).unwrap();
+    s.set_reuse_port(reuseport).unwrap();
+    s
+}
+
+fn bind(s: &Socket, addr: &str) -> std::io::Result<()> {
+    s.bind(&addr.parse::<SocketAddr>().unwrap().into())
+}
+
+fn find<'a>(events: &'a [Value], kind: &str, addr: &str, port: u64) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind && e["addr"] == addr && e["port"] == port)
+        .collect()
+}
+
+#[test]
+fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
+    let Some(tracer) = tracer_or_skip("tcp_bind_listen_close", &[]) else {
+        return;
+    };
+    let ns = Netns::new("tcp");
+    let cookie = ns.cookie();
+    ns.run(|| {
+        let holder = sock("127.0.0.1:8080", Type::STREAM, true, false);
+        bind(&holder, "127.0.0.1:8080").unwrap();
+        holder.listen(16).unwrap();
+        let second = sock("127.0.0.1:8080", Type::STREAM, false, false);
+        let err = bind(&second, "127.0.0.1:8080").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+        let v6 = TcpListener::bind("[::1]:8081").unwrap();
+        let err = TcpListener::bind("[::1]:8081").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+        drop(v6);
+        drop(holder);
+    });
+    let events = in_netns(&tracer.stop(), cookie);
+
+    let binds = find(&events, "bind", "127.0.0.1", 8080);
+    assert_eq!(binds.len(), 2, "{binds:#?}");
+    assert_eq!(binds[0]["errno"], 0);
+    assert_eq!(binds[0]["proto"], "tcp");
+    assert_eq!(binds[0]["options"]["reuseaddr"], true);
+    assert_eq!(binds[0]["bound_port"], 8080);
+    let failed = binds[1];
+    assert_eq!(failed["error"], "EADDRINUSE");
+    assert_eq!(failed["errno"], libc::EADDRINUSE);
+    assert_eq!(failed["proto"], "tcp");
+    assert_eq!(failed["options"]["reuseaddr"], false);
+    assert!(failed["bound_port"].is_null());
+    assert_eq!(failed["pid"], std::process::id());
+
+    let listen = find(&events, "listen", "127.0.0.1", 8080);
+    assert_eq!(listen.len(), 1, "{events:#?}");
+    assert_eq!(listen[0]["backlog"], 16);
+    assert_eq!(listen[0]["errno"], 0);
+    assert_eq!(find(&events, "listen_stop", "127.0.0.1", 8080).len(), 1);
+    assert_eq!(find(&events, "release", "127.0.0.1", 8080).len(), 1);
+
+    let v6 = find(&events, "bind", "::1", 8081);
+    assert_eq!(v6.len(), 2, "{events:#?}");
+    assert_eq!(v6[1]["error"], "EADDRINUSE");
+    assert_eq!(find(&events, "listen_stop", "::1", 8081).len(), 1);
+}
+
+#[test]
+fn udp_bind_conflict_and_release() {
+    let Some(tracer) = tracer_or_skip("udp_bind_conflict_and_release", &[]) else {
+        return;
+    };
+    let ns = Netns::new("udp");
+    let cookie = ns.cookie();
+    ns.run(|| {
+        let resolver = std::net::UdpSocket::bind("127.0.0.53:53").unwrap();
+        let err = std::net::UdpSocket::bind("0.0.0.0:53").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+        let v6 = std::net::UdpSocket::bind("[::1]:5353").unwrap();
+        drop(v6);
+        drop(resolver);
+    });
+    let events = in_netns(&tracer.stop(), cookie);
+    let ok = find(&events, "bind", "127.0.0.53", 53);
+    assert_eq!(ok.len(), 1, "{events:#?}");
+    assert_eq!(ok[0]["proto"], "udp");
+    let failed = find(&events, "bind", "0.0.0.0", 53);
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0]["error"], "EADDRINUSE");
+    assert_eq!(failed[0]["proto"], "udp");
+    let rel = find(&events, "release", "127.0.0.53", 53);
+    assert_eq!(rel.len(), 1, "UDP holders are seen leaving: {events:#?}");
+    assert_eq!(rel[0]["proto"], "udp");
+    assert_eq!(find(&events, "release", "::1", 5353).len(), 1);
+}
+
+#[test]
+fn eacces_for_a_privileged_port_as_an_unprivileged_user() {
+    let Some(tracer) = tracer_or_skip("eacces_unprivileged", &[]) else {
+        return;
+    };
+    let ns = Netns::new("eacces");
+    let cookie = ns.cookie();
+    ns.run(|| {
+        drop_thread_to_uid(65534);
+        let err = TcpListener::bind("0.0.0.0:80").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    });
+    let events = in_netns(&tracer.stop(), cookie);
+    let b = find(&events, "bind", "0.0.0.0", 80);
+    assert_eq!(b.len(), 1, "{events:#?}");
+    assert_eq!(b[0]["error"], "EACCES");
+    assert_eq!(b[0]["uid"], 65534);
+}
+
+#[test]
+fn eaddrnotavail_for_an_address_the_namespace_lacks() {
+    let Some(tracer) = tracer_or_skip("eaddrnotavail", &[]) else {
+        return;
+    };
+    let ns = Netns::new("notavail");
+    let cookie = ns.cookie();
+    ns.run(|| {
+        // TEST-NET-1: documentation space, on no interface of this namespace.
+        let err = TcpListener::bind("192.0.2.1:8080").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));
+    });
+    let events = in_netns(&tracer.stop(), cookie);
+    let b = find(&events, "bind", "192.0.2.1", 8080);
+    assert_eq!(b.len(), 1, "{events:#?}");
+    assert_eq!(b[0]["error"], "EADDRNOTAVAIL");
+}
+
+#[test]
+fn port_zero_bind_reports_the_port_the_kernel_chose() {
+    let Some(tracer) = tracer_or_skip("port_zero", &[]) else {
+        return;
+    };
+    let ns = Netns::new("port0");
+    let cookie = ns.cookie();
+    let (tcp_port, udp_port) = ns.run(|| {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        (t.local_addr().unwrap().port(), u.local_addr().unwrap().port())
+    });
+    let events = in_netns(&tracer.stop(), cookie);
+    let binds = find(&events, "bind", "127.0.0.1", 0);
+    assert_eq!(binds.len(), 2, "{events:#?}");
+    let tcp = binds.iter().find(|e| e["proto"] == "tcp").unwrap();
+    let udp = binds.iter().find(|e| e["proto"] == "udp").unwrap();
+    assert_eq!(tcp["bound_port"], tcp_port);
+    assert_eq!(udp["bound_port"], udp_port);
+    // The listener's own events carry the real port.
+    assert_eq!(find(&events, "listen", "127.0.0.1", tcp_port.into()).len(), 1);
+}
+
+#[test]
+fn reuse_flags_and_bound_device_are_seen() {
+    let Some(tracer) = tracer_or_skip("reuse_flags", &[]) else {
+        return;
+    };
+    let ns = Netns::new("reuse");
+    let cookie = ns.cookie();
+    ns.run(|| {
+        let a = sock("[::]:7443", Type::STREAM, false, true);
+        bind(&a, "[::]:7443").unwrap();
+        let b = sock("[::]:7443", Type::STREAM, false, true);
+        bind(&b, "[::]:7443").unwrap();
+        let c = sock("127.0.0.1:7444", Type::DGRAM, true, true);
+        c.bind_device(Some(b"lo")).unwrap();
+        bind(&c, "127.0.0.1:7444").unwrap();
+    });
+    let events = in_netns(&tracer.stop(), cookie);
+    let v6 = find(&events, "bind", "::", 7443);
+    assert_eq!(v6.len(), 2, "{events:#?}");
+    for e in &v6 {
+        assert_eq!(e["errno"], 0, "two SO_REUSEPORT sockets of one user share: {e}");
+        assert_eq!(e["options"]["reuseport"], true);
+        assert_eq!(e["options"]["reuseaddr"], false);
+    }
+    let c = find(&events, "bind", "127.0.0.1", 7444);
+    assert_eq!(c.len(), 1, "{events:#?}");
+    assert_eq!(c[0]["options"]["reuseaddr"], true);
+    assert_eq!(c[0]["options"]["reuseport"], true);
+    assert_eq!(c[0]["options"]["bound_ifindex"], 1, "lo is ifindex 1 in a new namespace");
+}
+
+#[test]
+fn accepts_are_counted_per_listening_port_in_the_kernel() {
+    let Some(tracer) = tracer_or_skip("accept_counts", &[]) else {
+        return;
+    };
+    const N: usize = 25;
+    let ns = Netns::new("accept");
+    ns.run(|| {
+        let l = TcpListener::bind("127.0.0.1:7070").unwrap();
+        for _ in 0..N {
+            let c = TcpStream::connect("127.0.0.1:7070").unwrap();
+            let (s, _) = l.accept().unwrap();
+            drop((c, s));
+        }
+    });
+    let events = tracer.stop();
+    let accepted: u64 = of_kind(&events, "accepts")
+        .iter()
+        .filter(|e| e["port"] == 7070)
+        .map(|e| e["delta"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, N as u64, "{events:#?}");
+    // Accepts come as per-port sums, never as one event per connection.
+    assert!(of_kind(&events, "accepts").len() <= 2);
+    assert_eq!(final_loss(&events)["lost_ringbuf_full"], 0);
+}
+
+#[test]
+fn namespaces_are_told_apart() {
+    let Some(tracer) = tracer_or_skip("namespaces_apart", &[]) else {
+        return;
+    };
+    let a = Netns::new("nsa");
+    let b = Netns::new("nsb");
+    let (ca, cb) = (a.cookie(), b.cookie());
+    assert_ne!(ca, cb);
+    let ha = a.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
+    let hb = b.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
+    drop((ha, hb));
+    let events = tracer.stop();
+    for (cookie, ns) in [(ca, &a), (cb, &b)] {
+        let evs = in_netns(&events, cookie);
+        let binds = find(&evs, "bind", "0.0.0.0", 80);
+        assert_eq!(binds.len(), 1, "{}: {evs:#?}", ns.name);
+        assert_eq!(binds[0]["errno"], 0);
+    }
+}

@@ -1,0 +1,254 @@
+//! Shared by the privileged integration tests: network namespaces of our
+//! own, a real `bindwatch trace --json` process, and the rule that decides
+//! whether a test runs, skips, or fails when the kernel refuses eBPF.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// CI sets this: a test that cannot use eBPF fails instead of skipping.
+pub const REQUIRE_VAR: &str = "BINDWATCH_REQUIRE_EBPF";
+
+pub fn required() -> bool {
+    std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1")
+}
+
+/// Returns false (and says why) when the test must skip; panics in CI.
+pub fn can_run(test: &str) -> bool {
+    // SAFETY: plain syscall.
+    let euid = unsafe { libc::geteuid() };
+    let why = if euid != 0 {
+        Some("not root".to_owned())
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("iproute2 (`ip`) is not installed".to_owned())
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if required() => panic!("{test}: {why}, and {REQUIRE_VAR}=1 forbids skipping"),
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why} (set {REQUIRE_VAR}=1 to make this a failure)");
+            false
+        }
+    }
+}
+
+static NS_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace of the test's own, with `lo` up, removed on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!(
+            "bwt-{tag}-{}-{}",
+            std::process::id(),
+            NS_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        run_ok("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        run_ok("ip", &a);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it
+    /// creates live there.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// The namespace's cookie, as the probes report it.
+    pub fn cookie(&self) -> u64 {
+        // An unbound socket: binding one here would add an event to the test's.
+        self.run(|| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            netns_cookie_of(s.as_raw_fd())
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+pub fn enter(path: &str) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: a valid namespace fd; affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+pub fn netns_cookie_of(fd: i32) -> u64 {
+    const SO_NETNS_COOKIE: i32 = 71;
+    let mut v: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd and out-pointers.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut v as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NETNS_COOKIE: {}", std::io::Error::last_os_error());
+    v
+}
+
+/// Drops this thread's credentials to `uid` (only this thread: the raw
+/// syscall bypasses glibc's process-wide setxid broadcast).
+pub fn drop_thread_to_uid(uid: u32) {
+    // SAFETY: plain syscalls on this thread.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+    }
+}
+
+pub fn run_ok(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `bindwatch trace --json`.
+pub struct Tracer {
+    child: Child,
+    stderr_log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts the tracer and waits until its probes are attached. Err holds
+    /// what it printed when the kernel refused it.
+    pub fn start(extra: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+            .arg("trace")
+            .arg("--json")
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn bindwatch: {e}"))?;
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("bindwatch: tracing;") {
+                    let _ = tx.send(line.clone());
+                }
+                log2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                if !line.contains("hooks 10/10 attached") {
+                    let _ = child.kill();
+                    return Err(format!("not every hook attached: {line}\n{}", log.lock().unwrap()));
+                }
+                return Ok(Self { child, stderr_log: log });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("bindwatch trace exited ({status}): {}", log.lock().unwrap()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("bindwatch trace did not start: {}", log.lock().unwrap()));
+            }
+        }
+    }
+
+    /// SIGTERM, then every JSON line it printed (it drains the ring first).
+    pub fn stop(mut self) -> Vec<Value> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "bindwatch trace failed ({status}): {}",
+            self.stderr_log.lock().unwrap()
+        );
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+/// Starts a tracer, or returns None when the test must skip; panics in CI.
+pub fn tracer_or_skip(test: &str, extra: &[&str]) -> Option<Tracer> {
+    if !can_run(test) {
+        return None;
+    }
+    match Tracer::start(extra) {
+        Ok(t) => Some(t),
+        Err(e) if required() => panic!("{test}: the kernel refused the probes: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: the kernel refused the probes: {e}");
+            None
+        }
+    }
+}
+
+/// Events of one namespace.
+pub fn in_netns(events: &[Value], cookie: u64) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["netns_cookie"].as_u64() == Some(cookie))
+        .cloned()
+        .collect()
+}
+
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+/// The final loss report the tracer prints at exit.
+pub fn final_loss(events: &[Value]) -> Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "loss")
+        .cloned()
+        .expect("no loss report at exit")
+}
