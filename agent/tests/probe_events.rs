@@ -159,7 +159,10 @@ fn port_zero_bind_reports_the_port_the_kernel_chose() {
     let (tcp_port, udp_port) = ns.run(|| {
         let t = TcpListener::bind("127.0.0.1:0").unwrap();
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        (t.local_addr().unwrap().port(), u.local_addr().unwrap().port())
+        (
+            t.local_addr().unwrap().port(),
+            u.local_addr().unwrap().port(),
+        )
     });
     let events = in_netns(&tracer.stop(), cookie);
     let binds = find(&events, "bind", "127.0.0.1", 0);
@@ -169,7 +172,10 @@ fn port_zero_bind_reports_the_port_the_kernel_chose() {
     assert_eq!(tcp["bound_port"], tcp_port);
     assert_eq!(udp["bound_port"], udp_port);
     // The listener's own events carry the real port.
-    assert_eq!(find(&events, "listen", "127.0.0.1", tcp_port.into()).len(), 1);
+    assert_eq!(
+        find(&events, "listen", "127.0.0.1", tcp_port.into()).len(),
+        1
+    );
 }
 
 #[test]
@@ -192,7 +198,10 @@ fn reuse_flags_and_bound_device_are_seen() {
     let v6 = find(&events, "bind", "::", 7443);
     assert_eq!(v6.len(), 2, "{events:#?}");
     for e in &v6 {
-        assert_eq!(e["errno"], 0, "two SO_REUSEPORT sockets of one user share: {e}");
+        assert_eq!(
+            e["errno"], 0,
+            "two SO_REUSEPORT sockets of one user share: {e}"
+        );
         assert_eq!(e["options"]["reuseport"], true);
         assert_eq!(e["options"]["reuseaddr"], false);
     }
@@ -200,7 +209,10 @@ fn reuse_flags_and_bound_device_are_seen() {
     assert_eq!(c.len(), 1, "{events:#?}");
     assert_eq!(c[0]["options"]["reuseaddr"], true);
     assert_eq!(c[0]["options"]["reuseport"], true);
-    assert_eq!(c[0]["options"]["bound_ifindex"], 1, "lo is ifindex 1 in a new namespace");
+    assert_eq!(
+        c[0]["options"]["bound_ifindex"], 1,
+        "lo is ifindex 1 in a new namespace"
+    );
 }
 
 #[test]

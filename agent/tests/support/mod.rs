@@ -3,7 +3,7 @@
 //! whether a test runs, skips, or fails when the kernel refuses eBPF.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -82,7 +82,8 @@ impl Netns {
     pub fn cookie(&self) -> u64 {
         // An unbound socket: binding one here would add an event to the test's.
         self.run(|| {
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
             netns_cookie_of(s.as_raw_fd())
         })
     }
@@ -90,7 +91,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -116,7 +119,12 @@ pub fn netns_cookie_of(fd: i32) -> u64 {
             &mut len,
         )
     };
-    assert_eq!(rc, 0, "SO_NETNS_COOKIE: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "SO_NETNS_COOKIE: {}",
+        std::io::Error::last_os_error()
+    );
     v
 }
 
@@ -146,6 +154,9 @@ pub fn run_ok(cmd: &str, args: &[&str]) {
 pub struct Tracer {
     child: Child,
     stderr_log: std::sync::Arc<std::sync::Mutex<String>>,
+    // Read continuously: a full pipe would stall the tracer and overflow
+    // the ring buffer, which is what the loss tests must not confuse.
+    stdout_reader: std::thread::JoinHandle<Vec<String>>,
 }
 
 impl Tracer {
@@ -161,6 +172,13 @@ impl Tracer {
             .spawn()
             .map_err(|e| format!("spawn bindwatch: {e}"))?;
         let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stdout_reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect()
+        });
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
@@ -177,39 +195,51 @@ impl Tracer {
             if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
                 if !line.contains("hooks 10/10 attached") {
                     let _ = child.kill();
-                    return Err(format!("not every hook attached: {line}\n{}", log.lock().unwrap()));
+                    return Err(format!(
+                        "not every hook attached: {line}\n{}",
+                        log.lock().unwrap()
+                    ));
                 }
-                return Ok(Self { child, stderr_log: log });
+                return Ok(Self {
+                    child,
+                    stderr_log: log,
+                    stdout_reader,
+                });
             }
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                return Err(format!("bindwatch trace exited ({status}): {}", log.lock().unwrap()));
+                return Err(format!(
+                    "bindwatch trace exited ({status}): {}",
+                    log.lock().unwrap()
+                ));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("bindwatch trace did not start: {}", log.lock().unwrap()));
+                return Err(format!(
+                    "bindwatch trace did not start: {}",
+                    log.lock().unwrap()
+                ));
             }
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM, then every JSON line it printed (it drains the ring first).
     pub fn stop(mut self) -> Vec<Value> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let lines = self.stdout_reader.join().expect("stdout reader");
         let status = self.child.wait().unwrap();
         assert!(
             status.success(),
             "bindwatch trace failed ({status}): {}",
             self.stderr_log.lock().unwrap()
         );
-        out.lines()
+        lines
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
     }
