@@ -77,6 +77,30 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
     }
 }
 
+/// SIGINT and SIGTERM, caught from the moment a command starts: a signal
+/// that arrives while the probes load must still end the loop cleanly.
+pub struct Shutdown {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn install() -> Result<Self> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?,
+            sigterm: signal(SignalKind::terminate())
+                .map_err(|e| Error::io("SIGTERM handler", e))?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.sigint.recv() => {}
+            _ = self.sigterm.recv() => {}
+        }
+    }
+}
+
 /// Reads events until SIGINT or SIGTERM (or the sink's reader goes away),
 /// polling accept and loss counters every `tick`. Drains what the ring still
 /// holds before returning, so nothing read by the kernel is left unreported.
@@ -85,6 +109,7 @@ pub async fn pump(
     reader: &mut RingReader,
     sink: &mut impl Sink,
     tick: Duration,
+    shutdown: &mut Shutdown,
 ) -> Result<()> {
     let mut decoder = Decoder::new(Clock::new());
     let mut accepts = AcceptDeltas::default();
@@ -92,9 +117,6 @@ pub async fn pump(
     let mut last_malformed = 0;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut batch: Vec<Event> = Vec::with_capacity(1024);
 
     let io_result: std::io::Result<()> = async {
@@ -122,8 +144,7 @@ pub async fn pump(
                     }
                     sink.flush()?;
                 }
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
+                _ = shutdown.recv() => break,
             }
         }
         reader.drain(|bytes| {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Sink, pump};
+use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::linux::{ProbeConfig, Probes, RingReader};
@@ -57,6 +57,7 @@ impl Sink for LogSink {
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
+    let mut shutdown = Shutdown::install()?;
     let (probes, ring) = Probes::load(&opts.probe)?;
     for h in probes.hooks() {
         tracing::info!(
@@ -73,5 +74,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "bindwatch running"
     );
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
-    pump(&probes, &mut reader, &mut LogSink, Duration::from_secs(1)).await
+    pump(
+        &probes,
+        &mut reader,
+        &mut LogSink,
+        Duration::from_secs(1),
+        &mut shutdown,
+    )
+    .await
 }

@@ -3,7 +3,7 @@
 use std::io::{BufWriter, Stdout, Write};
 use std::time::Duration;
 
-use super::{Sink, pump};
+use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::linux::{ProbeConfig, Probes, RingReader};
@@ -73,6 +73,7 @@ impl Sink for TraceSink {
 }
 
 pub async fn trace(opts: TraceOptions) -> Result<()> {
+    let mut shutdown = Shutdown::install()?;
     let (probes, ring) = Probes::load(&opts.probe)?;
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
     for h in probes.hooks().iter().filter(|h| !h.attached) {
@@ -97,5 +98,12 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         writeln!(sink.out, "{}", trace::HEADER).map_err(|e| Error::io("writing", e))?;
         sink.flush().map_err(|e| Error::io("writing", e))?;
     }
-    pump(&probes, &mut reader, &mut sink, Duration::from_secs(1)).await
+    pump(
+        &probes,
+        &mut reader,
+        &mut sink,
+        Duration::from_secs(1),
+        &mut shutdown,
+    )
+    .await
 }

@@ -230,8 +230,12 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
+        // aya's messages often already quote their cause.
+        let msg = e.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
         cur = e.source();
     }
     s
