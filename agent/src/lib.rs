@@ -2,6 +2,7 @@
 //! when a bind fails. The binary (`main.rs`) is a thin CLI over this library.
 
 pub mod clock;
+pub mod conflict;
 pub mod decode;
 pub mod errno;
 pub mod error;
