@@ -28,6 +28,29 @@ pub struct SockSpec {
     pub state: SockState,
 }
 
+impl SockSpec {
+    /// A root-owned socket with no options, in an unknown namespace:
+    /// listening for TCP, bound for UDP.
+    pub fn new(proto: Proto, addr: IpAddr, port: u16) -> Self {
+        Self {
+            netns: None,
+            proto,
+            addr,
+            port,
+            v6only: false,
+            reuseaddr: false,
+            reuseport: false,
+            uid: 0,
+            bound_ifindex: None,
+            state: if proto == Proto::Udp {
+                SockState::Bound
+            } else {
+                SockState::Listen
+            },
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SockState {
@@ -298,23 +321,14 @@ mod tests {
     fn s(addr: &str, port: u16) -> SockSpec {
         SockSpec {
             netns: Some(1),
-            proto: Proto::Tcp,
-            addr: addr.parse().unwrap(),
-            port,
-            v6only: false,
-            reuseaddr: false,
-            reuseport: false,
-            uid: 0,
-            bound_ifindex: None,
-            state: SockState::Listen,
+            ..SockSpec::new(Proto::Tcp, addr.parse().unwrap(), port)
         }
     }
 
     fn udp(addr: &str, port: u16) -> SockSpec {
         SockSpec {
-            proto: Proto::Udp,
-            state: SockState::Bound,
-            ..s(addr, port)
+            netns: Some(1),
+            ..SockSpec::new(Proto::Udp, addr.parse().unwrap(), port)
         }
     }
 

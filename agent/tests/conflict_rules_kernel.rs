@@ -67,22 +67,7 @@ fn engine_agrees_with_the_kernel() {
             for r_addr in addrs {
                 for bits in 0u32..64 {
                     port += 1;
-                    let base = |addr: &str| SockSpec {
-                        netns: None,
-                        proto,
-                        addr: addr.parse().unwrap(),
-                        port,
-                        v6only: false,
-                        reuseaddr: false,
-                        reuseport: false,
-                        uid: 0,
-                        bound_ifindex: None,
-                        state: if proto == Proto::Tcp {
-                            SockState::Listen
-                        } else {
-                            SockState::Bound
-                        },
-                    };
+                    let base = |addr: &str| SockSpec::new(proto, addr.parse().unwrap(), port);
                     let mut holder = base(h_addr);
                     let mut req = base(r_addr);
                     holder.reuseaddr = bits & 1 != 0;
