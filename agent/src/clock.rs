@@ -1,7 +1,5 @@
 //! Converts the probes' CLOCK_MONOTONIC stamps into wall-clock time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -38,15 +36,11 @@ impl Clock {
     pub fn unix_ns(&self, mono_ns: u64) -> u64 {
         (mono_ns as i128 + self.offset_ns).max(0) as u64
     }
+}
 
-    pub fn system_time(&self, mono_ns: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.unix_ns(mono_ns))
-    }
-
-    /// The current monotonic time, in the probes' clock.
-    pub fn mono_now_ns() -> u64 {
-        clock_ns(libc::CLOCK_MONOTONIC)
-    }
+/// Wall-clock time now, in Unix nanoseconds.
+pub fn now_unix_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
 }
 
 impl Default for Clock {

@@ -87,12 +87,6 @@ pub struct SockOptions {
     pub bound_ifindex: Option<u32>,
 }
 
-impl SockOptions {
-    pub fn is_empty(&self) -> bool {
-        !self.reuseaddr && !self.reuseport && self.bound_ifindex.is_none()
-    }
-}
-
 impl fmt::Display for SockOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use bindwatch::event::Proto;
+use bindwatch::linux::probes::DEFAULT_RING_BUFFER_BYTES;
 use bindwatch::trace::Filter;
 
 #[derive(Parser)]
@@ -28,12 +29,8 @@ enum Command {
 #[derive(Args)]
 struct ProbeArgs {
     /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
-    #[arg(long, default_value_t = bindwatch_probe_default(), value_parser = parse_ring_size)]
+    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
-}
-
-const fn bindwatch_probe_default() -> u32 {
-    8 << 20
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {

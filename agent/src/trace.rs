@@ -72,6 +72,13 @@ pub struct LossReport {
     pub malformed: u64,
 }
 
+impl LossReport {
+    /// Events the kernel produced that never reached the agent.
+    pub fn lost_events(&self) -> u64 {
+        self.lost_ringbuf_full + self.lost_pending_map_full
+    }
+}
+
 fn clock_str(time_ns: u64) -> String {
     let secs = (time_ns / 1_000_000_000) as i64;
     let nanos = (time_ns % 1_000_000_000) as u32;

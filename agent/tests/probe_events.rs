@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
-use support::{Netns, drop_thread_to_uid, final_loss, in_netns, of_kind, tracer_or_skip};
+use support::{
+    Netns, drop_thread_to_uid, final_loss, in_netns, of_kind, trace_in_netns, tracer_or_skip,
+};
 
 fn sock(addr: &str, ty: Type, reuseaddr: bool, reuseport: bool) -> Socket {
     let a: SocketAddr = addr.parse().unwrap();
@@ -36,12 +38,7 @@ fn find<'a>(events: &'a [Value], kind: &str, addr: &str, port: u64) -> Vec<&'a V
 
 #[test]
 fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
-    let Some(tracer) = tracer_or_skip("tcp_bind_listen_close", &[]) else {
-        return;
-    };
-    let ns = Netns::new("tcp");
-    let cookie = ns.cookie();
-    ns.run(|| {
+    let Some((events, ())) = trace_in_netns("tcp_bind_listen_close", "tcp", || {
         let holder = sock("127.0.0.1:8080", Type::STREAM, true, false);
         bind(&holder, "127.0.0.1:8080").unwrap();
         holder.listen(16).unwrap();
@@ -53,8 +50,9 @@ fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
         drop(v6);
         drop(holder);
-    });
-    let events = in_netns(&tracer.stop(), cookie);
+    }) else {
+        return;
+    };
 
     let binds = find(&events, "bind", "127.0.0.1", 8080);
     assert_eq!(binds.len(), 2, "{binds:#?}");
@@ -85,20 +83,16 @@ fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
 
 #[test]
 fn udp_bind_conflict_and_release() {
-    let Some(tracer) = tracer_or_skip("udp_bind_conflict_and_release", &[]) else {
-        return;
-    };
-    let ns = Netns::new("udp");
-    let cookie = ns.cookie();
-    ns.run(|| {
+    let Some((events, ())) = trace_in_netns("udp_bind_conflict_and_release", "udp", || {
         let resolver = std::net::UdpSocket::bind("127.0.0.53:53").unwrap();
         let err = std::net::UdpSocket::bind("0.0.0.0:53").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
         let v6 = std::net::UdpSocket::bind("[::1]:5353").unwrap();
         drop(v6);
         drop(resolver);
-    });
-    let events = in_netns(&tracer.stop(), cookie);
+    }) else {
+        return;
+    };
     let ok = find(&events, "bind", "127.0.0.53", 53);
     assert_eq!(ok.len(), 1, "{events:#?}");
     assert_eq!(ok[0]["proto"], "udp");
@@ -114,17 +108,13 @@ fn udp_bind_conflict_and_release() {
 
 #[test]
 fn eacces_for_a_privileged_port_as_an_unprivileged_user() {
-    let Some(tracer) = tracer_or_skip("eacces_unprivileged", &[]) else {
-        return;
-    };
-    let ns = Netns::new("eacces");
-    let cookie = ns.cookie();
-    ns.run(|| {
+    let Some((events, ())) = trace_in_netns("eacces_unprivileged", "eacces", || {
         drop_thread_to_uid(65534);
         let err = TcpListener::bind("0.0.0.0:80").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
-    });
-    let events = in_netns(&tracer.stop(), cookie);
+    }) else {
+        return;
+    };
     let b = find(&events, "bind", "0.0.0.0", 80);
     assert_eq!(b.len(), 1, "{events:#?}");
     assert_eq!(b[0]["error"], "EACCES");
@@ -133,17 +123,13 @@ fn eacces_for_a_privileged_port_as_an_unprivileged_user() {
 
 #[test]
 fn eaddrnotavail_for_an_address_the_namespace_lacks() {
-    let Some(tracer) = tracer_or_skip("eaddrnotavail", &[]) else {
-        return;
-    };
-    let ns = Netns::new("notavail");
-    let cookie = ns.cookie();
-    ns.run(|| {
+    let Some((events, ())) = trace_in_netns("eaddrnotavail", "notavail", || {
         // TEST-NET-1: documentation space, on no interface of this namespace.
         let err = TcpListener::bind("192.0.2.1:8080").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));
-    });
-    let events = in_netns(&tracer.stop(), cookie);
+    }) else {
+        return;
+    };
     let b = find(&events, "bind", "192.0.2.1", 8080);
     assert_eq!(b.len(), 1, "{events:#?}");
     assert_eq!(b[0]["error"], "EADDRNOTAVAIL");
@@ -151,20 +137,16 @@ fn eaddrnotavail_for_an_address_the_namespace_lacks() {
 
 #[test]
 fn port_zero_bind_reports_the_port_the_kernel_chose() {
-    let Some(tracer) = tracer_or_skip("port_zero", &[]) else {
-        return;
-    };
-    let ns = Netns::new("port0");
-    let cookie = ns.cookie();
-    let (tcp_port, udp_port) = ns.run(|| {
+    let Some((events, (tcp_port, udp_port))) = trace_in_netns("port_zero", "port0", || {
         let t = TcpListener::bind("127.0.0.1:0").unwrap();
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         (
             t.local_addr().unwrap().port(),
             u.local_addr().unwrap().port(),
         )
-    });
-    let events = in_netns(&tracer.stop(), cookie);
+    }) else {
+        return;
+    };
     let binds = find(&events, "bind", "127.0.0.1", 0);
     assert_eq!(binds.len(), 2, "{events:#?}");
     let tcp = binds.iter().find(|e| e["proto"] == "tcp").unwrap();
@@ -180,12 +162,7 @@ fn port_zero_bind_reports_the_port_the_kernel_chose() {
 
 #[test]
 fn reuse_flags_and_bound_device_are_seen() {
-    let Some(tracer) = tracer_or_skip("reuse_flags", &[]) else {
-        return;
-    };
-    let ns = Netns::new("reuse");
-    let cookie = ns.cookie();
-    ns.run(|| {
+    let Some((events, ())) = trace_in_netns("reuse_flags", "reuse", || {
         let a = sock("[::]:7443", Type::STREAM, false, true);
         bind(&a, "[::]:7443").unwrap();
         let b = sock("[::]:7443", Type::STREAM, false, true);
@@ -193,8 +170,9 @@ fn reuse_flags_and_bound_device_are_seen() {
         let c = sock("127.0.0.1:7444", Type::DGRAM, true, true);
         c.bind_device(Some(b"lo")).unwrap();
         bind(&c, "127.0.0.1:7444").unwrap();
-    });
-    let events = in_netns(&tracer.stop(), cookie);
+    }) else {
+        return;
+    };
     let v6 = find(&events, "bind", "::", 7443);
     assert_eq!(v6.len(), 2, "{events:#?}");
     for e in &v6 {

@@ -17,7 +17,7 @@ pub struct AcceptDeltas {
 
 impl AcceptDeltas {
     pub fn poll(&mut self, probes: &Probes) -> Vec<AcceptSummary> {
-        let now = Clock::new().unix_ns(Clock::mono_now_ns());
+        let now = crate::clock::now_unix_ns();
         let Ok(current) = probes.accepts() else {
             return Vec::new();
         };
@@ -68,7 +68,7 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
     let s = decoder.stats();
     LossReport {
         kind: "loss",
-        time_ns: Clock::new().unix_ns(Clock::mono_now_ns()),
+        time_ns: crate::clock::now_unix_ns(),
         events: s.decoded,
         lost_ringbuf_full: lost.ringbuf_full,
         lost_pending_map_full: lost.pending_map_full,

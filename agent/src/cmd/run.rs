@@ -37,7 +37,7 @@ impl Sink for LogSink {
     }
 
     fn loss(&mut self, r: &LossReport, last: bool) -> std::io::Result<()> {
-        let lost = r.lost_ringbuf_full + r.lost_pending_map_full;
+        let lost = r.lost_events();
         if last {
             tracing::info!(events = r.events, lost, malformed = r.malformed, "stopped");
         } else {

@@ -51,7 +51,7 @@ impl Sink for TraceSink {
         if self.json {
             return trace::write_json_line(&mut self.out, r);
         }
-        let lost = r.lost_ringbuf_full + r.lost_pending_map_full;
+        let lost = r.lost_events();
         if last {
             eprintln!(
                 "bindwatch: stopped; {} events read, {} lost, {} malformed",

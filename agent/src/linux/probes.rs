@@ -53,12 +53,6 @@ pub struct LostCounts {
     pub pending_map_full: u64,
 }
 
-impl LostCounts {
-    pub fn events(&self) -> u64 {
-        self.ringbuf_full + self.pending_map_full
-    }
-}
-
 #[repr(transparent)]
 #[derive(Clone, Copy)]
 struct AcceptKeyPod(AcceptKey);
@@ -268,22 +262,24 @@ impl Probes {
             .map_err(|e| Error::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
+        let mut first_refusal = None;
         for (name, hook) in HOOKS {
-            let res = attach_one(&mut ebpf, name, hook, &cgroup);
-            if let Err(e) = &res {
-                tracing::warn!(hook = name, error = %e, "hook not attached; its events will be missing");
-            }
+            let error = attach_one(&mut ebpf, name, hook, &cgroup).err().map(|e| {
+                let msg = describe(e.as_ref());
+                tracing::warn!(hook = name, error = %msg, "hook not attached; its events will be missing");
+                first_refusal.get_or_insert((is_permission_error(e.as_ref()), msg.clone()));
+                msg
+            });
             hooks.push(HookStatus {
                 hook: name,
-                attached: res.is_ok(),
-                error: res.err(),
+                attached: error.is_none(),
+                error,
             });
         }
-        if let Some(first) = hooks.iter().find(|h| !h.attached)
-            && hooks.iter().all(|h| !h.attached)
+        if hooks.iter().all(|h| !h.attached)
+            && let Some((denied, msg)) = first_refusal
         {
-            let msg = first.error.clone().unwrap_or_default();
-            return Err(if msg.contains("Operation not permitted") {
+            return Err(if denied {
                 Error::NotPrivileged(msg)
             } else {
                 Error::NothingAttached(msg)
@@ -372,11 +368,11 @@ fn attach_one(
     name: &str,
     hook: &Hook,
     cgroup: &File,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the object"))?;
-    let res: std::result::Result<(), Box<dyn std::error::Error>> = match hook {
+    match hook {
         Hook::TracePoint(cat, tp) => (|| {
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
@@ -395,8 +391,7 @@ fn attach_one(
             p.attach(cgroup, CgroupAttachMode::Single)?;
             Ok(())
         })(),
-    };
-    res.map_err(|e| describe(e.as_ref()))
+    }
 }
 
 #[cfg(test)]

@@ -223,10 +223,6 @@ impl Tracer {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGTERM, then every JSON line it printed (it drains the ring first).
     pub fn stop(mut self) -> Vec<Value> {
         // SAFETY: signalling our own child.
@@ -258,6 +254,21 @@ pub fn tracer_or_skip(test: &str, extra: &[&str]) -> Option<Tracer> {
             None
         }
     }
+}
+
+/// Runs `f` in a fresh namespace while a tracer watches. Returns the
+/// events of that namespace and what `f` returned, or None when the test
+/// must skip (see `tracer_or_skip`).
+pub fn trace_in_netns<T: Send + 'static>(
+    test: &str,
+    tag: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<(Vec<Value>, T)> {
+    let tracer = tracer_or_skip(test, &[])?;
+    let ns = Netns::new(tag);
+    let cookie = ns.cookie();
+    let out = ns.run(f);
+    Some((in_netns(&tracer.stop(), cookie), out))
 }
 
 /// Events of one namespace.
