@@ -80,20 +80,29 @@ pub enum Overlap {
 }
 
 /// Why a holder blocks a bind: the machine-readable reason code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     SameAddress,
     WildcardHolder,
     WildcardRequest,
     DualStackHolder,
     DualStackRequest,
-    /// Both set SO_REUSEADDR, but the TCP holder is listening.
-    ReuseAddrListener,
     /// One socket set SO_REUSEPORT and the other did not.
     ReusePortMismatch,
     /// Both set SO_REUSEPORT, under different users.
     ReusePortOtherUser,
+    /// A closed connection's TIME_WAIT leftover, and the new socket (or the
+    /// old one) lacks SO_REUSEADDR.
+    TimeWait,
+    /// An open connection (accepted from an old listener, or connected)
+    /// still uses the port.
+    Connection,
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
 }
 
 impl Reason {
@@ -104,9 +113,10 @@ impl Reason {
             Self::WildcardRequest => "wildcard_request",
             Self::DualStackHolder => "dual_stack_holder",
             Self::DualStackRequest => "dual_stack_request",
-            Self::ReuseAddrListener => "reuseaddr_listener",
             Self::ReusePortMismatch => "reuseport_mismatch",
             Self::ReusePortOtherUser => "reuseport_other_user",
+            Self::TimeWait => "time_wait",
+            Self::Connection => "connection",
         }
     }
 
@@ -131,9 +141,6 @@ impl Reason {
             Self::DualStackRequest => {
                 format!("{r} without IPV6_V6ONLY asks for IPv4 too, and the holder has {h}")
             }
-            Self::ReuseAddrListener => format!(
-                "both sockets set SO_REUSEADDR, but the holder of {h} is listening, and a listener is never shared that way"
-            ),
             Self::ReusePortMismatch => format!(
                 "SO_REUSEPORT shares {h} only when every socket sets it; here {} did not",
                 if req.reuseport {
@@ -145,6 +152,12 @@ impl Reason {
             Self::ReusePortOtherUser => format!(
                 "both sockets set SO_REUSEPORT on {h}, but it shares a port only between sockets of one user (holder uid {}, new socket uid {})",
                 holder.uid, req.uid
+            ),
+            Self::TimeWait => format!(
+                "a closed connection on {h} is in TIME_WAIT, and SO_REUSEADDR is not set on both sockets"
+            ),
+            Self::Connection => format!(
+                "an open connection on {h} still uses the port, and SO_REUSEADDR is not set on both sockets"
             ),
         }
     }
@@ -170,13 +183,17 @@ impl Reason {
             Self::DualStackRequest => {
                 "set IPV6_V6ONLY on the new socket to take IPv6 only, or stop the IPv4 holder"
             }
-            Self::ReuseAddrListener => {
-                "SO_REUSEADDR does not share a listening port; use SO_REUSEPORT on every socket, \
-                 under one user"
-            }
             Self::ReusePortMismatch => "set SO_REUSEPORT on every socket that shares the port",
             Self::ReusePortOtherUser => {
                 "run every process that shares the port with SO_REUSEPORT under the same user"
+            }
+            Self::TimeWait => {
+                "set SO_REUSEADDR on the server's listening socket (most servers do); TIME_WAIT \
+                 ends by itself within 60 s"
+            }
+            Self::Connection => {
+                "set SO_REUSEADDR on the server's listening socket, or wait for the old \
+                 connections to close"
             }
         }
     }
@@ -293,17 +310,17 @@ pub fn conflict(req: &SockSpec, holder: &SockSpec) -> Option<Reason> {
     if same_user_reuseport {
         return None;
     }
-    Some(if req.reuseport && holder.reuseport {
+    Some(if holder.state == SockState::TimeWait {
+        Reason::TimeWait
+    } else if holder.state == SockState::Established {
+        Reason::Connection
+    } else if req.reuseport && holder.reuseport {
         Reason::ReusePortOtherUser
     } else if req.reuseport != holder.reuseport && (req.reuseport || holder.reuseport) {
         Reason::ReusePortMismatch
-    } else if req.proto == Proto::Tcp
-        && req.reuseaddr
-        && holder.reuseaddr
-        && holder.state == SockState::Listen
-    {
-        Reason::ReuseAddrListener
     } else {
+        // SO_REUSEADDR on both sides never shares a TCP listener; the
+        // overlap, not the flag, is what the operator must change.
         match ov {
             Overlap::Exact => Reason::SameAddress,
             Overlap::HolderWildcard => Reason::WildcardHolder,
@@ -439,7 +456,7 @@ mod tests {
                 "SO_REUSEADDR does not share a TCP listener",
                 ra.clone(),
                 ra.clone(),
-                Some(Reason::ReuseAddrListener),
+                Some(Reason::SameAddress),
             ),
             (
                 "SO_REUSEADDR on both passes a TIME_WAIT leftover",
@@ -451,7 +468,7 @@ mod tests {
                 "without SO_REUSEADDR a TIME_WAIT leftover blocks",
                 s("0.0.0.0", 8080),
                 tw_plain,
-                Some(Reason::SameAddress),
+                Some(Reason::TimeWait),
             ),
             (
                 "sockets on different devices coexist",

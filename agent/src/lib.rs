@@ -7,7 +7,9 @@ pub mod decode;
 pub mod errno;
 pub mod error;
 pub mod event;
+pub mod holders;
 pub mod trace;
+pub mod who;
 
 #[cfg(target_os = "linux")]
 pub mod cmd;

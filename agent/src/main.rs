@@ -22,8 +22,21 @@ struct Cli {
 enum Command {
     /// Run the agent: follow every bind, listen and release on the host.
     Run(RunArgs),
-    /// Print bind, listen and release events live, as they happen.
+    /// Print bind, listen and release events live, as they happen; failed
+    /// binds come with their holder, the reason and a fix.
     Trace(TraceArgs),
+    /// Who holds a port now, and what they block: `who 80`, `who 53/udp`,
+    /// `who 10.0.0.6:80`.
+    Who(WhoArgs),
+}
+
+#[derive(Args)]
+struct WhoArgs {
+    /// PORT, PORT/PROTO, ADDR:PORT or [ADDR6]:PORT, optionally /tcp or /udp.
+    target: String,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -123,6 +136,16 @@ fn real_main() -> anyhow::Result<()> {
                 },
             };
             rt.block_on(bindwatch::cmd::trace::trace(opts))?;
+        }
+        Command::Who(a) => {
+            init_logging("error");
+            let query: bindwatch::holders::WhoQuery = a.target.parse()?;
+            let answer = bindwatch::cmd::who::standalone(query);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", bindwatch::who::render(&answer));
+            }
         }
     }
     Ok(())

@@ -6,6 +6,49 @@ use chrono::{DateTime, Local};
 use serde::Serialize;
 
 use crate::event::{Event, Proto};
+use crate::holders::Diagnosis;
+
+/// An event with its diagnosis, as one JSON line.
+#[derive(Serialize)]
+pub struct EventLine<'a> {
+    #[serde(flatten)]
+    pub event: &'a Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<&'a Diagnosis>,
+}
+
+const INDENT: &str = "              ";
+
+/// The lines printed under a failed bind: holders, reasons, hint.
+pub fn diagnosis_lines(d: &Diagnosis) -> Vec<String> {
+    let mut v = Vec::new();
+    if d.holders.is_empty() {
+        v.push(format!("{INDENT}└─ {}", d.summary));
+    }
+    for b in &d.holders {
+        let h = &b.holder;
+        v.push(format!(
+            "{INDENT}└─ held by {} on {} {} since {} [{}{}]",
+            h.owner_label(),
+            h.proto,
+            h.endpoint,
+            clock_str(h.since_ns),
+            b.reason.code(),
+            if b.certain { "" } else { ", probable" }
+        ));
+        if let Some(o) = h.owners.first().filter(|o| !o.cmdline.is_empty()) {
+            v.push(format!(
+                "{INDENT}   command: {}",
+                crate::who::one_line(&o.cmdline, 120)
+            ));
+        }
+        v.push(format!("{INDENT}   why: {}", b.explanation));
+    }
+    if let Some(hint) = &d.hint {
+        v.push(format!("{INDENT}   fix: {hint}"));
+    }
+    v
+}
 
 /// Filters given on the command line; all must match.
 #[derive(Clone, Debug, Default)]

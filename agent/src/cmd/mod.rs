@@ -1,7 +1,9 @@
 //! The subcommands' event loops.
 
+pub mod correlate;
 pub mod run;
 pub mod trace;
+pub mod who;
 
 use std::collections::HashMap;
 
@@ -52,15 +54,23 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::holders::Diagnosis;
 use crate::linux::{LostCounts, RingReader};
 use crate::trace::LossReport;
+use correlate::{Correlator, CorrelatorStats};
 
 /// Where the event loop delivers what it reads.
 pub trait Sink {
-    fn event(&mut self, ev: &Event) -> std::io::Result<()>;
+    /// One event; a failed bind comes with its diagnosis.
+    fn event(&mut self, ev: &Event, diagnosis: Option<&Diagnosis>) -> std::io::Result<()>;
     fn accepts(&mut self, summaries: &[AcceptSummary]) -> std::io::Result<()>;
     /// Called when a loss counter moved, and once at the end (`last`).
     fn loss(&mut self, report: &LossReport, last: bool) -> std::io::Result<()>;
+    /// The holder table's counters and diagnosis latency: when the table
+    /// was reconciled, and once at the end (`last`).
+    fn holders(&mut self, _stats: &CorrelatorStats, _last: bool) -> std::io::Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> std::io::Result<()>;
 }
 
@@ -110,6 +120,7 @@ pub async fn pump(
     sink: &mut impl Sink,
     tick: Duration,
     shutdown: &mut Shutdown,
+    correlator: &mut Correlator,
 ) -> Result<()> {
     let mut decoder = Decoder::new(Clock::new());
     let mut accepts = AcceptDeltas::default();
@@ -129,11 +140,16 @@ pub async fn pump(
                 }) => {
                     r?;
                     for ev in batch.drain(..) {
-                        sink.event(&ev)?;
+                        let d = correlator.on_event(&ev);
+                        sink.event(&ev, d.as_ref())?;
                     }
+                    correlator.after_batch();
                     sink.flush()?;
                 }
                 _ = interval.tick() => {
+                    if correlator.tick().await.is_some() {
+                        sink.holders(&correlator.stats(), false)?;
+                    }
                     sink.accepts(&accepts.poll(probes))?;
                     let lost = probes.lost().unwrap_or_default();
                     let malformed = decoder.stats().rejected();
@@ -153,9 +169,11 @@ pub async fn pump(
             }
         });
         for ev in batch.drain(..) {
-            sink.event(&ev)?;
+            let d = correlator.on_event(&ev);
+            sink.event(&ev, d.as_ref())?;
         }
         sink.accepts(&accepts.poll(probes))?;
+        sink.holders(&correlator.stats(), true)?;
         sink.loss(
             &loss_report(probes.lost().unwrap_or_default(), &decoder),
             true,

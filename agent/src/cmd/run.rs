@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use super::correlate::{Correlator, DEFAULT_RECONCILE_INTERVAL};
 use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::holders::Diagnosis;
 use crate::linux::{ProbeConfig, Probes, RingReader};
 use crate::trace::{AcceptSummary, LossReport};
 
@@ -17,8 +19,9 @@ pub struct RunOptions {
 struct LogSink;
 
 impl Sink for LogSink {
-    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+    fn event(&mut self, ev: &Event, d: Option<&Diagnosis>) -> std::io::Result<()> {
         if ev.failed() {
+            let holder = d.and_then(|d| d.holders.first());
             tracing::warn!(
                 pid = ev.pid,
                 comm = %ev.comm,
@@ -26,6 +29,10 @@ impl Sink for LogSink {
                 proto = ev.proto.as_str(),
                 endpoint = %ev.endpoint(),
                 error = %ev.result_str(),
+                holder = holder.map(|b| b.holder.owner_label()),
+                reason = holder.map(|b| b.reason.code()),
+                diagnosis = d.map(|d| d.summary.as_str()),
+                hint = d.and_then(|d| d.hint.as_deref()),
                 "bind failed"
             );
         }
@@ -74,12 +81,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "bindwatch running"
     );
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    let mut correlator = Correlator::start(DEFAULT_RECONCILE_INTERVAL);
     pump(
         &probes,
         &mut reader,
         &mut LogSink,
         Duration::from_secs(1),
         &mut shutdown,
+        &mut correlator,
     )
     .await
 }

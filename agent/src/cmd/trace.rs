@@ -3,9 +3,11 @@
 use std::io::{BufWriter, Stdout, Write};
 use std::time::Duration;
 
+use super::correlate::{Correlator, CorrelatorStats, DEFAULT_RECONCILE_INTERVAL};
 use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::holders::Diagnosis;
 use crate::linux::{ProbeConfig, Probes, RingReader};
 use crate::trace::{self, AcceptSummary, Filter, LossReport};
 
@@ -22,15 +24,57 @@ struct TraceSink {
 }
 
 impl Sink for TraceSink {
-    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+    fn event(&mut self, ev: &Event, d: Option<&Diagnosis>) -> std::io::Result<()> {
         if !self.filter.matches(ev) {
             return Ok(());
         }
         if self.json {
-            trace::write_json_line(&mut self.out, ev)
+            trace::write_json_line(
+                &mut self.out,
+                &trace::EventLine {
+                    event: ev,
+                    diagnosis: d,
+                },
+            )
         } else {
-            writeln!(self.out, "{}", trace::table_row(ev))
+            writeln!(self.out, "{}", trace::table_row(ev))?;
+            if let Some(d) = d {
+                for line in trace::diagnosis_lines(d) {
+                    writeln!(self.out, "{line}")?;
+                }
+            }
+            Ok(())
         }
+    }
+
+    fn holders(&mut self, stats: &CorrelatorStats, last: bool) -> std::io::Result<()> {
+        if self.json {
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                kind: &'static str,
+                #[serde(flatten)]
+                stats: &'a CorrelatorStats,
+            }
+            return trace::write_json_line(
+                &mut self.out,
+                &Line {
+                    kind: "holders",
+                    stats,
+                },
+            );
+        }
+        if last {
+            let l = &stats.diagnosis_latency;
+            eprintln!(
+                "bindwatch: holder table: {} sockets, {} drift corrections; {} failed binds diagnosed, p50 {:.0} us, p99 {:.0} us",
+                stats.table.tracked,
+                stats.table.drift(),
+                l.count,
+                l.p50_us,
+                l.p99_us
+            );
+        }
+        Ok(())
     }
 
     fn accepts(&mut self, summaries: &[AcceptSummary]) -> std::io::Result<()> {
@@ -76,6 +120,7 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
     let mut shutdown = Shutdown::install()?;
     let (probes, ring) = Probes::load(&opts.probe)?;
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    let mut correlator = Correlator::start(DEFAULT_RECONCILE_INTERVAL);
     for h in probes.hooks().iter().filter(|h| !h.attached) {
         eprintln!(
             "bindwatch: hook {} not attached: {}",
@@ -84,10 +129,11 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         );
     }
     eprintln!(
-        "bindwatch: tracing; hooks {}/{} attached; ring buffer {} bytes; Ctrl-C to stop",
+        "bindwatch: tracing; hooks {}/{} attached; ring buffer {} bytes; {} sockets held; Ctrl-C to stop",
         probes.attached_count(),
         probes.hooks().len(),
-        opts.probe.ring_buffer_bytes
+        opts.probe.ring_buffer_bytes,
+        correlator.table.len()
     );
     let mut sink = TraceSink {
         out: BufWriter::new(std::io::stdout()),
@@ -104,6 +150,7 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         &mut sink,
         Duration::from_secs(1),
         &mut shutdown,
+        &mut correlator,
     )
     .await
 }

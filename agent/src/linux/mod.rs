@@ -1,7 +1,11 @@
 //! The Linux event source: eBPF probes through aya.
 
+pub mod kernel;
+pub mod netns;
 pub mod probes;
+pub mod procscan;
 pub mod ring;
+pub mod sockdiag;
 
 pub use probes::{HookStatus, LostCounts, ProbeConfig, Probes};
 pub use ring::RingReader;

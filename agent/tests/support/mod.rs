@@ -293,3 +293,144 @@ pub fn final_loss(events: &[Value]) -> Value {
         .cloned()
         .expect("no loss report at exit")
 }
+
+/// A server process (nginx, socat) running inside a namespace, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Server {
+    /// `ip netns exec NS ARGS...`: `ip` execs the command after entering the
+    /// namespace, so the child's pid is the server's.
+    pub fn spawn(ns: &Netns, args: &[&str]) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(args)
+            // Held open: socat's `-` end would end the server at EOF.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let pid = child.id();
+        Self {
+            child,
+            pid,
+            dir: None,
+        }
+    }
+
+    /// nginx with one worker, in the foreground, listening on `listen`
+    /// (nginx `listen` arguments). Waits until it listens on `port`.
+    pub fn nginx(ns: &Netns, listen: &[&str], port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "bindwatch-nginx-{}-{}",
+            std::process::id(),
+            NS_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let listens: String = listen.iter().map(|l| format!("listen {l};\n")).collect();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ {listens} return 200 ok; }} }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let conf = dir.join("nginx.conf");
+        let prefix = format!("{}/", dir.display());
+        let mut s = Self::spawn(ns, &["nginx", "-p", &prefix, "-c", conf.to_str().unwrap()]);
+        s.dir = Some(dir);
+        s.wait_listening(ns, port);
+        s
+    }
+
+    /// Waits until some socket in `ns` listens on (or, for UDP, holds) `port`.
+    pub fn wait_listening(&mut self, ns: &Netns, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns.name, "ss", "-H", "-ln", "-tu"])
+                .arg(format!("sport = :{port}"))
+                .output()
+                .unwrap();
+            if !out.stdout.is_empty() {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("server exited ({st}) before holding port {port}: {err}");
+            }
+            assert!(Instant::now() < deadline, "nothing holds port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Pids of the server and its children (nginx workers).
+    pub fn family(&self) -> Vec<u32> {
+        let mut v = vec![self.pid];
+        let kids =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.pid, self.pid))
+                .unwrap_or_default();
+        v.extend(
+            kids.split_whitespace()
+                .filter_map(|s| s.parse::<u32>().ok()),
+        );
+        v.sort_unstable();
+        v
+    }
+
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The failed binds of `addr:port` and their diagnoses.
+pub fn failures<'a>(events: &'a [Value], addr: &str, port: u64) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "bind" && e["addr"] == addr && e["port"] == port && e["errno"] != 0
+        })
+        .collect()
+}
+
+/// (sorted owner pids, reason code) of every holder a diagnosis names.
+pub fn blamed(diagnosis: &Value) -> Vec<(Vec<u32>, String)> {
+    diagnosis["holders"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .map(|b| {
+                    let mut pids: Vec<u32> = b["holder"]["owners"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|o| o["pid"].as_u64().unwrap() as u32)
+                        .collect();
+                    pids.sort_unstable();
+                    (pids, b["reason"].as_str().unwrap().to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,211 @@
+//! The holder table kept current on the event loop: seeded from a kernel
+//! snapshot, updated per event, reconciled in the background, and asked
+//! for a diagnosis when a bind fails.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::event::Event;
+use crate::holders::{
+    Diagnosis, DiagnosisKind, DriftReport, HolderTable, NoFacts, Snapshot, TableStats, diagnose,
+};
+use crate::linux::kernel::KernelView;
+
+/// How often the table is reconciled against the kernel by default.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// Processes whose /proc details are read per batch of events.
+const PROCESS_READS_PER_BATCH: usize = 64;
+/// Latency samples kept for percentiles (a ring; older ones fall out).
+const LATENCY_SAMPLES: usize = 65_536;
+
+/// Diagnosis latency percentiles, in microseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Default)]
+struct Latencies {
+    ring: Vec<u32>,
+    next: usize,
+    count: u64,
+}
+
+impl Latencies {
+    fn record(&mut self, d: Duration) {
+        let ns = d.as_nanos().min(u32::MAX as u128) as u32;
+        if self.ring.len() < LATENCY_SAMPLES {
+            self.ring.push(ns);
+        } else {
+            self.ring[self.next] = ns;
+            self.next = (self.next + 1) % LATENCY_SAMPLES;
+        }
+        self.count += 1;
+    }
+
+    fn summary(&self) -> LatencySummary {
+        if self.ring.is_empty() {
+            return LatencySummary::default();
+        }
+        let mut v = self.ring.clone();
+        v.sort_unstable();
+        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        LatencySummary {
+            count: self.count,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            max_us: *v.last().unwrap() as f64 / 1000.0,
+        }
+    }
+}
+
+pub struct Correlator {
+    pub table: HolderTable,
+    facts: KernelView,
+    /// Table lookup: from the failed bind's event to its conflict.
+    fast: Latencies,
+    /// Including the slow path (kernel query, owner walk) when taken.
+    full: Latencies,
+    pending: Option<tokio::task::JoinHandle<(KernelView, Snapshot)>>,
+    reconciler: Option<KernelView>,
+    last_reconcile: Instant,
+    pub reconcile_every: Duration,
+}
+
+impl Correlator {
+    /// Builds the table from the kernel. Call after the probes are attached,
+    /// so nothing that happens during the snapshot is missed.
+    pub fn start(reconcile_every: Duration) -> Self {
+        let mut table = HolderTable::new();
+        let mut facts = KernelView::new();
+        table.snapshot_begins();
+        let snap = facts.snapshot();
+        let n = snap.holders.len();
+        let ns = snap.netns.len();
+        table.seed(snap);
+        tracing::info!(sockets = n, namespaces = ns, "holder table built");
+        Self {
+            table,
+            facts,
+            fast: Latencies::default(),
+            full: Latencies::default(),
+            pending: None,
+            reconciler: Some(KernelView::new()),
+            last_reconcile: Instant::now(),
+            reconcile_every,
+        }
+    }
+
+    /// Applies one event; for a failed bind, returns its diagnosis.
+    pub fn on_event(&mut self, ev: &Event) -> Option<Diagnosis> {
+        let t0 = Instant::now();
+        self.table.apply(ev);
+        if !ev.failed() {
+            return None;
+        }
+        // The table alone first: the fast path, no /proc, no netlink.
+        let mut d = diagnose(&self.table, ev, &mut NoFacts)?;
+        match d.kind {
+            DiagnosisKind::Conflict => self.fast.record(t0.elapsed()),
+            DiagnosisKind::NoFreePort => {}
+            _ => d = diagnose(&self.table, ev, &mut self.facts)?,
+        }
+        if self.verify(&d) {
+            d = diagnose(&self.table, ev, &mut self.facts)?;
+        }
+        self.full.record(t0.elapsed());
+        Some(d)
+    }
+
+    /// A holder known only from its bind event may be shared with children
+    /// forked since, and its IPV6_V6ONLY is unread: read both from the
+    /// kernel (rate-limited). True when the table changed.
+    fn verify(&mut self, d: &Diagnosis) -> bool {
+        let mut changed = false;
+        for b in &d.holders {
+            let h = &b.holder;
+            if h.owners_verified && b.certain {
+                continue;
+            }
+            let Some(r) = self.facts.owners_of(h.netns, h.proto, h.port, h.cookie) else {
+                continue;
+            };
+            if let Some(k) = r.holders.first() {
+                self.table.refresh_from_kernel(k, r.processes);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Reads /proc details of processes new to the table (after a batch,
+    /// off the per-event path).
+    pub fn after_batch(&mut self) {
+        for pid in self.table.take_incomplete(PROCESS_READS_PER_BATCH) {
+            if let Some(info) = self.facts.process_info(pid) {
+                self.table.set_process(info);
+            }
+        }
+    }
+
+    /// Starts a background snapshot when one is due; applies a finished one.
+    pub async fn tick(&mut self) -> Option<DriftReport> {
+        if let Some(h) = &self.pending
+            && h.is_finished()
+        {
+            let h = self.pending.take()?;
+            match h.await {
+                Ok((kv, snap)) => {
+                    self.reconciler = Some(kv);
+                    let r = self.table.reconcile(snap);
+                    self.last_reconcile = Instant::now();
+                    if r.missing + r.stale + r.changed > 0 {
+                        tracing::warn!(
+                            missing = r.missing,
+                            stale = r.stale,
+                            changed = r.changed,
+                            examples = ?r.examples,
+                            "holder table corrected by reconciliation"
+                        );
+                    }
+                    return Some(r);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation snapshot failed");
+                    self.reconciler = Some(KernelView::new());
+                }
+            }
+        }
+        if self.pending.is_none()
+            && !self.reconcile_every.is_zero()
+            && self.last_reconcile.elapsed() >= self.reconcile_every
+            && let Some(mut kv) = self.reconciler.take()
+        {
+            self.table.snapshot_begins();
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                let s = kv.snapshot();
+                (kv, s)
+            }));
+        }
+        None
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        CorrelatorStats {
+            table: self.table.stats(),
+            diagnosis_latency: self.fast.summary(),
+            diagnosis_latency_with_slow_path: self.full.summary(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CorrelatorStats {
+    pub table: TableStats,
+    pub diagnosis_latency: LatencySummary,
+    pub diagnosis_latency_with_slow_path: LatencySummary,
+}

@@ -1,0 +1,53 @@
+//! `bindwatch who` on Linux: the daemon's table when one runs, else a
+//! snapshot of the kernel's tables taken for the query.
+
+use crate::event::Proto;
+use crate::holders::query::sort_views;
+use crate::holders::{HolderTable, WhoQuery};
+use crate::linux::kernel::KernelView;
+use crate::linux::sockdiag::{self, DiagQuery};
+use crate::who::{AnswerSource, WhoAnswer};
+
+/// Answers from the kernel: sock_diag filtered by port in every namespace
+/// this process may enter, then one /proc walk for the owners (what
+/// `ss -ltnp 'sport = :PORT'` does, plus the options and the namespaces).
+pub fn standalone(query: WhoQuery) -> WhoAnswer {
+    let mut kv = KernelView::new();
+    let protos: Vec<Proto> = match query.proto {
+        Some(p) => vec![p],
+        None => vec![Proto::Tcp, Proto::Udp],
+    };
+    let queries: Vec<DiagQuery> = protos
+        .into_iter()
+        .map(|proto| DiagQuery {
+            proto,
+            states: if proto == Proto::Udp {
+                sockdiag::ALL_STATES
+            } else {
+                sockdiag::TABLE_STATES
+            },
+            port: Some(query.port),
+        })
+        .collect();
+    let r = kv.resolve(
+        query.netns.as_ref().map(std::slice::from_ref),
+        &queries,
+        true,
+    );
+    let mut table = HolderTable::new();
+    let mut snap = crate::holders::Snapshot {
+        taken_ns: crate::clock::now_unix_ns(),
+        holders: r.holders,
+        processes: r.processes,
+        netns: Default::default(),
+    };
+    snap.holders.retain(|h| query.matches(h));
+    table.seed(snap);
+    let mut holders = query.run(&table);
+    sort_views(&mut holders);
+    WhoAnswer {
+        query,
+        source: AnswerSource::Kernel,
+        holders,
+    }
+}

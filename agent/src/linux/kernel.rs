@@ -1,0 +1,245 @@
+//! The kernel's view of who holds what, for the holder table: snapshots
+//! over sock_diag and /proc, and the host facts a diagnosis may need.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::netns::{self, Namespaces};
+use super::procscan::{self, SocketFd, Users};
+use super::sockdiag::{self, DiagQuery, KernelSock, state};
+use crate::conflict::SockState;
+use crate::event::Proto;
+use crate::holders::{Holder, HostFacts, ProcessInfo, Snapshot, Source};
+
+/// How many full /proc descriptor walks the diagnosis's slow path may make
+/// per second; past it, owners are reported as unverified.
+pub const PROC_WALKS_PER_SECOND: u32 = 4;
+
+pub struct KernelView {
+    pub namespaces: Namespaces,
+    users: Users,
+    walk_budget: u32,
+    budget_since: Instant,
+}
+
+fn sock_state(k: &KernelSock) -> SockState {
+    match (k.proto, k.state) {
+        (Proto::Udp, _) => SockState::Bound,
+        (_, state::LISTEN) => SockState::Listen,
+        (_, state::TIME_WAIT) => SockState::TimeWait,
+        (_, state::CLOSE | state::BOUND_INACTIVE) => SockState::Bound,
+        _ => SockState::Established,
+    }
+}
+
+/// Sockets with owners and process details, from one dump.
+pub struct Resolved {
+    pub holders: Vec<Holder>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+impl KernelView {
+    pub fn new() -> Self {
+        Self {
+            namespaces: Namespaces::discover(),
+            users: Users::default(),
+            walk_budget: PROC_WALKS_PER_SECOND,
+            budget_since: Instant::now(),
+        }
+    }
+
+    fn take_walk(&mut self) -> bool {
+        if self.budget_since.elapsed() >= Duration::from_secs(1) {
+            self.budget_since = Instant::now();
+            self.walk_budget = PROC_WALKS_PER_SECOND;
+        }
+        if self.walk_budget == 0 {
+            return false;
+        }
+        self.walk_budget -= 1;
+        true
+    }
+
+    pub fn process_info(&mut self, pid: u32) -> Option<ProcessInfo> {
+        procscan::process_info(pid, &mut self.users)
+    }
+
+    /// Dumps `query` in each of `namespaces` (all when None), then resolves
+    /// owners with one /proc walk when `owners` is set.
+    pub fn resolve(
+        &mut self,
+        namespaces: Option<&[u64]>,
+        queries: &[DiagQuery],
+        owners: bool,
+    ) -> Resolved {
+        let now = crate::clock::now_unix_ns();
+        let mut socks: Vec<(u64, KernelSock)> = Vec::new();
+        for ns in self.namespaces.iter_mut() {
+            if namespaces.is_some_and(|w| !w.contains(&ns.cookie)) {
+                continue;
+            }
+            for q in queries {
+                match ns.diag.dump(*q) {
+                    Ok(v) => socks.extend(v.into_iter().map(|k| (ns.cookie, k))),
+                    Err(e) => {
+                        tracing::warn!(netns = ns.cookie, error = %e, "sock_diag dump failed")
+                    }
+                }
+            }
+        }
+        let fds: HashMap<u64, Vec<SocketFd>> = if owners {
+            let wanted: HashSet<u64> = socks
+                .iter()
+                .map(|(_, k)| k.inode)
+                .filter(|i| *i != 0)
+                .collect();
+            if wanted.is_empty() {
+                HashMap::new()
+            } else {
+                procscan::socket_owners(Some(&wanted))
+            }
+        } else {
+            HashMap::new()
+        };
+        let mut procs: HashMap<u32, ProcessInfo> = HashMap::new();
+        let mut holders = Vec::with_capacity(socks.len());
+        for (netns, k) in socks {
+            let st = sock_state(&k);
+            let owners = fds.get(&k.inode).cloned().unwrap_or_default();
+            // Options the dump lacks, read from the holder's own descriptor;
+            // only for sockets that hold a port for themselves.
+            let flags = match st {
+                SockState::Listen | SockState::Bound => {
+                    owners.first().and_then(|o| procscan::reuse_flags(*o))
+                }
+                _ => None,
+            };
+            let mut pids: Vec<u32> = owners.iter().map(|o| o.pid).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            for pid in &pids {
+                if !procs.contains_key(pid)
+                    && let Some(p) = procscan::process_info(*pid, &mut self.users)
+                {
+                    procs.insert(*pid, p);
+                }
+            }
+            holders.push(Holder {
+                cookie: k.cookie,
+                netns,
+                proto: k.proto,
+                addr: k.addr,
+                port: k.port,
+                state: st,
+                v6only: if k.addr.is_ipv4() {
+                    Some(false)
+                } else {
+                    k.v6only
+                },
+                reuseaddr: flags.map(|f| f.0),
+                reuseport: flags.map(|f| f.1),
+                bound_ifindex: (k.ifindex != 0).then_some(k.ifindex),
+                uid: k.uid,
+                inode: (k.inode != 0).then_some(k.inode),
+                // TIME_WAIT sockets have no file, so nobody to find.
+                owners_verified: !pids.is_empty() || k.inode == 0,
+                owners: pids,
+                since_ns: now,
+                source: Source::Snapshot,
+            });
+        }
+        Resolved {
+            holders,
+            processes: procs.into_values().collect(),
+        }
+    }
+
+    /// Every socket the holder table follows, in every namespace.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.namespaces.refresh();
+        let taken_ns = crate::clock::now_unix_ns();
+        let queries = [
+            DiagQuery {
+                proto: Proto::Tcp,
+                states: sockdiag::TABLE_STATES,
+                port: None,
+            },
+            DiagQuery {
+                proto: Proto::Udp,
+                states: sockdiag::ALL_STATES,
+                port: None,
+            },
+        ];
+        let r = self.resolve(None, &queries, true);
+        Snapshot {
+            taken_ns,
+            holders: r.holders,
+            processes: r.processes,
+            netns: self.namespaces.cookies().collect(),
+        }
+    }
+
+    /// The current owners of one socket (for a holder the table knows only
+    /// from its bind event), if the walk budget allows.
+    pub fn owners_of(
+        &mut self,
+        netns: u64,
+        proto: Proto,
+        port: u16,
+        cookie: u64,
+    ) -> Option<Resolved> {
+        if !self.take_walk() {
+            return None;
+        }
+        if !self.namespaces.contains(netns) {
+            self.namespaces.refresh();
+        }
+        let q = DiagQuery {
+            proto,
+            states: sockdiag::ALL_STATES,
+            port: Some(port),
+        };
+        let mut r = self.resolve(Some(&[netns]), &[q], true);
+        r.holders.retain(|h| h.cookie == cookie);
+        Some(r)
+    }
+}
+
+impl Default for KernelView {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostFacts for KernelView {
+    fn unprivileged_port_start(&mut self, netns: Option<u64>, pid: u32) -> Option<u16> {
+        self.namespaces
+            .get_or_find(netns, pid)?
+            .run(netns::unprivileged_port_start)?
+    }
+
+    fn addresses(&mut self, netns: Option<u64>, pid: u32) -> Option<Vec<IpAddr>> {
+        self.namespaces
+            .get_or_find(netns, pid)?
+            .run(netns::local_addresses)
+    }
+
+    fn port_sockets(
+        &mut self,
+        netns: Option<u64>,
+        pid: u32,
+        proto: Proto,
+        port: u16,
+    ) -> Option<(Vec<Holder>, Vec<ProcessInfo>)> {
+        let cookie = self.namespaces.get_or_find(netns, pid)?.cookie;
+        let walk = self.take_walk();
+        let q = DiagQuery {
+            proto,
+            states: sockdiag::ALL_STATES,
+            port: Some(port),
+        };
+        let r = self.resolve(Some(&[cookie]), &[q], walk);
+        Some((r.holders, r.processes))
+    }
+}

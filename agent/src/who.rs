@@ -1,0 +1,139 @@
+//! `bindwatch who`: the answer, and how it reads.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Local};
+use serde::Serialize;
+
+use crate::holders::{HolderView, Source, WhoQuery};
+
+/// Where the answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerSource {
+    /// The running daemon's holder table.
+    Daemon,
+    /// A snapshot of the kernel's tables taken for this query.
+    Kernel,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WhoAnswer {
+    pub query: WhoQuery,
+    pub source: AnswerSource,
+    pub holders: Vec<HolderView>,
+}
+
+fn when(ns: u64) -> String {
+    DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+        .map(|t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| ns.to_string())
+}
+
+/// A command line on one line: control characters shown as spaces, long
+/// ones cut.
+pub fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// The answer as a person reads it.
+pub fn render(a: &WhoAnswer) -> String {
+    let mut s = String::new();
+    if a.holders.is_empty() {
+        let _ = writeln!(s, "nobody holds {}", a.query);
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{} holder{} of {} (from the {})",
+        a.holders.len(),
+        if a.holders.len() == 1 { "" } else { "s" },
+        a.query,
+        match a.source {
+            AnswerSource::Daemon => "running daemon",
+            AnswerSource::Kernel => "kernel's socket tables",
+        }
+    );
+    for h in &a.holders {
+        let state = serde_json::to_value(h.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_uppercase))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "\n{} {} {}  netns {}",
+            h.proto.as_str().to_uppercase(),
+            h.endpoint,
+            state,
+            h.netns
+        );
+        if h.owners.is_empty() {
+            let _ = writeln!(s, "  held by   {}", h.owner_label());
+        }
+        for (i, o) in h.owners.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {} {}",
+                if i == 0 { "held by  " } else { "shared by" },
+                o.label()
+            );
+            if !o.cmdline.is_empty() {
+                let _ = writeln!(s, "            {}", one_line(&o.cmdline, 160));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  since     {}{}",
+            when(h.since_ns),
+            match h.source {
+                Source::Event => " (bound)",
+                Source::Snapshot => " (first seen; bound before bindwatch watched)",
+            }
+        );
+        let mut opts = Vec::new();
+        for (name, v) in [
+            ("SO_REUSEADDR", h.reuseaddr),
+            ("SO_REUSEPORT", h.reuseport),
+            (
+                "IPV6_V6ONLY",
+                if h.addr.is_ipv6() {
+                    h.v6only
+                } else {
+                    Some(false)
+                },
+            ),
+        ] {
+            match v {
+                Some(true) => opts.push(name.to_owned()),
+                None => opts.push(format!("{name}=?")),
+                Some(false) => {}
+            }
+        }
+        if let Some(i) = h.bound_ifindex {
+            opts.push(format!("SO_BINDTODEVICE={i}"));
+        }
+        if !opts.is_empty() {
+            let _ = writeln!(s, "  options   {}", opts.join(", "));
+        }
+        for (i, b) in h.blocks.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {} {b}",
+                if i == 0 { "blocks   " } else { "         " }
+            );
+        }
+    }
+    s
+}
