@@ -1,6 +1,7 @@
 //! bindwatch: watches every bind, listen and accept, and names the holder
 //! when a bind fails. The binary (`main.rs`) is a thin CLI over this library.
 
+pub mod api;
 pub mod clock;
 pub mod conflict;
 pub mod decode;

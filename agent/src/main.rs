@@ -37,6 +37,12 @@ struct WhoArgs {
     /// One JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// The daemon to ask first.
+    #[arg(long, default_value_t = format!("http://{}", bindwatch::api::DEFAULT_LISTEN))]
+    daemon: String,
+    /// Read the kernel's tables even when a daemon runs.
+    #[arg(long)]
+    standalone: bool,
 }
 
 #[derive(Args)]
@@ -58,6 +64,9 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 struct RunArgs {
     #[command(flatten)]
     probe: ProbeArgs,
+    /// Address of the HTTP API (health, metrics, JSON).
+    #[arg(long, default_value = bindwatch::api::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -118,6 +127,7 @@ fn real_main() -> anyhow::Result<()> {
                 probe: bindwatch::linux::ProbeConfig {
                     ring_buffer_bytes: a.probe.ring_buffer_bytes,
                 },
+                listen: a.listen,
             };
             rt.block_on(bindwatch::cmd::run::run(opts))?;
         }
@@ -140,7 +150,12 @@ fn real_main() -> anyhow::Result<()> {
         Command::Who(a) => {
             init_logging("error");
             let query: bindwatch::holders::WhoQuery = a.target.parse()?;
-            let answer = bindwatch::cmd::who::standalone(query);
+            let from_daemon = if a.standalone {
+                None
+            } else {
+                rt.block_on(bindwatch::cmd::who::from_daemon(&a.daemon, &query))
+            };
+            let answer = from_daemon.unwrap_or_else(|| bindwatch::cmd::who::standalone(query));
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {

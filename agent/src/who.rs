@@ -3,12 +3,12 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Local};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::holders::{HolderView, Source, WhoQuery};
 
 /// Where the answer came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerSource {
     /// The running daemon's holder table.
@@ -17,7 +17,7 @@ pub enum AnswerSource {
     Kernel,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WhoAnswer {
     pub query: WhoQuery,
     pub source: AnswerSource,

@@ -2,10 +2,12 @@
 //! snapshot, updated per event, reconciled in the background, and asked
 //! for a diagnosis when a bind fails.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::api::{ConflictRecord, RECENT_CONFLICTS, Request};
 use crate::event::Event;
 use crate::holders::{
     Diagnosis, DiagnosisKind, DriftReport, HolderTable, NoFacts, Snapshot, TableStats, diagnose,
@@ -74,6 +76,7 @@ pub struct Correlator {
     reconciler: Option<KernelView>,
     last_reconcile: Instant,
     pub reconcile_every: Duration,
+    recent: VecDeque<ConflictRecord>,
 }
 
 impl Correlator {
@@ -97,6 +100,7 @@ impl Correlator {
             reconciler: Some(KernelView::new()),
             last_reconcile: Instant::now(),
             reconcile_every,
+            recent: VecDeque::new(),
         }
     }
 
@@ -118,7 +122,34 @@ impl Correlator {
             d = diagnose(&self.table, ev, &mut self.facts)?;
         }
         self.full.record(t0.elapsed());
+        if self.recent.len() >= RECENT_CONFLICTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ConflictRecord {
+            event: ev.clone(),
+            diagnosis: d.clone(),
+        });
         Some(d)
+    }
+
+    /// Answers an API request from the table (between batches).
+    pub fn answer(&self, req: Request) {
+        match req {
+            Request::Holders(q, reply) => {
+                let _ = reply.send(q.run(&self.table));
+            }
+            Request::Conflicts { limit, port, reply } => {
+                let v: Vec<ConflictRecord> = self
+                    .recent
+                    .iter()
+                    .rev()
+                    .filter(|c| port.is_none_or(|p| c.event.port == p))
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                let _ = reply.send(v);
+            }
+        }
     }
 
     /// A holder known only from its bind event may be shared with children

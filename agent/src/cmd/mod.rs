@@ -121,6 +121,7 @@ pub async fn pump(
     tick: Duration,
     shutdown: &mut Shutdown,
     correlator: &mut Correlator,
+    mut requests: Option<&mut tokio::sync::mpsc::Receiver<crate::api::Request>>,
 ) -> Result<()> {
     let mut decoder = Decoder::new(Clock::new());
     let mut accepts = AcceptDeltas::default();
@@ -160,6 +161,12 @@ pub async fn pump(
                     }
                     sink.flush()?;
                 }
+                Some(req) = async {
+                    match requests.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => correlator.answer(req),
                 _ = shutdown.recv() => break,
             }
         }

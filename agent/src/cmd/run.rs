@@ -14,6 +14,8 @@ use crate::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
     pub probe: ProbeConfig,
+    /// Where the HTTP API listens.
+    pub listen: std::net::SocketAddr,
 }
 
 struct LogSink;
@@ -81,7 +83,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "bindwatch running"
     );
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| Error::io(format!("listening on {}", opts.listen), e))?;
+    let (tx, mut requests) = tokio::sync::mpsc::channel(crate::api::REQUEST_QUEUE);
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = crate::api::router(crate::api::ApiState {
+        requests: tx,
+        ready: ready.clone(),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(listen = %opts.listen, "HTTP API listening");
     let mut correlator = Correlator::start(DEFAULT_RECONCILE_INTERVAL);
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     pump(
         &probes,
         &mut reader,
@@ -89,6 +107,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Duration::from_secs(1),
         &mut shutdown,
         &mut correlator,
+        Some(&mut requests),
     )
     .await
 }

@@ -151,6 +151,7 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         Duration::from_secs(1),
         &mut shutdown,
         &mut correlator,
+        None,
     )
     .await
 }

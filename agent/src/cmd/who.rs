@@ -8,6 +8,34 @@ use crate::linux::kernel::KernelView;
 use crate::linux::sockdiag::{self, DiagQuery};
 use crate::who::{AnswerSource, WhoAnswer};
 
+/// Asks a running daemon; None when none answers at `base` (connection
+/// refused or no answer within the timeout), so the caller falls back to
+/// [`standalone`].
+pub async fn from_daemon(base: &str, query: &WhoQuery) -> Option<WhoAnswer> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .ok()?;
+    let mut params = vec![("port", query.port.to_string())];
+    if let Some(p) = query.proto {
+        params.push(("proto", p.to_string()));
+    }
+    if let Some(a) = query.addr {
+        params.push(("addr", a.to_string()));
+    }
+    let resp = client
+        .get(format!("{}/api/v1/holders", base.trim_end_matches('/')))
+        .query(&params)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        tracing::warn!(status = %resp.status(), "the daemon refused the query");
+        return None;
+    }
+    resp.json().await.ok()
+}
+
 /// Answers from the kernel: sock_diag filtered by port in every namespace
 /// this process may enter, then one /proc walk for the owners (what
 /// `ss -ltnp 'sport = :PORT'` does, plus the options and the namespaces).

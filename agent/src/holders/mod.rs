@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use diagnose::{Blame, Diagnosis, DiagnosisKind, HostFacts, NoFacts, diagnose};
 pub use process::ProcessInfo;
@@ -36,7 +36,7 @@ pub const DEPARTED_CAPACITY: usize = 16_384;
 pub type PortKey = (u64, Proto, u16);
 
 /// Where the table first learned of a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// A probe event: the bind itself was seen.
@@ -95,7 +95,7 @@ impl Holder {
 }
 
 /// A holder as reported: socket, options and owning processes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HolderView {
     pub proto: Proto,
     pub endpoint: String,

@@ -1,10 +1,10 @@
 //! What bindwatch says about a process that holds a socket: its command,
 //! user, and the systemd unit or container it runs in.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A process, as read once from /proc and cached by pid.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub comm: String,

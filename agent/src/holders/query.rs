@@ -4,13 +4,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Holder, HolderTable, HolderView};
 use crate::conflict::{SockSpec, overlap};
 use crate::event::{Proto, endpoint};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoQuery {
     pub port: u16,
     /// None: both protocols.

@@ -1,0 +1,246 @@
+//! The daemon's HTTP surface: health, readiness and the JSON API. Handlers
+//! never touch the holder table; they send a [`Request`] to the event loop,
+//! which answers between batches, so the table needs no lock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::{Event, Proto};
+use crate::holders::{Diagnosis, HolderView, WhoQuery};
+use crate::who::{AnswerSource, WhoAnswer};
+
+/// Where the daemon listens by default: loopback only, on a port outside
+/// the Prometheus exporter range (9100-9999, all allocated) and not a
+/// registered well-known service.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7685";
+/// Requests waiting for the event loop; past it, the API answers 503.
+pub const REQUEST_QUEUE: usize = 64;
+/// Most recent failed binds `/api/v1/conflicts` can return.
+pub const RECENT_CONFLICTS: usize = 1000;
+
+/// A failed bind and what bindwatch made of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConflictRecord {
+    pub event: Event,
+    pub diagnosis: Diagnosis,
+}
+
+pub enum Request {
+    Holders(WhoQuery, oneshot::Sender<Vec<HolderView>>),
+    Conflicts {
+        limit: usize,
+        port: Option<u16>,
+        reply: oneshot::Sender<Vec<ConflictRecord>>,
+    },
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub requests: mpsc::Sender<Request>,
+    /// Probes attached and holder table built.
+    pub ready: Arc<AtomicBool>,
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<String>,
+}
+
+fn bad(parameter: &str, error: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(ApiError {
+            error,
+            parameter: Some(parameter.to_owned()),
+        }),
+    )
+        .into_response()
+}
+
+fn unavailable(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(ApiError {
+            error: why.to_owned(),
+            parameter: None,
+        }),
+    )
+        .into_response()
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/holders", get(holders))
+        .route("/api/v1/conflicts", get(conflicts))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: probes loading or holder table being built\n",
+        )
+            .into_response()
+    }
+}
+
+/// Parses `/api/v1/holders` parameters; Err names the bad one.
+pub fn parse_holders_query(params: &HashMap<String, String>) -> Result<WhoQuery, (String, String)> {
+    for k in params.keys() {
+        if !["port", "proto", "addr", "netns"].contains(&k.as_str()) {
+            return Err((
+                k.clone(),
+                format!("unknown parameter {k:?}: use port, proto, addr, netns"),
+            ));
+        }
+    }
+    let port = params
+        .get("port")
+        .ok_or_else(|| ("port".to_owned(), "port is required".to_owned()))?
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ("port".to_owned(), "port must be 1-65535".to_owned()))?;
+    let proto = match params.get("proto") {
+        None => None,
+        Some(p) => Some(
+            Proto::parse(p)
+                .ok_or_else(|| ("proto".to_owned(), format!("proto {p:?} is not tcp or udp")))?,
+        ),
+    };
+    let addr = match params.get("addr") {
+        None => None,
+        Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+            (
+                "addr".to_owned(),
+                format!("addr {a:?} is not an IP address"),
+            )
+        })?),
+    };
+    let netns = match params.get("netns") {
+        None => None,
+        Some(n) => Some(
+            n.parse::<u64>()
+                .map_err(|_| ("netns".to_owned(), format!("netns {n:?} is not a cookie")))?,
+        ),
+    };
+    Ok(WhoQuery {
+        port,
+        proto,
+        addr,
+        netns,
+    })
+}
+
+async fn holders(
+    State(s): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let query = match parse_holders_query(&params) {
+        Ok(q) => q,
+        Err((p, e)) => return bad(&p, e),
+    };
+    let (tx, rx) = oneshot::channel();
+    if s.requests
+        .try_send(Request::Holders(query.clone(), tx))
+        .is_err()
+    {
+        return unavailable("the event loop is busy; retry");
+    }
+    match rx.await {
+        Ok(holders) => Json(WhoAnswer {
+            query,
+            source: AnswerSource::Daemon,
+            holders,
+        })
+        .into_response(),
+        Err(_) => unavailable("the daemon is stopping"),
+    }
+}
+
+#[derive(Serialize)]
+struct Conflicts {
+    conflicts: Vec<ConflictRecord>,
+}
+
+async fn conflicts(
+    State(s): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    for k in params.keys() {
+        if !["limit", "port"].contains(&k.as_str()) {
+            return bad(k, format!("unknown parameter {k:?}: use limit, port"));
+        }
+    }
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=RECENT_CONFLICTS).contains(&n) => n,
+        Some(_) => {
+            return bad("limit", format!("limit must be 1-{RECENT_CONFLICTS}"));
+        }
+    };
+    let port = match params.get("port").map(|p| p.parse::<u16>()) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(_)) => return bad("port", "port must be 0-65535".to_owned()),
+    };
+    let (tx, rx) = oneshot::channel();
+    if s.requests
+        .try_send(Request::Conflicts {
+            limit,
+            port,
+            reply: tx,
+        })
+        .is_err()
+    {
+        return unavailable("the event loop is busy; retry");
+    }
+    match rx.await {
+        Ok(conflicts) => Json(Conflicts { conflicts }).into_response(),
+        Err(_) => unavailable("the daemon is stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn holders_query_names_the_bad_parameter() {
+        let q = parse_holders_query(&p(&[("port", "80"), ("proto", "udp")])).unwrap();
+        assert_eq!((q.port, q.proto), (80, Some(Proto::Udp)));
+        for (params, name) in [
+            (p(&[]), "port"),
+            (p(&[("port", "x")]), "port"),
+            (p(&[("port", "80"), ("proto", "sctp")]), "proto"),
+            (p(&[("port", "80"), ("addr", "nope")]), "addr"),
+            (p(&[("port", "80"), ("colour", "red")]), "colour"),
+        ] {
+            assert_eq!(parse_holders_query(&params).unwrap_err().0, name);
+        }
+    }
+}
