@@ -112,6 +112,7 @@ fn answers_from_the_running_daemon() {
         }
         if Instant::now() > deadline {
             let _ = daemon.kill();
+            let _ = daemon.wait();
             if required() {
                 panic!("the daemon never became ready");
             }
