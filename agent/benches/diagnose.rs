@@ -61,11 +61,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("baseline_scan_every_socket", |b| {
         b.iter(|| {
             let req = {
-                let mut s = bindwatch::conflict::SockSpec::new(
-                    failed.proto,
-                    failed.addr,
-                    failed.port,
-                );
+                let mut s =
+                    bindwatch::conflict::SockSpec::new(failed.proto, failed.addr, failed.port);
                 s.netns = failed.netns_cookie;
                 s.state = bindwatch::conflict::SockState::Bound;
                 s

@@ -27,12 +27,17 @@ pub fn diagnosis_lines(d: &Diagnosis) -> Vec<String> {
     }
     for b in &d.holders {
         let h = &b.holder;
+        let since = match h.source {
+            crate::holders::Source::Event => format!("since {}", clock_str(h.since_ns)),
+            crate::holders::Source::Snapshot => {
+                format!("since before {}", clock_str(h.since_ns))
+            }
+        };
         v.push(format!(
-            "{INDENT}└─ held by {} on {} {} since {} [{}{}]",
+            "{INDENT}└─ held by {} on {} {} {since} [{}{}]",
             h.owner_label(),
             h.proto,
             h.endpoint,
-            clock_str(h.since_ns),
             b.reason.code(),
             if b.certain { "" } else { ", probable" }
         ));

@@ -93,15 +93,26 @@ pub fn render(a: &WhoAnswer) -> String {
                 let _ = writeln!(s, "            {}", one_line(&o.cmdline, 160));
             }
         }
-        let _ = writeln!(
-            s,
-            "  since     {}{}",
-            when(h.since_ns),
-            match h.source {
-                Source::Event => " (bound)",
-                Source::Snapshot => " (first seen; bound before bindwatch watched)",
+        match (h.source, h.owners.iter().filter_map(|o| o.started_ns).min()) {
+            (Source::Event, _) => {
+                let _ = writeln!(s, "  since     {} (bound)", when(h.since_ns));
             }
-        );
+            (Source::Snapshot, Some(started)) => {
+                let _ = writeln!(
+                    s,
+                    "  since     before {} (bound before bindwatch watched; its process started {})",
+                    when(h.since_ns),
+                    when(started)
+                );
+            }
+            (Source::Snapshot, None) => {
+                let _ = writeln!(
+                    s,
+                    "  since     before {} (bound before bindwatch watched)",
+                    when(h.since_ns)
+                );
+            }
+        }
         let mut opts = Vec::new();
         for (name, v) in [
             ("SO_REUSEADDR", h.reuseaddr),

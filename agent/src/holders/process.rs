@@ -21,6 +21,10 @@ pub struct ProcessInfo {
     /// `runtime:id12`, when the cgroup path names a container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// When the process started (Unix ns): a lower bound for how long it
+    /// has held a socket bound before bindwatch watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ns: Option<u64>,
     /// Whether cmdline, user, unit and container were read (false: only what
     /// the kernel event carried).
     #[serde(skip)]

@@ -129,6 +129,34 @@ fn effective_uid(pid: u32) -> Option<u32> {
         .and_then(|s| s.parse().ok())
 }
 
+/// Boot time (Unix seconds) and clock ticks per second, for process start
+/// times.
+fn boot_and_ticks() -> Option<(u64, u64)> {
+    static CACHE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    *CACHE.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (ticks > 0).then_some((btime, ticks as u64))
+    })
+}
+
+/// When the process started, from field 22 of /proc/PID/stat.
+fn started_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let (btime, ticks) = boot_and_ticks()?;
+    Some(btime * 1_000_000_000 + start_ticks * 1_000_000_000 / ticks)
+}
+
 /// Reads a process's details; None when it has exited.
 pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
@@ -154,6 +182,7 @@ pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
         user: users.name(uid),
         unit,
         container,
+        started_ns: started_ns(pid),
         complete: true,
     })
 }
@@ -204,6 +233,12 @@ mod tests {
         );
         let info = process_info(me, &mut Users::default()).unwrap();
         assert_eq!(info.pid, me);
+        let started = info.started_ns.unwrap();
+        let now = crate::clock::now_unix_ns();
+        assert!(
+            started <= now && now - started < 3_600_000_000_000,
+            "{started} vs {now}"
+        );
         assert!(!info.cmdline.is_empty());
     }
 }

@@ -387,6 +387,7 @@ impl Server {
         v
     }
 
+    /// SIGTERM (nginx: fast shutdown, which ends its workers), then waits.
     pub fn stop(&mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
@@ -396,6 +397,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Children first (nginx workers outlive a killed master, and would
+        // keep the namespace alive).
+        for pid in self.family().into_iter().rev() {
+            // SAFETY: signalling our own child and its children.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(d) = &self.dir {
