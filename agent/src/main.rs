@@ -50,6 +50,10 @@ struct ProbeArgs {
     /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
+    /// Seconds between reconciliations of the holder table with the
+    /// kernel's socket tables (0: never).
+    #[arg(long, default_value_t = 30)]
+    reconcile_every: u64,
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -128,6 +132,7 @@ fn real_main() -> anyhow::Result<()> {
                     ring_buffer_bytes: a.probe.ring_buffer_bytes,
                 },
                 listen: a.listen,
+                reconcile_every: std::time::Duration::from_secs(a.probe.reconcile_every),
             };
             rt.block_on(bindwatch::cmd::run::run(opts))?;
         }
@@ -144,6 +149,7 @@ fn real_main() -> anyhow::Result<()> {
                 probe: bindwatch::linux::ProbeConfig {
                     ring_buffer_bytes: a.probe.ring_buffer_bytes,
                 },
+                reconcile_every: std::time::Duration::from_secs(a.probe.reconcile_every),
             };
             rt.block_on(bindwatch::cmd::trace::trace(opts))?;
         }

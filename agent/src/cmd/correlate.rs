@@ -14,8 +14,6 @@ use crate::holders::{
 };
 use crate::linux::kernel::KernelView;
 
-/// How often the table is reconciled against the kernel by default.
-pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// Processes whose /proc details are read per batch of events.
 const PROCESS_READS_PER_BATCH: usize = 64;
 /// Latency samples kept for percentiles (a ring; older ones fall out).

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::correlate::{Correlator, DEFAULT_RECONCILE_INTERVAL};
+use super::correlate::Correlator;
 use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -16,6 +16,8 @@ pub struct RunOptions {
     pub probe: ProbeConfig,
     /// Where the HTTP API listens.
     pub listen: std::net::SocketAddr,
+    /// Zero: never.
+    pub reconcile_every: Duration,
 }
 
 struct LogSink;
@@ -98,7 +100,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
     tracing::info!(listen = %opts.listen, "HTTP API listening");
-    let mut correlator = Correlator::start(DEFAULT_RECONCILE_INTERVAL);
+    let mut correlator = Correlator::start(opts.reconcile_every);
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     pump(
         &probes,

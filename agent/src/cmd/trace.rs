@@ -3,7 +3,7 @@
 use std::io::{BufWriter, Stdout, Write};
 use std::time::Duration;
 
-use super::correlate::{Correlator, CorrelatorStats, DEFAULT_RECONCILE_INTERVAL};
+use super::correlate::{Correlator, CorrelatorStats};
 use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -15,6 +15,8 @@ pub struct TraceOptions {
     pub filter: Filter,
     pub json: bool,
     pub probe: ProbeConfig,
+    /// Zero: never.
+    pub reconcile_every: Duration,
 }
 
 struct TraceSink {
@@ -120,7 +122,7 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
     let mut shutdown = Shutdown::install()?;
     let (probes, ring) = Probes::load(&opts.probe)?;
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
-    let mut correlator = Correlator::start(DEFAULT_RECONCILE_INTERVAL);
+    let mut correlator = Correlator::start(opts.reconcile_every);
     for h in probes.hooks().iter().filter(|h| !h.attached) {
         eprintln!(
             "bindwatch: hook {} not attached: {}",
