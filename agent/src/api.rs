@@ -42,6 +42,8 @@ pub enum Request {
         port: Option<u16>,
         reply: oneshot::Sender<Vec<ConflictRecord>>,
     },
+    /// A new configuration (SIGHUP), already checked.
+    Reload(Box<crate::config::Config>),
 }
 
 #[derive(Clone)]
@@ -49,6 +51,7 @@ pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
     /// Probes attached and holder table built.
     pub ready: Arc<AtomicBool>,
+    pub metrics: Option<Arc<std::sync::Mutex<crate::metrics::Metrics>>>,
 }
 
 #[derive(Serialize)]
@@ -84,9 +87,27 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/holders", get(holders))
         .route("/api/v1/conflicts", get(conflicts))
         .with_state(state)
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    match &s.metrics {
+        Some(m) => {
+            let text = m.lock().unwrap_or_else(|e| e.into_inner()).encode();
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no metrics\n").into_response(),
+    }
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {

@@ -1,14 +1,17 @@
 //! bindwatch: watches every bind, listen and accept, and names the holder
 //! when a bind fails. The binary (`main.rs`) is a thin CLI over this library.
 
+pub mod alerts;
 pub mod api;
 pub mod clock;
+pub mod config;
 pub mod conflict;
 pub mod decode;
 pub mod errno;
 pub mod error;
 pub mod event;
 pub mod holders;
+pub mod metrics;
 pub mod trace;
 pub mod who;
 

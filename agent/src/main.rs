@@ -28,6 +28,11 @@ enum Command {
     /// Who holds a port now, and what they block: `who 80`, `who 53/udp`,
     /// `who 10.0.0.6:80`.
     Who(WhoArgs),
+    /// Check a configuration file and print the result.
+    CheckConfig {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -66,11 +71,22 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 
 #[derive(Args)]
 struct RunArgs {
-    #[command(flatten)]
-    probe: ProbeArgs,
-    /// Address of the HTTP API (health, metrics, JSON).
-    #[arg(long, default_value = bindwatch::api::DEFAULT_LISTEN)]
-    listen: std::net::SocketAddr,
+    /// TOML configuration (watched ports, alert targets, limits); without
+    /// it, the embedded defaults. SIGHUP re-reads it.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Address of the HTTP API; overrides http.listen.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// State directory; overrides state_dir.
+    #[arg(long)]
+    state_dir: Option<std::path::PathBuf>,
+    /// Overrides probes.ring_buffer_bytes.
+    #[arg(long, value_parser = parse_ring_size)]
+    ring_buffer_bytes: Option<u32>,
+    /// Overrides holders.reconcile_every_secs.
+    #[arg(long)]
+    reconcile_every: Option<u64>,
 }
 
 #[derive(Args)]
@@ -127,14 +143,42 @@ fn real_main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => {
             init_logging("info");
+            let mut config = match &a.config {
+                Some(p) => bindwatch::config::Config::load(p)?,
+                None => bindwatch::config::Config::default(),
+            };
+            if let Some(l) = a.listen {
+                config.http.listen = l;
+            }
+            if let Some(d) = a.state_dir {
+                config.state_dir = d;
+            }
+            if let Some(r) = a.ring_buffer_bytes {
+                config.probes.ring_buffer_bytes = r;
+            }
+            if let Some(r) = a.reconcile_every {
+                config.holders.reconcile_every_secs = r;
+            }
             let opts = bindwatch::cmd::run::RunOptions {
-                probe: bindwatch::linux::ProbeConfig {
-                    ring_buffer_bytes: a.probe.ring_buffer_bytes,
-                },
-                listen: a.listen,
-                reconcile_every: std::time::Duration::from_secs(a.probe.reconcile_every),
+                config,
+                config_path: a.config,
             };
             rt.block_on(bindwatch::cmd::run::run(opts))?;
+        }
+        Command::CheckConfig { file } => {
+            let c = bindwatch::config::Config::load(&file)?;
+            println!(
+                "{}: ok ({} watched port{}, {} alert target{})",
+                file.display(),
+                c.watch.len(),
+                if c.watch.len() == 1 { "" } else { "s" },
+                c.alerts.alertmanager.len() + c.alerts.webhook.len(),
+                if c.alerts.alertmanager.len() + c.alerts.webhook.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
         }
         Command::Trace(a) => {
             init_logging("warn");

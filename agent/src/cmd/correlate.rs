@@ -8,11 +8,45 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::api::{ConflictRecord, RECENT_CONFLICTS, Request};
-use crate::event::Event;
+use std::net::IpAddr;
+
+use bindwatch_common::{AF_INET, AF_INET6, BoundSock, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::conflict::SockState;
+use crate::event::{Event, Proto};
+use crate::holders::Holder;
 use crate::holders::{
     Diagnosis, DiagnosisKind, DriftReport, HolderTable, NoFacts, Snapshot, TableStats, diagnose,
 };
+use crate::linux::Probes;
 use crate::linux::kernel::KernelView;
+
+/// Pre-existing sockets the release hook is told of (its map holds 131072).
+const BOUND_SEED_MAX: usize = 65_536;
+
+fn bound_sock(h: &Holder) -> BoundSock {
+    let mut addr = [0u8; 16];
+    let family = match h.addr {
+        IpAddr::V4(a) => {
+            addr[..4].copy_from_slice(&a.octets());
+            AF_INET
+        }
+        IpAddr::V6(a) => {
+            addr = a.octets();
+            AF_INET6
+        }
+    };
+    BoundSock {
+        addr,
+        port: h.port,
+        family,
+        protocol: if h.proto == Proto::Udp {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_TCP
+        },
+    }
+}
 
 /// Processes whose /proc details are read per batch of events.
 const PROCESS_READS_PER_BATCH: usize = 64;
@@ -80,13 +114,24 @@ pub struct Correlator {
 impl Correlator {
     /// Builds the table from the kernel. Call after the probes are attached,
     /// so nothing that happens during the snapshot is missed.
-    pub fn start(reconcile_every: Duration) -> Self {
+    pub fn start(reconcile_every: Duration, probes: &mut Probes) -> Self {
         let mut table = HolderTable::new();
         let mut facts = KernelView::new();
         table.snapshot_begins();
         let snap = facts.snapshot();
         let n = snap.holders.len();
         let ns = snap.netns.len();
+        let bound: Vec<(u64, BoundSock)> = snap
+            .holders
+            .iter()
+            .filter(|h| matches!(h.state, SockState::Listen | SockState::Bound))
+            .take(BOUND_SEED_MAX)
+            .map(|h| (h.cookie, bound_sock(h)))
+            .collect();
+        match probes.seed_bound(&bound) {
+            Ok(k) => tracing::debug!(sockets = k, "release hook told of pre-existing sockets"),
+            Err(e) => tracing::warn!(error = %e, "cannot seed the release hook's socket map"),
+        }
         table.seed(snap);
         tracing::info!(sockets = n, namespaces = ns, "holder table built");
         Self {
@@ -147,6 +192,8 @@ impl Correlator {
                     .collect();
                 let _ = reply.send(v);
             }
+            // Configuration is the daemon's, not the table's.
+            Request::Reload(_) => {}
         }
     }
 
@@ -169,6 +216,21 @@ impl Correlator {
             }
         }
         changed
+    }
+
+    /// The agent's own network namespace.
+    pub fn own_netns(&self) -> Option<u64> {
+        self.facts.namespaces.own
+    }
+
+    /// Reads these processes' details now (the owners of watched ports,
+    /// before their alerts are evaluated).
+    pub fn complete_processes(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            if let Some(info) = self.facts.process_info(pid) {
+                self.table.set_process(info);
+            }
+        }
     }
 
     /// Reads /proc details of processes new to the table (after a batch,

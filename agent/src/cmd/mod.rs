@@ -72,6 +72,14 @@ pub trait Sink {
         Ok(())
     }
     fn flush(&mut self) -> std::io::Result<()>;
+    /// After each batch of events, with the table up to date.
+    fn batch_done(&mut self, _c: &mut Correlator) {}
+    /// Once per tick, with the current loss counters.
+    fn tick(&mut self, _c: &mut Correlator, _loss: &LossReport) {}
+    /// An API request; the table answers unless the sink handles it.
+    fn request(&mut self, req: crate::api::Request, c: &mut Correlator) {
+        c.answer(req)
+    }
 }
 
 fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
@@ -145,6 +153,7 @@ pub async fn pump(
                         sink.event(&ev, d.as_ref())?;
                     }
                     correlator.after_batch();
+                    sink.batch_done(correlator);
                     sink.flush()?;
                 }
                 _ = interval.tick() => {
@@ -153,6 +162,7 @@ pub async fn pump(
                     }
                     sink.accepts(&accepts.poll(probes))?;
                     let lost = probes.lost().unwrap_or_default();
+                    sink.tick(correlator, &loss_report(lost, &decoder));
                     let malformed = decoder.stats().rejected();
                     if lost != last_lost || malformed != last_malformed {
                         sink.loss(&loss_report(lost, &decoder), false)?;
@@ -166,7 +176,7 @@ pub async fn pump(
                         Some(r) => r.recv().await,
                         None => std::future::pending().await,
                     }
-                } => correlator.answer(req),
+                } => sink.request(req, correlator),
                 _ = shutdown.recv() => break,
             }
         }

@@ -1,29 +1,106 @@
-//! `bindwatch run`: the daemon. For now it follows every event and logs
-//! failed binds and losses as structured records; metrics, the holder table
-//! and the timeline build on this loop.
+//! `bindwatch run`: the daemon. The event loop keeps the holder table,
+//! counts metrics in aggregate, evaluates watched ports and hands alerts to
+//! the delivery task; the HTTP server answers /metrics, health and the API.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::correlate::Correlator;
 use super::{Shutdown, Sink, pump};
+use crate::alerts::deliver::Deliverer;
+use crate::alerts::{Alert, AlertEngine, Watch};
+use crate::api::{ApiState, Request};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
 use crate::linux::{ProbeConfig, Probes, RingReader};
+use crate::metrics::{Aggregate, Listening, Metrics};
 use crate::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
-    pub probe: ProbeConfig,
-    /// Where the HTTP API listens.
-    pub listen: std::net::SocketAddr,
-    /// Zero: never.
-    pub reconcile_every: Duration,
+    pub config: Config,
+    /// The file it came from, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
-struct LogSink;
+struct Daemon {
+    metrics: Arc<Mutex<Metrics>>,
+    agg: Aggregate,
+    alerts: AlertEngine,
+    deliver: Deliverer,
+    config: Config,
+    own_netns: Option<u64>,
+    generator: String,
+}
 
-impl Sink for LogSink {
+fn resolve_watches(cfg: &Config, own: Option<u64>) -> Vec<Watch> {
+    cfg.watch
+        .iter()
+        .map(|w| {
+            let netns = match &w.netns {
+                None => own,
+                Some(p) => match crate::linux::netns::cookie_of_path(p) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(watch = %w.display_name(), netns = %p.display(), error = %e,
+                            "watched namespace not found yet; retrying every second");
+                        None
+                    }
+                },
+            };
+            Watch::new(w.clone(), netns)
+        })
+        .collect()
+}
+
+impl Daemon {
+    fn send(&self, alerts: Vec<Alert>) {
+        for a in alerts {
+            self.deliver.send(a);
+        }
+    }
+
+    fn evaluate(&mut self, c: &mut Correlator) {
+        let pids = self.alerts.incomplete_owners(&c.table);
+        if !pids.is_empty() {
+            c.complete_processes(&pids);
+        }
+        let out = self.alerts.evaluate(&c.table, crate::clock::now_unix_ns());
+        self.send(out);
+    }
+
+    fn reload(&mut self, cfg: Config, c: &mut Correlator) {
+        if cfg.http != self.config.http || cfg.probes != self.config.probes {
+            tracing::warn!("http and probes settings take effect at the next restart");
+        }
+        let watches = resolve_watches(&cfg, self.own_netns);
+        self.alerts = AlertEngine::new(watches, &cfg.alerts);
+        if cfg.alerts != self.config.alerts {
+            let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+            self.deliver = Deliverer::start(&cfg.alerts, &m, self.generator.clone());
+        }
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_watched(cfg.watch.iter().map(|w| w.port));
+        c.reconcile_every = Duration::from_secs(cfg.holders.reconcile_every_secs);
+        self.config = cfg;
+        tracing::info!(
+            watches = self.alerts.watches.len(),
+            "configuration reloaded"
+        );
+        self.evaluate(c);
+    }
+}
+
+impl Sink for Daemon {
     fn event(&mut self, ev: &Event, d: Option<&Diagnosis>) -> std::io::Result<()> {
+        self.agg.event(ev, d);
         if ev.failed() {
             let holder = d.and_then(|d| d.holders.first());
             tracing::warn!(
@@ -39,11 +116,20 @@ impl Sink for LogSink {
                 hint = d.and_then(|d| d.hint.as_deref()),
                 "bind failed"
             );
+            if let (EventKind::Bind, Some(d)) = (ev.kind, d) {
+                let out = self
+                    .alerts
+                    .on_failed_bind(ev, d, crate::clock::now_unix_ns());
+                self.send(out);
+            }
         }
         Ok(())
     }
 
-    fn accepts(&mut self, _: &[AcceptSummary]) -> std::io::Result<()> {
+    fn accepts(&mut self, summaries: &[AcceptSummary]) -> std::io::Result<()> {
+        for a in summaries {
+            self.agg.accepts(a.port, a.delta);
+        }
         Ok(())
     }
 
@@ -65,11 +151,78 @@ impl Sink for LogSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+
+    fn batch_done(&mut self, c: &mut Correlator) {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fold(&mut self.agg);
+        self.evaluate(c);
+    }
+
+    fn tick(&mut self, c: &mut Correlator, loss: &LossReport) {
+        // Watched namespaces that did not exist at start-up.
+        if self
+            .alerts
+            .watches
+            .iter()
+            .any(|w| w.netns.is_none() && w.cfg.netns.is_some())
+        {
+            let watches = resolve_watches(&self.config, self.own_netns);
+            for (w, new) in self.alerts.watches.iter_mut().zip(watches) {
+                if w.netns.is_none() {
+                    w.netns = new.netns;
+                }
+            }
+        }
+        self.evaluate(c);
+        let listening: Vec<Listening> = c
+            .table
+            .iter()
+            .filter(|h| h.proto == Proto::Udp || h.state == crate::conflict::SockState::Listen)
+            .map(|h| Listening {
+                proto: h.proto,
+                port: h.port,
+            })
+            .collect();
+        let status = self.alerts.status(&c.table);
+        let stats = c.table.stats();
+        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        m.fold(&mut self.agg);
+        m.set_table(&listening, &status);
+        m.set_lost(
+            &[
+                ("ringbuf_full", loss.lost_ringbuf_full),
+                ("pending_map_full", loss.lost_pending_map_full),
+                ("accept_map_full", loss.lost_accept_map_full),
+            ],
+            loss.malformed,
+        );
+        m.set_drift(
+            stats.drift_missing,
+            stats.drift_stale,
+            stats.drift_changed,
+            stats.tracked,
+        );
+    }
+
+    fn request(&mut self, req: Request, c: &mut Correlator) {
+        match req {
+            Request::Reload(cfg) => self.reload(*cfg, c),
+            other => c.answer(other),
+        }
+    }
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
+    let cfg = opts.config;
     let mut shutdown = Shutdown::install()?;
-    let (probes, ring) = Probes::load(&opts.probe)?;
+    if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
+        tracing::warn!(dir = %cfg.state_dir.display(), error = %e, "cannot create the state directory");
+    }
+    let (mut probes, ring) = Probes::load(&ProbeConfig {
+        ring_buffer_bytes: cfg.probes.ring_buffer_bytes,
+    })?;
     for h in probes.hooks() {
         tracing::info!(
             hook = h.hook,
@@ -85,31 +238,92 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "bindwatch running"
     );
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
+
+    let metrics = Arc::new(Mutex::new(Metrics::new(
+        &cfg.metrics,
+        cfg.watch.iter().map(|w| w.port),
+    )));
+    metrics.lock().unwrap_or_else(|e| e.into_inner()).set_hooks(
+        &probes
+            .hooks()
+            .iter()
+            .map(|h| (h.hook, h.attached))
+            .collect::<Vec<_>>(),
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
-        .map_err(|e| Error::io(format!("listening on {}", opts.listen), e))?;
+        .map_err(|e| Error::io(format!("listening on {}", cfg.http.listen), e))?;
     let (tx, mut requests) = tokio::sync::mpsc::channel(crate::api::REQUEST_QUEUE);
-    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let app = crate::api::router(crate::api::ApiState {
-        requests: tx,
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = crate::api::router(ApiState {
+        requests: tx.clone(),
         ready: ready.clone(),
+        metrics: Some(metrics.clone()),
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(listen = %opts.listen, "HTTP API listening");
-    let mut correlator = Correlator::start(opts.reconcile_every);
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    pump(
+    tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
+
+    // SIGHUP: re-read the file; a bad one is refused and the old stays.
+    if let Some(path) = opts.config_path.clone() {
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("SIGHUP handler", e))?;
+        let reloads = metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config_reloads
+            .clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match Config::load(&path) {
+                    Ok(c) => {
+                        reloads.with_label_values(&["ok"]).inc();
+                        let _ = tx.send(Request::Reload(Box::new(c))).await;
+                    }
+                    Err(e) => {
+                        reloads.with_label_values(&["rejected"]).inc();
+                        tracing::error!(error = %e, "configuration rejected; the running one stays");
+                    }
+                }
+            }
+        });
+    }
+
+    let mut correlator = Correlator::start(
+        Duration::from_secs(cfg.holders.reconcile_every_secs),
+        &mut probes,
+    );
+    let own = correlator.own_netns();
+    let generator = format!("http://{}/api/v1/conflicts", cfg.http.listen);
+    let deliver = {
+        let m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+        Deliverer::start(&cfg.alerts, &m, generator.clone())
+    };
+    let mut daemon = Daemon {
+        alerts: AlertEngine::new(resolve_watches(&cfg, own), &cfg.alerts),
+        metrics,
+        agg: Aggregate::default(),
+        deliver,
+        config: cfg,
+        own_netns: own,
+        generator,
+    };
+    daemon.evaluate(&mut correlator);
+    ready.store(true, Ordering::Relaxed);
+    let r = pump(
         &probes,
         &mut reader,
-        &mut LogSink,
+        &mut daemon,
         Duration::from_secs(1),
         &mut shutdown,
         &mut correlator,
         Some(&mut requests),
     )
-    .await
+    .await;
+    // Let the delivery task send what is queued.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    r
 }

@@ -120,9 +120,9 @@ impl Sink for TraceSink {
 
 pub async fn trace(opts: TraceOptions) -> Result<()> {
     let mut shutdown = Shutdown::install()?;
-    let (probes, ring) = Probes::load(&opts.probe)?;
+    let (mut probes, ring) = Probes::load(&opts.probe)?;
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
-    let mut correlator = Correlator::start(opts.reconcile_every);
+    let mut correlator = Correlator::start(opts.reconcile_every, &mut probes);
     for h in probes.hooks().iter().filter(|h| !h.attached) {
         eprintln!(
             "bindwatch: hook {} not attached: {}",

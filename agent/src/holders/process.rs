@@ -11,6 +11,9 @@ pub struct ProcessInfo {
     /// Arguments joined by spaces; empty when unreadable (kernel threads,
     /// exited processes).
     pub cmdline: String,
+    /// The executable's path (`/proc/PID/exe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
     /// Effective uid.
     pub uid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -102,6 +102,22 @@ pub fn unprivileged_port_start() -> Option<u16> {
         .ok()
 }
 
+/// The cookie of the namespace at `path` (/run/netns/NAME, /proc/PID/ns/net).
+pub fn cookie_of_path(path: &std::path::Path) -> std::io::Result<u64> {
+    let file = File::open(path)?;
+    let fd = in_netns(&file, || {
+        // SAFETY: plain socket(2); the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: fd is a fresh descriptor we own.
+            Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        }
+    })??;
+    netns_cookie(fd.as_raw_fd())
+}
+
 /// Opens a sock_diag socket inside the namespace at `path`; returns it with
 /// the namespace's cookie and inode.
 fn open_at(path: &str) -> std::io::Result<Namespace> {

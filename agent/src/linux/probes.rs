@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint};
 use aya::{Ebpf, EbpfLoader, Pod};
-use bindwatch_common::{AcceptKey, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
+use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
 use object::{Object, ObjectSection, ObjectSymbol};
 use serde::Serialize;
 
@@ -58,6 +58,12 @@ pub struct LostCounts {
 struct AcceptKeyPod(AcceptKey);
 // SAFETY: AcceptKey is repr(C) plain integers with explicit padding.
 unsafe impl Pod for AcceptKeyPod {}
+
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct BoundSockPod(BoundSock);
+// SAFETY: BoundSock is repr(C) plain integers without padding.
+unsafe impl Pod for BoundSockPod {}
 
 enum Hook {
     TracePoint(&'static str, &'static str),
@@ -342,6 +348,28 @@ impl Probes {
     }
 
     /// Completed passive TCP handshakes per (family, port), since load.
+    /// Tells the release hook about sockets bound before the probes were
+    /// loaded (found in the start-up snapshot), so their release is
+    /// reported too. Returns how many were written.
+    pub fn seed_bound(&mut self, socks: &[(u64, BoundSock)]) -> Result<usize> {
+        let map = self.ebpf.map_mut(names::BOUND).ok_or_else(|| Error::Map {
+            name: names::BOUND,
+            reason: "not in the object".into(),
+        })?;
+        let mut m: aya::maps::HashMap<_, u64, BoundSockPod> = aya::maps::HashMap::try_from(map)
+            .map_err(|e| Error::Map {
+                name: names::BOUND,
+                reason: e.to_string(),
+            })?;
+        let mut n = 0;
+        for (cookie, b) in socks {
+            if m.insert(cookie, BoundSockPod(*b), 0).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn accepts(&self) -> Result<HashMap<(u8, u16), u64>> {
         let map = self.ebpf.map(names::ACCEPTS).ok_or_else(|| Error::Map {
             name: names::ACCEPTS,

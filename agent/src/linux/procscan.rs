@@ -178,6 +178,9 @@ pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
         pid,
         comm: comm.trim_end().to_owned(),
         cmdline,
+        exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
         uid,
         user: users.name(uid),
         unit,

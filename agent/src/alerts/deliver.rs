@@ -1,0 +1,162 @@
+//! Sends alert notifications to Alertmanager (v2 API) and plain JSON
+//! webhooks from a task of its own: the event loop only enqueues (bounded;
+//! a full queue drops and counts), retries back off, and every outcome is
+//! counted.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::Alert;
+use crate::config::AlertsConfig;
+use crate::metrics::Metrics;
+
+fn rfc3339(ns: u64) -> String {
+    DateTime::<Utc>::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Alertmanager's `postableAlert`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AmAlert<'a> {
+    labels: &'a std::collections::BTreeMap<String, String>,
+    annotations: &'a std::collections::BTreeMap<String, String>,
+    starts_at: String,
+    ends_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: &'a str,
+}
+
+/// The webhook's body: one alert with its status.
+#[derive(Serialize)]
+pub struct WebhookBody<'a> {
+    pub version: &'static str,
+    pub status: &'static str,
+    pub alert: WebhookAlert<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAlert<'a> {
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+}
+
+/// The enqueueing side, owned by the event loop.
+#[derive(Clone)]
+pub struct Deliverer {
+    tx: mpsc::Sender<Alert>,
+    dropped: prometheus::IntCounter,
+}
+
+impl Deliverer {
+    /// Starts the delivery task. `generator` goes into each alert's
+    /// generatorURL (the daemon's API).
+    pub fn start(cfg: &AlertsConfig, metrics: &Metrics, generator: String) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        tokio::spawn(run(
+            rx,
+            cfg.clone(),
+            metrics.alert_deliveries.clone(),
+            generator,
+        ));
+        Self {
+            tx,
+            dropped: metrics.alert_dropped.clone(),
+        }
+    }
+
+    /// Never waits: a full queue drops the notification (counted).
+    pub fn send(&self, a: Alert) {
+        if self.tx.try_send(a).is_err() {
+            self.dropped.inc();
+            tracing::warn!("alert queue full; notification dropped (counted)");
+        }
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &impl Serialize, retries: u32) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 0..=retries {
+        match client.post(url).json(body).send().await {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) => tracing::warn!(url, status = %r.status(), attempt, "alert delivery refused"),
+            Err(e) => tracing::warn!(url, error = %e, attempt, "alert delivery failed"),
+        }
+        if attempt < retries {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    false
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Alert>,
+    cfg: AlertsConfig,
+    outcomes: prometheus::IntCounterVec,
+    generator: String,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client; alerts will not be delivered");
+            return;
+        }
+    };
+    // Alertmanager resolves an alert by itself at endsAt unless it is
+    // re-sent: four resend periods, as Prometheus does.
+    let hold_ns = cfg.resend_every_secs.max(1) * 4 * 1_000_000_000;
+    while let Some(a) = rx.recv().await {
+        let ends = a
+            .ends_ns
+            .unwrap_or_else(|| crate::clock::now_unix_ns() + hold_ns);
+        let am = [AmAlert {
+            labels: &a.labels,
+            annotations: &a.annotations,
+            starts_at: rfc3339(a.starts_ns),
+            ends_at: rfc3339(ends),
+            generator_url: &generator,
+        }];
+        for base in &cfg.alertmanager {
+            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+            let ok = post(&client, &url, &am, cfg.retries).await;
+            outcomes
+                .with_label_values(&["alertmanager", if ok { "ok" } else { "failed" }])
+                .inc();
+        }
+        let hook = WebhookBody {
+            version: "1",
+            status: if a.firing() { "firing" } else { "resolved" },
+            alert: WebhookAlert {
+                labels: &a.labels,
+                annotations: &a.annotations,
+                starts_at: rfc3339(a.starts_ns),
+                ends_at: a.ends_ns.map(rfc3339),
+            },
+        };
+        for url in &cfg.webhook {
+            let ok = post(&client, url, &hook, cfg.retries).await;
+            outcomes
+                .with_label_values(&["webhook", if ok { "ok" } else { "failed" }])
+                .inc();
+        }
+        tracing::info!(
+            alert = %a.labels.get("alertname").map(String::as_str).unwrap_or(""),
+            watch = %a.labels.get("watch").map(String::as_str).unwrap_or(""),
+            firing = a.firing(),
+            summary = %a.annotations.get("summary").map(String::as_str).unwrap_or(""),
+            "alert sent"
+        );
+    }
+}

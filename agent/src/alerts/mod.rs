@@ -1,0 +1,387 @@
+//! Watched ports and their three alerts: port lost, port taken, bind
+//! conflict. Pure: evaluated against the holder table on the event loop,
+//! producing notifications that [`deliver`] sends without blocking it.
+
+pub mod deliver;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{AlertsConfig, OwnerConfig, WatchConfig};
+use crate::conflict::{SockSpec, SockState, overlap};
+use crate::event::{Event, Proto, endpoint};
+use crate::holders::{Diagnosis, HolderTable, HolderView, ProcessInfo};
+use crate::metrics::WatchedStatus;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum AlertKind {
+    PortLost,
+    PortTaken,
+    BindConflict,
+}
+
+impl AlertKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PortLost => "BindwatchPortLost",
+            Self::PortTaken => "BindwatchPortTaken",
+            Self::BindConflict => "BindwatchBindConflict",
+        }
+    }
+}
+
+/// One alert as sent: Alertmanager's shape.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Unix ns.
+    pub starts_ns: u64,
+    /// Set when resolved.
+    pub ends_ns: Option<u64>,
+}
+
+impl Alert {
+    pub fn firing(&self) -> bool {
+        self.ends_ns.is_none()
+    }
+}
+
+/// A watch with its resolved namespace.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub cfg: WatchConfig,
+    pub name: String,
+    /// None when the namespace could not be found (then nothing matches).
+    pub netns: Option<u64>,
+}
+
+impl Watch {
+    pub fn new(cfg: WatchConfig, netns: Option<u64>) -> Self {
+        Self {
+            name: cfg.display_name(),
+            cfg,
+            netns,
+        }
+    }
+
+    fn proto(&self) -> Proto {
+        self.cfg.proto.proto()
+    }
+
+    /// The sockets that hold this watch's port (listeners for TCP).
+    pub fn holders(&self, table: &HolderTable) -> Vec<HolderView> {
+        let Some(ns) = self.netns else {
+            return Vec::new();
+        };
+        table
+            .on_port((ns, self.proto(), self.cfg.port))
+            .filter(|h| h.proto == Proto::Udp || h.state == SockState::Listen)
+            .filter(|h| match self.cfg.address {
+                None => true,
+                Some(a) => overlap(&SockSpec::new(h.proto, a, h.port), &h.spec()).is_some(),
+            })
+            .map(|h| table.view(h))
+            .collect()
+    }
+}
+
+/// Whether a process is the owner the watch expects.
+pub fn owner_matches(o: &OwnerConfig, p: &ProcessInfo) -> bool {
+    if o.is_empty() {
+        return true;
+    }
+    o.unit.as_ref().is_some_and(|u| p.unit.as_ref() == Some(u))
+        || o.command.as_ref().is_some_and(|c| &p.comm == c)
+        || o.exe
+            .as_ref()
+            .is_some_and(|e| p.exe.as_deref() == Some(&*e.to_string_lossy()))
+}
+
+#[derive(Default)]
+struct State {
+    /// When nobody held the port, first seen (Unix ns).
+    unheld_since: Option<u64>,
+    firing: BTreeMap<AlertKind, Alert>,
+    last_sent_ns: BTreeMap<AlertKind, u64>,
+    last_conflict_ns: u64,
+}
+
+pub struct AlertEngine {
+    pub watches: Vec<Watch>,
+    states: Vec<State>,
+    resend_ns: u64,
+    conflict_window_ns: u64,
+}
+
+fn labels(w: &Watch, kind: AlertKind) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert("alertname".into(), kind.name().into());
+    l.insert("watch".into(), w.name.clone());
+    l.insert("port".into(), w.cfg.port.to_string());
+    l.insert("proto".into(), w.proto().to_string());
+    l.insert(
+        "severity".into(),
+        match kind {
+            AlertKind::BindConflict => "warning",
+            _ => "critical",
+        }
+        .into(),
+    );
+    l
+}
+
+fn holder_text(h: &[HolderView]) -> String {
+    h.iter()
+        .map(|v| format!("{} on {}", v.owner_label(), v.endpoint))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl AlertEngine {
+    pub fn new(watches: Vec<Watch>, cfg: &AlertsConfig) -> Self {
+        Self {
+            states: watches.iter().map(|_| State::default()).collect(),
+            watches,
+            resend_ns: cfg.resend_every_secs.max(1) * 1_000_000_000,
+            conflict_window_ns: cfg.conflict_resolve_after_secs * 1_000_000_000,
+        }
+    }
+
+    fn set(
+        st: &mut State,
+        out: &mut Vec<Alert>,
+        kind: AlertKind,
+        want: Option<Alert>,
+        now: u64,
+        resend: u64,
+    ) {
+        match (st.firing.get(&kind).cloned(), want) {
+            (None, Some(a)) => {
+                st.firing.insert(kind, a.clone());
+                st.last_sent_ns.insert(kind, now);
+                out.push(a);
+            }
+            (Some(mut old), None) => {
+                st.firing.remove(&kind);
+                st.last_sent_ns.remove(&kind);
+                old.ends_ns = Some(now);
+                out.push(old);
+            }
+            (Some(old), Some(mut a)) => {
+                a.starts_ns = old.starts_ns;
+                let changed = a.annotations != old.annotations;
+                let due = now.saturating_sub(*st.last_sent_ns.get(&kind).unwrap_or(&0)) >= resend;
+                if changed || due {
+                    st.last_sent_ns.insert(kind, now);
+                    out.push(a.clone());
+                }
+                st.firing.insert(kind, a);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Brings every watch's port-lost and port-taken alerts up to date;
+    /// returns new, changed, re-sent and resolved alerts.
+    pub fn evaluate(&mut self, table: &HolderTable, now: u64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for (w, st) in self.watches.iter().zip(&mut self.states) {
+            let hs = w.holders(table);
+            let expected = w.cfg.owner.describe();
+            // Port lost.
+            let lost = if hs.is_empty() {
+                let since = *st.unheld_since.get_or_insert(now);
+                (now - since >= w.cfg.grace_secs * 1_000_000_000).then(|| {
+                    let mut a = BTreeMap::new();
+                    a.insert(
+                        "summary".into(),
+                        format!(
+                            "nobody holds {} port {} ({}); expected {expected}",
+                            w.proto(),
+                            w.cfg.port,
+                            w.name
+                        ),
+                    );
+                    a.insert("expected_owner".into(), expected.clone());
+                    if let Some(last) =
+                        table.departed((w.netns.unwrap_or(0), w.proto(), w.cfg.port))
+                    {
+                        a.insert(
+                            "last_holder".into(),
+                            format!("{} on {}", last.holder.owner_label(), last.holder.endpoint),
+                        );
+                    }
+                    Alert {
+                        labels: labels(w, AlertKind::PortLost),
+                        annotations: a,
+                        starts_ns: since,
+                        ends_ns: None,
+                    }
+                })
+            } else {
+                st.unheld_since = None;
+                None
+            };
+            Self::set(st, &mut out, AlertKind::PortLost, lost, now, self.resend_ns);
+            // Port taken: held, but by nobody expected.
+            let ok = hs
+                .iter()
+                .any(|h| h.owners.iter().any(|p| owner_matches(&w.cfg.owner, p)));
+            let taken = (!hs.is_empty() && !ok).then(|| {
+                let mut a = BTreeMap::new();
+                a.insert(
+                    "summary".into(),
+                    format!(
+                        "{} port {} ({}) is held by {}; expected {expected}",
+                        w.proto(),
+                        w.cfg.port,
+                        w.name,
+                        hs[0].owner_label()
+                    ),
+                );
+                a.insert("holder".into(), holder_text(&hs));
+                a.insert("expected_owner".into(), expected.clone());
+                if let Some(o) = hs[0].owners.first() {
+                    a.insert("holder_pid".into(), o.pid.to_string());
+                    a.insert("holder_command".into(), o.cmdline.clone());
+                }
+                Alert {
+                    labels: labels(w, AlertKind::PortTaken),
+                    annotations: a,
+                    starts_ns: now,
+                    ends_ns: None,
+                }
+            });
+            Self::set(
+                st,
+                &mut out,
+                AlertKind::PortTaken,
+                taken,
+                now,
+                self.resend_ns,
+            );
+            // A conflict alert ends when the expected owner holds the port
+            // again, or after the quiet window.
+            if let Some(c) = st.firing.get(&AlertKind::BindConflict).cloned() {
+                let quiet = now.saturating_sub(st.last_conflict_ns) >= self.conflict_window_ns;
+                let keep = if ok || quiet { None } else { Some(c) };
+                Self::set(
+                    st,
+                    &mut out,
+                    AlertKind::BindConflict,
+                    keep,
+                    now,
+                    self.resend_ns,
+                );
+            }
+        }
+        out
+    }
+
+    /// A failed bind: fires "bind conflict" on the watches it touches.
+    pub fn on_failed_bind(&mut self, ev: &Event, d: &Diagnosis, now: u64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for (w, st) in self.watches.iter().zip(&mut self.states) {
+            if ev.port != w.cfg.port
+                || ev.proto != w.proto()
+                || (w.netns.is_some() && ev.netns_cookie.is_some() && w.netns != ev.netns_cookie)
+            {
+                continue;
+            }
+            st.last_conflict_ns = now;
+            let mut a = BTreeMap::new();
+            a.insert(
+                "summary".into(),
+                format!(
+                    "{} (pid {}) failed to bind {} on {} ({}): {}",
+                    ev.comm,
+                    ev.pid,
+                    endpoint(ev.addr, ev.port),
+                    w.name,
+                    ev.result_str(),
+                    d.summary
+                ),
+            );
+            a.insert(
+                "failing_process".into(),
+                format!("{} (pid {})", ev.comm, ev.pid),
+            );
+            a.insert("error".into(), ev.result_str());
+            if let Some(b) = d.holders.first() {
+                a.insert(
+                    "holder".into(),
+                    holder_text(std::slice::from_ref(&b.holder)),
+                );
+                a.insert("reason".into(), b.reason.code().into());
+                if let Some(o) = b.holder.owners.first() {
+                    a.insert("holder_pid".into(), o.pid.to_string());
+                }
+            }
+            if let Some(h) = &d.hint {
+                a.insert("hint".into(), h.clone());
+            }
+            let alert = Alert {
+                labels: labels(w, AlertKind::BindConflict),
+                annotations: a,
+                starts_ns: now,
+                ends_ns: None,
+            };
+            // Always sent: each conflict is news.
+            st.last_sent_ns.insert(AlertKind::BindConflict, 0);
+            Self::set(st, &mut out, AlertKind::BindConflict, Some(alert), now, 0);
+        }
+        out
+    }
+
+    /// Each watch's status, for the gauges.
+    pub fn status(&self, table: &HolderTable) -> Vec<WatchedStatus> {
+        self.watches
+            .iter()
+            .map(|w| {
+                let hs = w.holders(table);
+                let ok = hs
+                    .iter()
+                    .any(|h| h.owners.iter().any(|p| owner_matches(&w.cfg.owner, p)));
+                WatchedStatus {
+                    watch: w.name.clone(),
+                    proto: w.proto(),
+                    port: w.cfg.port,
+                    ok,
+                    holders: hs
+                        .iter()
+                        .flat_map(|h| h.owners.iter())
+                        .map(|p| (p.pid, p.comm.clone(), p.unit.clone().unwrap_or_default()))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Pids on watched ports whose details are not read yet: read them
+    /// before evaluating, or an incomplete owner would look like a stranger.
+    pub fn incomplete_owners(&self, table: &HolderTable) -> Vec<u32> {
+        let mut v = Vec::new();
+        for w in &self.watches {
+            let Some(ns) = w.netns else { continue };
+            for h in table.on_port((ns, w.proto(), w.cfg.port)) {
+                for pid in &h.owners {
+                    if !table.process(*pid).is_some_and(|p| p.complete) {
+                        v.push(*pid);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Alerts still firing (resolved on shutdown? no: Alertmanager keeps
+    /// them until their end time; a restarted agent re-evaluates).
+    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
+        self.states.iter().flat_map(|s| s.firing.values())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,427 @@
+//! The daemon's configuration: serde structs with explicit defaults. With no
+//! file, [`Config::default`] is the embedded configuration `bindwatch run`
+//! starts with. Unknown keys and bad values are errors that name the key and
+//! the line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::event::Proto;
+
+/// Default HTTP address (see `api::DEFAULT_LISTEN`).
+fn default_listen() -> SocketAddr {
+    crate::api::DEFAULT_LISTEN.parse().expect("valid default")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/bindwatch")
+}
+fn default_ring() -> u32 {
+    8 << 20
+}
+fn default_reconcile() -> u64 {
+    30
+}
+fn default_port_series() -> usize {
+    1024
+}
+fn default_holder_series() -> usize {
+    4096
+}
+fn default_resend() -> u64 {
+    60
+}
+fn default_queue() -> usize {
+    1024
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_conflict_window() -> u64 {
+    300
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Where bindwatch keeps its state (the timeline).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub probes: ProbesConfig,
+    #[serde(default)]
+    pub holders: HoldersConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Ports whose holder is watched.
+    #[serde(default)]
+    pub watch: Vec<WatchConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            state_dir: default_state_dir(),
+            probes: ProbesConfig::default(),
+            holders: HoldersConfig::default(),
+            metrics: MetricsConfig::default(),
+            alerts: AlertsConfig::default(),
+            watch: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of /metrics, /healthz, /readyz and the API.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// Kernel ring buffer size: a power of two, at least 4096.
+    #[serde(default = "default_ring")]
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: default_ring(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldersConfig {
+    /// Seconds between reconciliations with the kernel (0: never).
+    #[serde(default = "default_reconcile")]
+    pub reconcile_every_secs: u64,
+}
+
+impl Default for HoldersConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_every_secs: default_reconcile(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most distinct `port` label values on per-port series (watched ports
+    /// and ports below 1024 qualify; the rest, and any past the bound, are
+    /// `port="other"`).
+    #[serde(default = "default_port_series")]
+    pub max_port_series: usize,
+    /// Most distinct (port, holder) pairs on failure series; past it,
+    /// `holder="other"`.
+    #[serde(default = "default_holder_series")]
+    pub max_holder_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_port_series: default_port_series(),
+            max_holder_series: default_holder_series(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Seconds between re-sends of a firing alert.
+    #[serde(default = "default_resend")]
+    pub resend_every_secs: u64,
+    /// Alert notifications waiting for delivery; past it they are dropped
+    /// (counted).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Attempts per notification beyond the first, with doubling backoff.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Timeout of one delivery attempt, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A bind-conflict alert resolves this many seconds after the last
+    /// conflict, or as soon as the expected owner holds the port.
+    #[serde(default = "default_conflict_window")]
+    pub conflict_resolve_after_secs: u64,
+    /// Alertmanager base URLs (the v2 API is used).
+    #[serde(default)]
+    pub alertmanager: Vec<String>,
+    /// Plain JSON webhooks.
+    #[serde(default)]
+    pub webhook: Vec<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            resend_every_secs: default_resend(),
+            queue: default_queue(),
+            retries: default_retries(),
+            timeout_ms: default_timeout_ms(),
+            conflict_resolve_after_secs: default_conflict_window(),
+            alertmanager: Vec::new(),
+            webhook: Vec::new(),
+        }
+    }
+}
+
+/// A port whose holder is watched.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// A name for alerts and metrics; defaults to `PORT/PROTO`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub port: u16,
+    #[serde(default = "default_proto")]
+    pub proto: WatchProto,
+    /// Only holders that would block a bind of this address count.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// The network namespace: a path such as /run/netns/web or
+    /// /proc/PID/ns/net; the agent's own when absent.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Who should hold it: any of these that is given must match one owner.
+    #[serde(default)]
+    pub owner: OwnerConfig,
+    /// Seconds nobody may hold the port before "port lost" fires.
+    #[serde(default)]
+    pub grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchProto {
+    Tcp,
+    Udp,
+}
+
+fn default_proto() -> WatchProto {
+    WatchProto::Tcp
+}
+
+impl WatchProto {
+    pub fn proto(self) -> Proto {
+        match self {
+            Self::Tcp => Proto::Tcp,
+            Self::Udp => Proto::Udp,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerConfig {
+    /// systemd unit, e.g. nginx.service.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Command name (comm), e.g. nginx.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Executable path, e.g. /usr/sbin/nginx.
+    #[serde(default)]
+    pub exe: Option<PathBuf>,
+}
+
+impl OwnerConfig {
+    pub fn is_empty(&self) -> bool {
+        self.unit.is_none() && self.command.is_none() && self.exe.is_none()
+    }
+
+    /// `nginx.service or nginx or /usr/sbin/nginx`.
+    pub fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(u) = &self.unit {
+            v.push(u.clone());
+        }
+        if let Some(c) = &self.command {
+            v.push(c.clone());
+        }
+        if let Some(e) = &self.exe {
+            v.push(e.display().to_string());
+        }
+        if v.is_empty() {
+            "anyone".to_owned()
+        } else {
+            v.join(" or ")
+        }
+    }
+}
+
+impl WatchConfig {
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                self.port,
+                match self.proto {
+                    WatchProto::Tcp => "tcp",
+                    WatchProto::Udp => "udp",
+                }
+            )
+        })
+    }
+}
+
+/// A configuration error, naming the key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Parses and checks a configuration's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        };
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .unwrap_or_default();
+            invalid(format!("{at}{}", e.message()))
+        })?;
+        let line_of_key = |needle: &str| {
+            text.find(needle)
+                .map(|o| format!("line {}: ", line_of(text, o)))
+                .unwrap_or_default()
+        };
+        let r = cfg.probes.ring_buffer_bytes;
+        if r < 4096 || !r.is_power_of_two() {
+            return Err(invalid(format!(
+                "{}probes.ring_buffer_bytes = {r}: must be a power of two of at least 4096",
+                line_of_key("ring_buffer_bytes")
+            )));
+        }
+        if cfg.alerts.queue == 0 {
+            return Err(invalid(format!(
+                "{}alerts.queue must be at least 1",
+                line_of_key("queue")
+            )));
+        }
+        for url in cfg.alerts.alertmanager.iter().chain(&cfg.alerts.webhook) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "{}alert target {url:?} is not an http:// or https:// URL",
+                    line_of_key(url)
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &cfg.watch {
+            if w.port == 0 {
+                return Err(invalid(format!(
+                    "{}watch.port must be 1-65535",
+                    line_of_key("port = 0")
+                )));
+            }
+            if !names.insert(w.display_name()) {
+                return Err(invalid(format!(
+                    "watch {:?} is listed twice; give each a distinct name",
+                    w.display_name()
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        assert_eq!(Config::parse("", "x").unwrap(), Config::default());
+        let d = Config::default();
+        assert_eq!(d.http.listen.to_string(), "127.0.0.1:7685");
+        assert_eq!(d.state_dir, PathBuf::from("/var/lib/bindwatch"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../deploy/bindwatch.toml");
+        let c = Config::parse(text, "deploy/bindwatch.toml").unwrap();
+        assert_eq!(c.watch[0].port, 80);
+        assert_eq!(c.watch[0].owner.unit.as_deref(), Some("nginx.service"));
+        assert_eq!(c.alerts.alertmanager.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        for (text, want) in [
+            ("[http]\nlisten = \"127.0.0.1:1\"\ncolour = 1\n", "line 3"),
+            ("[http]\nlisten = \"nope\"\n", "line 2"),
+            ("[[watch]]\nport = 70000\n", "line 2"),
+            ("[[watch]]\nport = 80\nprto = \"tcp\"\n", "prto"),
+            ("[[watch]]\nport = 80\nproto = \"sctp\"\n", "sctp"),
+            ("[probes]\nring_buffer_bytes = 5000\n", "ring_buffer_bytes"),
+            ("[alerts]\nwebhook = [\"ftp://x\"]\n", "ftp://x"),
+            ("[[watch]]\nport = 80\n[[watch]]\nport = 80\n", "twice"),
+            (
+                "[[watch]]\nport = 80\n[watch.owner]\nbinary = \"x\"\n",
+                "binary",
+            ),
+        ] {
+            let e = Config::parse(text, "bindwatch.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.starts_with("bindwatch.toml: "), "{e}");
+        }
+        let e = Config::parse("[http]\nlisten = \"127.0.0.1:1\"\ncolour = 1\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+}

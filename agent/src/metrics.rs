@@ -1,0 +1,436 @@
+//! Prometheus metrics. The event loop counts into a plain [`Aggregate`]
+//! (no atomics, no locks per event) and folds it into the registry after
+//! each batch; gauges are set from the holder table once per second.
+//!
+//! Cardinality: a `port` label carries the port number only for watched
+//! ports and ports below 1024, at most `max_port_series` distinct values;
+//! every other port is `port="other"`. (port, holder) pairs on failure
+//! series are bounded by `max_holder_series`, past which `holder="other"`.
+
+use std::collections::{HashMap, HashSet};
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::config::MetricsConfig;
+use crate::event::{Event, EventKind, Proto};
+use crate::holders::Diagnosis;
+
+pub const OTHER: &str = "other";
+
+/// Decides which ports get their own label value.
+#[derive(Clone, Debug, Default)]
+pub struct PortLabels {
+    watched: HashSet<u16>,
+    given: HashSet<u16>,
+    max: usize,
+}
+
+impl PortLabels {
+    pub fn new(watched: impl IntoIterator<Item = u16>, max: usize) -> Self {
+        Self {
+            watched: watched.into_iter().collect(),
+            given: HashSet::new(),
+            max,
+        }
+    }
+
+    pub fn label(&mut self, port: u16) -> String {
+        if !(self.watched.contains(&port) || port < 1024) {
+            return OTHER.to_owned();
+        }
+        if self.given.contains(&port) || self.given.len() < self.max {
+            self.given.insert(port);
+            port.to_string()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+}
+
+/// Counts gathered by the event loop between folds.
+#[derive(Default)]
+pub struct Aggregate {
+    events: HashMap<&'static str, u64>,
+    attempts: HashMap<Proto, u64>,
+    failures: HashMap<(Proto, &'static str), u64>,
+    /// (proto, port, holder) → failed binds on that port.
+    by_port: HashMap<(Proto, u16, String), u64>,
+    accepts: HashMap<u16, u64>,
+}
+
+impl Aggregate {
+    pub fn event(&mut self, ev: &Event, d: Option<&Diagnosis>) {
+        *self.events.entry(ev.kind.as_str()).or_default() += 1;
+        if ev.kind != EventKind::Bind {
+            return;
+        }
+        *self.attempts.entry(ev.proto).or_default() += 1;
+        if ev.failed() {
+            *self
+                .failures
+                .entry((ev.proto, ev.error.unwrap_or("other")))
+                .or_default() += 1;
+            let holder = d
+                .and_then(|d| d.holders.first())
+                .and_then(|b| b.holder.owners.first())
+                .map(|o| o.comm.clone())
+                .unwrap_or_else(|| "none".to_owned());
+            *self.by_port.entry((ev.proto, ev.port, holder)).or_default() += 1;
+        }
+    }
+
+    pub fn accepts(&mut self, port: u16, delta: u64) {
+        *self.accepts.entry(port).or_default() += delta;
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    events: IntCounterVec,
+    attempts: IntCounterVec,
+    failures: IntCounterVec,
+    failures_by_port: IntCounterVec,
+    listening: IntGaugeVec,
+    holder_info: IntGaugeVec,
+    watched_up: IntGaugeVec,
+    accepts: IntCounterVec,
+    lost: IntCounterVec,
+    malformed: prometheus::IntCounter,
+    drift: IntCounterVec,
+    table_sockets: IntGauge,
+    probe_attached: IntGaugeVec,
+    pub alert_deliveries: IntCounterVec,
+    pub alert_dropped: prometheus::IntCounter,
+    pub config_reloads: IntCounterVec,
+    ports: PortLabels,
+    holder_pairs: HashSet<(String, String)>,
+    max_holder_series: usize,
+    last_lost: HashMap<&'static str, u64>,
+    last_drift: [u64; 3],
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// A listening socket's or watched port's holder, for the gauges.
+pub struct Listening {
+    pub proto: Proto,
+    pub port: u16,
+}
+
+/// A watched port's state, for the gauges.
+pub struct WatchedStatus {
+    pub watch: String,
+    pub proto: Proto,
+    pub port: u16,
+    pub ok: bool,
+    /// (pid, command, unit) of each process holding it.
+    pub holders: Vec<(u32, String, String)>,
+}
+
+impl Metrics {
+    pub fn new(cfg: &MetricsConfig, watched: impl IntoIterator<Item = u16>) -> Self {
+        let r = Registry::new();
+        let m = Self {
+            events: counter(
+                &r,
+                "bindwatch_events_total",
+                "Kernel events read, by kind.",
+                &["kind"],
+            ),
+            attempts: counter(
+                &r,
+                "bindwatch_bind_attempts_total",
+                "bind() calls seen, by protocol.",
+                &["proto"],
+            ),
+            failures: counter(
+                &r,
+                "bindwatch_bind_failures_total",
+                "Failed bind() calls, by protocol and errno name.",
+                &["proto", "errno"],
+            ),
+            failures_by_port: counter(
+                &r,
+                "bindwatch_bind_failures_by_port_total",
+                "Failed bind() calls by port and the holder's command (watched and privileged ports; others are port=\"other\").",
+                &["proto", "port", "holder"],
+            ),
+            listening: gauge(
+                &r,
+                "bindwatch_listening_sockets",
+                "Listening TCP and bound UDP sockets, by port (watched and privileged ports; others are port=\"other\").",
+                &["proto", "port"],
+            ),
+            holder_info: gauge(
+                &r,
+                "bindwatch_holder_info",
+                "1 for each process holding a watched port.",
+                &["watch", "proto", "port", "pid", "command", "unit"],
+            ),
+            watched_up: gauge(
+                &r,
+                "bindwatch_watched_port_up",
+                "1 when a watched port is held by its expected owner, else 0.",
+                &["watch", "proto", "port"],
+            ),
+            accepts: counter(
+                &r,
+                "bindwatch_accepted_connections_total",
+                "TCP connections completed on a listening port.",
+                &["port"],
+            ),
+            lost: counter(
+                &r,
+                "bindwatch_events_lost_total",
+                "Kernel events that never reached the agent, by cause.",
+                &["reason"],
+            ),
+            malformed: {
+                let c = prometheus::IntCounter::new(
+                    "bindwatch_events_malformed_total",
+                    "Ring-buffer records the decoder refused.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            drift: counter(
+                &r,
+                "bindwatch_holder_table_drift_corrections_total",
+                "Corrections the reconciliation with the kernel made to the holder table.",
+                &["kind"],
+            ),
+            table_sockets: {
+                let g = IntGauge::new(
+                    "bindwatch_holder_table_sockets",
+                    "Sockets in the holder table.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            probe_attached: gauge(
+                &r,
+                "bindwatch_probe_attached",
+                "1 when the kernel hook is attached.",
+                &["hook"],
+            ),
+            alert_deliveries: counter(
+                &r,
+                "bindwatch_alert_deliveries_total",
+                "Alert notifications delivered or failed (after retries), by target kind.",
+                &["target", "result"],
+            ),
+            alert_dropped: {
+                let c = prometheus::IntCounter::new(
+                    "bindwatch_alert_notifications_dropped_total",
+                    "Alert notifications dropped because the delivery queue was full.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            config_reloads: counter(
+                &r,
+                "bindwatch_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result.",
+                &["result"],
+            ),
+            ports: PortLabels::new(watched, cfg.max_port_series),
+            holder_pairs: HashSet::new(),
+            max_holder_series: cfg.max_holder_series,
+            last_lost: HashMap::new(),
+            last_drift: [0; 3],
+            registry: r,
+        };
+        let build = gauge(
+            &m.registry,
+            "bindwatch_build_info",
+            "Always 1; the version in a label.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m
+    }
+
+    /// New watched ports after a reload (label values already given stay).
+    pub fn set_watched(&mut self, watched: impl IntoIterator<Item = u16>) {
+        self.ports.watched = watched.into_iter().collect();
+    }
+
+    /// Folds what the loop counted into the registry.
+    pub fn fold(&mut self, a: &mut Aggregate) {
+        for (kind, n) in a.events.drain() {
+            self.events.with_label_values(&[kind]).inc_by(n);
+        }
+        for (proto, n) in a.attempts.drain() {
+            self.attempts.with_label_values(&[proto.as_str()]).inc_by(n);
+        }
+        for ((proto, errno), n) in a.failures.drain() {
+            self.failures
+                .with_label_values(&[proto.as_str(), errno])
+                .inc_by(n);
+        }
+        for ((proto, port, holder), n) in a.by_port.drain() {
+            let port = self.ports.label(port);
+            let pair = (port.clone(), holder.clone());
+            let holder = if self.holder_pairs.contains(&pair)
+                || self.holder_pairs.len() < self.max_holder_series
+            {
+                self.holder_pairs.insert(pair);
+                holder
+            } else {
+                OTHER.to_owned()
+            };
+            self.failures_by_port
+                .with_label_values(&[proto.as_str(), &port, &holder])
+                .inc_by(n);
+        }
+        for (port, n) in a.accepts.drain() {
+            let port = self.ports.label(port);
+            self.accepts.with_label_values(&[&port]).inc_by(n);
+        }
+    }
+
+    /// Cumulative loss counters: the registry gets their increase.
+    pub fn set_lost(&mut self, counts: &[(&'static str, u64)], malformed: u64) {
+        for (reason, total) in counts {
+            let last = self.last_lost.entry(reason).or_default();
+            if *total > *last {
+                self.lost
+                    .with_label_values(&[reason])
+                    .inc_by(*total - *last);
+                *last = *total;
+            } else {
+                // Ensure the series exists from the start.
+                self.lost.with_label_values(&[reason]).inc_by(0);
+            }
+        }
+        let m = self.malformed.get();
+        if malformed > m {
+            self.malformed.inc_by(malformed - m);
+        }
+    }
+
+    pub fn set_drift(&mut self, missing: u64, stale: u64, changed: u64, sockets: u64) {
+        for (i, (kind, v)) in [("missing", missing), ("stale", stale), ("changed", changed)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = self.drift.with_label_values(&[kind]);
+            if v > self.last_drift[i] {
+                c.inc_by(v - self.last_drift[i]);
+                self.last_drift[i] = v;
+            }
+        }
+        self.table_sockets.set(sockets as i64);
+    }
+
+    pub fn set_hooks(&self, hooks: &[(&str, bool)]) {
+        for (h, up) in hooks {
+            self.probe_attached.with_label_values(&[h]).set(*up as i64);
+        }
+    }
+
+    /// Replaces the gauges drawn from the holder table.
+    pub fn set_table(&mut self, listening: &[Listening], watched: &[WatchedStatus]) {
+        self.listening.reset();
+        let mut counts: HashMap<(Proto, String), i64> = HashMap::new();
+        for l in listening {
+            *counts
+                .entry((l.proto, self.ports.label(l.port)))
+                .or_default() += 1;
+        }
+        for ((proto, port), n) in counts {
+            self.listening
+                .with_label_values(&[proto.as_str(), &port])
+                .set(n);
+        }
+        self.holder_info.reset();
+        self.watched_up.reset();
+        for w in watched {
+            let port = w.port.to_string();
+            self.watched_up
+                .with_label_values(&[&w.watch, w.proto.as_str(), &port])
+                .set(w.ok as i64);
+            for (pid, cmd, unit) in &w.holders {
+                self.holder_info
+                    .with_label_values(&[
+                        &w.watch,
+                        w.proto.as_str(),
+                        &port,
+                        &pid.to_string(),
+                        cmd,
+                        unit,
+                    ])
+                    .set(1);
+            }
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use bindwatch_common::{AF_INET, IPPROTO_TCP, RawEvent, flags, kind};
+
+    fn failed(port: u16) -> Event {
+        let mut r = RawEvent::zeroed();
+        r.kind = kind::BIND;
+        r.family = AF_INET;
+        r.protocol = IPPROTO_TCP;
+        r.flags = flags::SOCK_INFO;
+        r.port = port;
+        r.ret = -98;
+        Event::from_raw(&r, &Clock::with_offset_ns(0))
+    }
+
+    #[test]
+    fn ten_thousand_failing_ports_stay_bounded() {
+        let cfg = MetricsConfig {
+            max_port_series: 1024,
+            max_holder_series: 4096,
+        };
+        let mut m = Metrics::new(&cfg, [8080]);
+        let mut a = Aggregate::default();
+        for p in 1..=10_000u16 {
+            a.event(&failed(p), None);
+        }
+        m.fold(&mut a);
+        let text = m.encode();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("bindwatch_bind_failures_by_port_total{"))
+            .collect();
+        // Ports 1-1023 and the watched 8080, plus "other".
+        assert_eq!(series.len(), 1023 + 1 + 1, "{}", series.len());
+        assert!(text.contains(r#"port="8080""#));
+        let other: u64 = series
+            .iter()
+            .find(|l| l.contains(r#"port="other""#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert_eq!(other, 10_000 - 1024);
+        assert!(
+            text.contains(r#"bindwatch_bind_failures_total{errno="EADDRINUSE",proto="tcp"} 10000"#)
+        );
+    }
+}
