@@ -168,7 +168,8 @@ pub struct AlertsConfig {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// A bind-conflict alert resolves this many seconds after the last
-    /// conflict, or as soon as the expected owner holds the port.
+    /// conflict, or, when the failing process was the expected owner (by
+    /// command name), as soon as the owner holds the port.
     #[serde(default = "default_conflict_window")]
     pub conflict_resolve_after_secs: u64,
     /// Alertmanager base URLs (the v2 API is used).

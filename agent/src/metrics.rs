@@ -56,6 +56,7 @@ pub struct Aggregate {
     /// (proto, port, holder) → failed binds on that port.
     by_port: HashMap<(Proto, u16, String), u64>,
     accepts: HashMap<u16, u64>,
+    watched_failures: HashMap<(String, Proto, u16), u64>,
 }
 
 impl Aggregate {
@@ -79,6 +80,14 @@ impl Aggregate {
         }
     }
 
+    /// A failed bind on a watched port.
+    pub fn watched_failure(&mut self, watch: &str, proto: Proto, port: u16) {
+        *self
+            .watched_failures
+            .entry((watch.to_owned(), proto, port))
+            .or_default() += 1;
+    }
+
     pub fn accepts(&mut self, port: u16, delta: u64) {
         *self.accepts.entry(port).or_default() += delta;
     }
@@ -91,6 +100,7 @@ pub struct Metrics {
     failures: IntCounterVec,
     failures_by_port: IntCounterVec,
     listening: IntGaugeVec,
+    watched_failures: IntCounterVec,
     holder_info: IntGaugeVec,
     watched_up: IntGaugeVec,
     accepts: IntCounterVec,
@@ -170,6 +180,12 @@ impl Metrics {
                 "bindwatch_listening_sockets",
                 "Listening TCP and bound UDP sockets, by port (watched and privileged ports; others are port=\"other\").",
                 &["proto", "port"],
+            ),
+            watched_failures: counter(
+                &r,
+                "bindwatch_watched_port_bind_failures_total",
+                "Failed bind() calls on a watched port (every watch's series exists from the start, so increase() sees the first).",
+                &["watch", "proto", "port"],
             ),
             holder_info: gauge(
                 &r,
@@ -268,6 +284,15 @@ impl Metrics {
         self.ports.watched = watched.into_iter().collect();
     }
 
+    /// Creates each watch's failure series at zero.
+    pub fn init_watches(&self, watches: &[(String, Proto, u16)]) {
+        for (w, proto, port) in watches {
+            self.watched_failures
+                .with_label_values(&[w, proto.as_str(), &port.to_string()])
+                .inc_by(0);
+        }
+    }
+
     /// Folds what the loop counted into the registry.
     pub fn fold(&mut self, a: &mut Aggregate) {
         for (kind, n) in a.events.drain() {
@@ -294,6 +319,11 @@ impl Metrics {
             };
             self.failures_by_port
                 .with_label_values(&[proto.as_str(), &port, &holder])
+                .inc_by(n);
+        }
+        for ((w, proto, port), n) in a.watched_failures.drain() {
+            self.watched_failures
+                .with_label_values(&[&w, proto.as_str(), &port.to_string()])
                 .inc_by(n);
         }
         for (port, n) in a.accepts.drain() {

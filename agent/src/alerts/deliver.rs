@@ -128,9 +128,16 @@ async fn run(
             ends_at: rfc3339(ends),
             generator_url: &generator,
         }];
+        let mut delivered = 0;
+        let mut failed = 0;
         for base in &cfg.alertmanager {
             let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
             let ok = post(&client, &url, &am, cfg.retries).await;
+            if ok {
+                delivered += 1
+            } else {
+                failed += 1
+            }
             outcomes
                 .with_label_values(&["alertmanager", if ok { "ok" } else { "failed" }])
                 .inc();
@@ -147,6 +154,11 @@ async fn run(
         };
         for url in &cfg.webhook {
             let ok = post(&client, url, &hook, cfg.retries).await;
+            if ok {
+                delivered += 1
+            } else {
+                failed += 1
+            }
             outcomes
                 .with_label_values(&["webhook", if ok { "ok" } else { "failed" }])
                 .inc();
@@ -156,7 +168,9 @@ async fn run(
             watch = %a.labels.get("watch").map(String::as_str).unwrap_or(""),
             firing = a.firing(),
             summary = %a.annotations.get("summary").map(String::as_str).unwrap_or(""),
-            "alert sent"
+            delivered,
+            failed,
+            "alert notification"
         );
     }
 }

@@ -106,6 +106,9 @@ struct State {
     firing: BTreeMap<AlertKind, Alert>,
     last_sent_ns: BTreeMap<AlertKind, u64>,
     last_conflict_ns: u64,
+    /// Whether the last failed bind was the expected owner's own (its
+    /// restart failing): then the owner holding the port again ends it.
+    conflict_by_owner: bool,
 }
 
 pub struct AlertEngine {
@@ -262,11 +265,15 @@ impl AlertEngine {
                 now,
                 self.resend_ns,
             );
-            // A conflict alert ends when the expected owner holds the port
-            // again, or after the quiet window.
+            // A conflict alert ends after the quiet window, or, when it was
+            // the expected owner's bind that failed, once it holds the port.
             if let Some(c) = st.firing.get(&AlertKind::BindConflict).cloned() {
                 let quiet = now.saturating_sub(st.last_conflict_ns) >= self.conflict_window_ns;
-                let keep = if ok || quiet { None } else { Some(c) };
+                let keep = if (ok && st.conflict_by_owner) || quiet {
+                    None
+                } else {
+                    Some(c)
+                };
                 Self::set(
                     st,
                     &mut out,
@@ -291,6 +298,8 @@ impl AlertEngine {
                 continue;
             }
             st.last_conflict_ns = now;
+            st.conflict_by_owner =
+                w.cfg.owner.is_empty() || w.cfg.owner.command.as_deref() == Some(ev.comm.as_str());
             let mut a = BTreeMap::new();
             a.insert(
                 "summary".into(),

@@ -38,6 +38,13 @@ struct Daemon {
     generator: String,
 }
 
+fn watch_series(cfg: &Config) -> Vec<(String, Proto, u16)> {
+    cfg.watch
+        .iter()
+        .map(|w| (w.display_name(), w.proto.proto(), w.port))
+        .collect()
+}
+
 fn resolve_watches(cfg: &Config, own: Option<u64>) -> Vec<Watch> {
     cfg.watch
         .iter()
@@ -84,10 +91,11 @@ impl Daemon {
             let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
             self.deliver = Deliverer::start(&cfg.alerts, &m, self.generator.clone());
         }
-        self.metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_watched(cfg.watch.iter().map(|w| w.port));
+        {
+            let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+            m.set_watched(cfg.watch.iter().map(|w| w.port));
+            m.init_watches(&watch_series(&cfg));
+        }
         c.reconcile_every = Duration::from_secs(cfg.holders.reconcile_every_secs);
         self.config = cfg;
         tracing::info!(
@@ -116,6 +124,16 @@ impl Sink for Daemon {
                 hint = d.and_then(|d| d.hint.as_deref()),
                 "bind failed"
             );
+            for w in &self.alerts.watches {
+                if w.cfg.port == ev.port
+                    && w.cfg.proto.proto() == ev.proto
+                    && (w.netns.is_none()
+                        || ev.netns_cookie.is_none()
+                        || w.netns == ev.netns_cookie)
+                {
+                    self.agg.watched_failure(&w.name, ev.proto, ev.port);
+                }
+            }
             if let (EventKind::Bind, Some(d)) = (ev.kind, d) {
                 let out = self
                     .alerts
@@ -243,6 +261,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         &cfg.metrics,
         cfg.watch.iter().map(|w| w.port),
     )));
+    metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .init_watches(&watch_series(&cfg));
     metrics.lock().unwrap_or_else(|e| e.into_inner()).set_hooks(
         &probes
             .hooks()

@@ -1,0 +1,370 @@
+//! "nginx loses :80" end to end, with real components: nginx and socat in
+//! a namespace, `bindwatch run` with a watched port, a real Alertmanager
+//! receiving its alerts, and a real Prometheus scraping it and evaluating
+//! the shipped alert rules. Every dashboard panel's query must return data
+//! from that Prometheus. SIGHUP with a bad file keeps the old configuration.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const AM: &str = "127.0.0.1:19193";
+const PROM: &str = "127.0.0.1:19190";
+const AGENT: &str = "127.0.0.1:17691";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &str, args: &[&str], log: &Path) -> Proc {
+    let f = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}")),
+    )
+}
+
+fn get(url: &str) -> Option<Value> {
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "2", url])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn get_text(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "2", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Active alerts in Alertmanager named `name`.
+fn am_alerts(name: &str) -> Vec<Value> {
+    get(&format!("http://{AM}/api/v2/alerts?active=true"))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active")
+        .collect()
+}
+
+fn try_promql(expr: &str) -> Option<Vec<Value>> {
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "5", "--data-urlencode"])
+        .arg(format!("query={expr}"))
+        .arg(format!("http://{PROM}/api/v1/query"))
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    assert_eq!(v["status"], "success", "{expr}: {v}");
+    v["data"]["result"].as_array().cloned()
+}
+
+fn promql(expr: &str) -> Vec<Value> {
+    try_promql(expr).unwrap_or_else(|| panic!("Prometheus did not answer {expr}"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A pid annotation (a string) as a number.
+fn pid_of(v: &Value) -> Option<u32> {
+    v.as_str()?.parse().ok()
+}
+
+fn have(bin: &str) -> bool {
+    Command::new(bin).arg("--version").output().is_ok()
+}
+
+#[test]
+fn nginx_loses_port_80_alerts_reach_alertmanager_and_prometheus_has_every_panel() {
+    if !can_run("daemon_alerts") {
+        return;
+    }
+    for bin in [
+        "prometheus",
+        "prometheus-alertmanager",
+        "nginx",
+        "socat",
+        "curl",
+    ] {
+        if !have(bin) {
+            if required() {
+                panic!("daemon_alerts: {bin} is not installed (scripts/test installs it)");
+            }
+            eprintln!("SKIPPED daemon_alerts: {bin} is not installed");
+            return;
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("bindwatch-alerts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let ns = Netns::new("alerts");
+    let nginx = Server::nginx(&ns, &["0.0.0.0:80"], 80);
+
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n",
+    )
+    .unwrap();
+    let _am = spawn(
+        "prometheus-alertmanager",
+        &[
+            &format!("--config.file={}", dir.join("am.yml").display()),
+            &format!("--storage.path={}", dir.join("am-data").display()),
+            &format!("--web.listen-address={AM}"),
+            "--cluster.listen-address=",
+        ],
+        &dir.join("am.log"),
+    );
+    wait_for("alertmanager", 20, || {
+        get(&format!("http://{AM}/api/v2/status"))
+    });
+
+    let config = format!(
+        "state_dir = \"{state}\"\n[http]\nlisten = \"{AGENT}\"\n[alerts]\nalertmanager = [\"http://{AM}\"]\n\
+         resend_every_secs = 5\n[[watch]]\nname = \"web\"\nport = 80\nnetns = \"/run/netns/{ns}\"\n\
+         [watch.owner]\ncommand = \"nginx\"\n",
+        state = dir.join("state").display(),
+        ns = ns.name
+    );
+    let cfg_path = dir.join("bindwatch.toml");
+    std::fs::write(&cfg_path, &config).unwrap();
+    let agent = spawn(
+        env!("CARGO_BIN_EXE_bindwatch"),
+        &["run", "--config", cfg_path.to_str().unwrap()],
+        &dir.join("agent.log"),
+    );
+    let agent_pid = agent.0.id() as i32;
+    let ready = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        Command::new("curl")
+            .args(["-sf", &format!("http://{AGENT}/readyz")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !ready {
+        let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+        if required() {
+            panic!("the daemon never became ready: {log}");
+        }
+        eprintln!("SKIPPED daemon_alerts: the daemon did not start: {log}");
+        return;
+    }
+
+    std::fs::write(
+        dir.join("prom.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: bindwatch\n    static_configs:\n      - targets: ['{AGENT}']\n",
+            repo().join("dashboards/bindwatch-rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let _prom = spawn(
+        "prometheus",
+        &[
+            &format!("--config.file={}", dir.join("prom.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            &format!("--web.listen-address={PROM}"),
+        ],
+        &dir.join("prom.log"),
+    );
+    wait_for("prometheus to scrape the agent", 30, || {
+        try_promql("bindwatch_build_info").filter(|v| !v.is_empty())
+    });
+
+    // Traffic, so accept counters move.
+    for _ in 0..3 {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "curl", "-s", "http://127.0.0.1/"])
+            .output();
+    }
+    assert!(
+        get_text(&format!("http://{AGENT}/metrics"))
+            .contains(r#"bindwatch_watched_port_up{port="80",proto="tcp",watch="web"} 1"#)
+    );
+
+    // A conflicting bind on the watched port: bind conflict, holder nginx.
+    let err = ns.run(|| std::net::TcpListener::bind("0.0.0.0:80").unwrap_err());
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    let c = wait_for("bind conflict naming nginx", 10, || {
+        am_alerts("BindwatchBindConflict").into_iter().next()
+    });
+    assert_eq!(c["labels"]["watch"], "web");
+    assert_eq!(c["labels"]["port"], "80");
+    let family = nginx.family();
+    assert!(
+        family
+            .iter()
+            .any(|p| pid_of(&c["annotations"]["holder_pid"]) == Some(*p)),
+        "{c:#}"
+    );
+
+    // nginx stops: port lost, timed from the listener's close.
+    let mut nginx = nginx;
+    let t0 = Instant::now();
+    nginx.stop();
+    let lost = wait_for("port lost", 10, || {
+        am_alerts("BindwatchPortLost").into_iter().next()
+    });
+    eprintln!(
+        "daemon_alerts: port lost visible in Alertmanager {} ms after nginx exited",
+        t0.elapsed().as_millis()
+    );
+    assert!(
+        lost["annotations"]["last_holder"]
+            .as_str()
+            .unwrap()
+            .contains("nginx"),
+        "{lost:#}"
+    );
+
+    // A stray process takes :80: port taken, naming it; port lost resolves.
+    let mut stray = Server::spawn(&ns, &["socat", "TCP4-LISTEN:80,fork", "-"]);
+    stray.wait_listening(&ns, 80);
+    let taken = wait_for("port taken", 10, || {
+        am_alerts("BindwatchPortTaken").into_iter().next()
+    });
+    assert_eq!(taken["annotations"]["holder_pid"], stray.pid.to_string());
+    assert!(
+        taken["annotations"]["holder"]
+            .as_str()
+            .unwrap()
+            .contains("socat")
+    );
+    assert_eq!(taken["annotations"]["expected_owner"], "nginx");
+    wait_for("port lost resolved", 10, || {
+        am_alerts("BindwatchPortLost").is_empty().then_some(())
+    });
+
+    // nginx restarts and fails: the conflict names the stray.
+    let prefix = format!("{}/", nginx.dir.as_ref().unwrap().display());
+    let conf = format!("{}/nginx.conf", nginx.dir.as_ref().unwrap().display());
+    let restart = Server::spawn(&ns, &["nginx", "-p", &prefix, "-c", &conf]);
+    let c = wait_for("bind conflict naming the stray", 10, || {
+        am_alerts("BindwatchBindConflict")
+            .into_iter()
+            .find(|a| pid_of(&a["annotations"]["holder_pid"]) == Some(stray.pid))
+    });
+    assert!(
+        c["annotations"]["failing_process"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", restart.pid)),
+        "{c:#}"
+    );
+    assert_eq!(c["annotations"]["reason"], "same_address");
+    eprintln!("daemon_alerts: alert as Alertmanager has it: {c:#}");
+    drop(restart);
+
+    // Prometheus: every panel's query has data; the shipped rules fire.
+    std::thread::sleep(Duration::from_secs(3));
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("dashboards/bindwatch.json")).unwrap(),
+    )
+    .unwrap();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap().replace("$instance", ".*");
+            assert!(
+                !promql(&expr).is_empty(),
+                "panel {:?}: no data for {expr}",
+                p["title"]
+            );
+        }
+    }
+    for base in ["bindwatch_events_lost_total", "bindwatch_probe_attached"] {
+        assert!(!promql(base).is_empty(), "{base}");
+    }
+    let mut polls = 0;
+    wait_for("Prometheus rules firing", 20, || {
+        let v = get(&format!("http://{PROM}/api/v1/alerts"))?;
+        polls += 1;
+        if polls % 200 == 0 {
+            eprintln!("daemon_alerts: Prometheus alerts so far: {v}");
+        }
+        let names: Vec<String> = v["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"]["alertname"].as_str().unwrap_or("").to_owned())
+            .collect();
+        (names.iter().any(|n| n == "BindwatchPortTaken")
+            && names.iter().any(|n| n == "BindwatchBindConflict"))
+        .then_some(())
+    });
+
+    // SIGHUP with a bad file: rejected, the old configuration stays.
+    std::fs::write(&cfg_path, "[[watch]]\nport = 80\nbogus = 1\n").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent_pid, libc::SIGHUP) };
+    wait_for("reload rejected", 10, || {
+        get_text(&format!("http://{AGENT}/metrics"))
+            .contains(r#"bindwatch_config_reloads_total{result="rejected"} 1"#)
+            .then_some(())
+    });
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap();
+    assert!(log.contains("bogus"), "the error names the key: {log}");
+    assert!(get_text(&format!("http://{AGENT}/metrics")).contains(r#"watch="web""#));
+
+    // The stray goes and nginx is back: everything resolves.
+    drop(stray);
+    let _back = Server::nginx(&ns, &["0.0.0.0:80"], 80);
+    wait_for("alerts resolved", 15, || {
+        (am_alerts("BindwatchPortTaken").is_empty()
+            && am_alerts("BindwatchBindConflict").is_empty())
+        .then_some(())
+    });
+
+    // A good file adds a watch.
+    std::fs::write(
+        &cfg_path,
+        config.clone() + "[[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n",
+    )
+    .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent_pid, libc::SIGHUP) };
+    wait_for("new watch after reload", 10, || {
+        get_text(&format!("http://{AGENT}/metrics"))
+            .contains(r#"watch="dns""#)
+            .then_some(())
+    });
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
