@@ -330,6 +330,37 @@ fn nginx_loses_port_80_alerts_reach_alertmanager_and_prometheus_has_every_panel(
         .then_some(())
     });
 
+    // 10k distinct failing ports: the port label stays bounded.
+    ns.run(|| {
+        // Not the watched port: that would be a bind conflict to alert on.
+        for p in (1..=10_001u16).filter(|p| *p != 80) {
+            let _ = std::net::TcpListener::bind(("192.0.2.1", p));
+        }
+    });
+    let text = wait_for("10k failures counted", 60, || {
+        let t = get_text(&format!("http://{AGENT}/metrics"));
+        t.lines()
+            .find(|l| l.starts_with("bindwatch_bind_failures_total{errno=\"EADDRNOTAVAIL\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .is_some_and(|n| n >= 10_000)
+            .then_some(t)
+    });
+    let ports: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("bindwatch_bind_failures_by_port_total{"))
+        .filter_map(|l| l.split("port=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(ports.contains("other"));
+    assert!(ports.len() <= 1024 + 1, "{} port label values", ports.len());
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("bindwatch_") && !l.starts_with('#'))
+        .count();
+    eprintln!(
+        "daemon_alerts: after 10k failing ports: {} port label values, {series} series in /metrics",
+        ports.len()
+    );
+
     // SIGHUP with a bad file: rejected, the old configuration stays.
     std::fs::write(&cfg_path, "[[watch]]\nport = 80\nbogus = 1\n").unwrap();
     // SAFETY: signalling our own child.

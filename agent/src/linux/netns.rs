@@ -17,8 +17,10 @@ pub struct Namespace {
     pub cookie: u64,
     /// nsfs inode, as `ls -i /proc/PID/ns/net` shows it.
     pub ino: u64,
-    /// A path that led to it (re-opened, and checked, when needed).
-    path: String,
+    /// Kept open: the path that led to it (a thread's /proc entry) may be
+    /// gone when a diagnosis needs to enter it. Dropped by `refresh` once no
+    /// process or bind mount holds the namespace.
+    file: File,
     pub diag: DiagSocket,
 }
 
@@ -128,7 +130,7 @@ fn open_at(path: &str) -> std::io::Result<Namespace> {
     Ok(Namespace {
         cookie,
         ino,
-        path: path.to_owned(),
+        file,
         diag,
     })
 }
@@ -155,15 +157,17 @@ impl Namespaces {
                         .unwrap_or(0);
                     me.own = Some(cookie);
                     me.by_ino.insert(ino, cookie);
-                    me.by_cookie.insert(
-                        cookie,
-                        Namespace {
+                    if let Ok(file) = File::open("/proc/self/ns/net") {
+                        me.by_cookie.insert(
                             cookie,
-                            ino,
-                            path: "/proc/self/ns/net".into(),
-                            diag,
-                        },
-                    );
+                            Namespace {
+                                cookie,
+                                ino,
+                                file,
+                                diag,
+                            },
+                        );
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot open a sock_diag socket"),
@@ -293,13 +297,8 @@ impl Namespaces {
 }
 
 impl Namespace {
-    /// Runs `f` inside this namespace (re-opening it by path, checked by
-    /// inode, since a path may now lead elsewhere).
+    /// Runs `f` inside this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Option<T> {
-        let file = File::open(&self.path).ok()?;
-        if file.metadata().ok()?.ino() != self.ino {
-            return None;
-        }
-        in_netns(&file, f).ok()
+        in_netns(&self.file, f).ok()
     }
 }
