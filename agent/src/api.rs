@@ -52,6 +52,8 @@ pub struct ApiState {
     /// Probes attached and holder table built.
     pub ready: Arc<AtomicBool>,
     pub metrics: Option<Arc<std::sync::Mutex<crate::metrics::Metrics>>>,
+    /// The timeline database, read by `/api/v1/timeline`.
+    pub timeline_db: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/holders", get(holders))
         .route("/api/v1/conflicts", get(conflicts))
+        .route("/api/v1/timeline", get(timeline))
         .with_state(state)
 }
 
@@ -193,6 +196,34 @@ async fn holders(
         })
         .into_response(),
         Err(_) => unavailable("the daemon is stopping"),
+    }
+}
+
+#[derive(Serialize)]
+struct Timeline {
+    records: Vec<crate::store::Record>,
+}
+
+async fn timeline(
+    State(s): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let filter = match crate::timeline::filter_from_params(&params, crate::clock::now_unix_ns()) {
+        Ok(f) => f,
+        Err((p, e)) => return bad(&p, e),
+    };
+    let Some(db) = s.timeline_db.clone() else {
+        return unavailable("no timeline: the state directory is not writable");
+    };
+    let res = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
+        crate::store::query(&conn, &filter).map_err(|e| e.to_string())
+    })
+    .await;
+    match res {
+        Ok(Ok(records)) => Json(Timeline { records }).into_response(),
+        Ok(Err(e)) => unavailable(&e),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub timeline: TimelineConfig,
     /// Ports whose holder is watched.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
@@ -75,6 +77,7 @@ impl Default for Config {
             holders: HoldersConfig::default(),
             metrics: MetricsConfig::default(),
             alerts: AlertsConfig::default(),
+            timeline: TimelineConfig::default(),
             watch: Vec::new(),
         }
     }
@@ -190,6 +193,42 @@ impl Default for AlertsConfig {
             conflict_resolve_after_secs: default_conflict_window(),
             alertmanager: Vec::new(),
             webhook: Vec::new(),
+        }
+    }
+}
+
+fn default_max_age_days() -> u64 {
+    30
+}
+fn default_max_bytes() -> u64 {
+    256 << 20
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineConfig {
+    /// Records older than this many days are pruned.
+    #[serde(default = "default_max_age_days")]
+    pub max_age_days: u64,
+    /// The oldest records are pruned while the database holds more.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        Self {
+            max_age_days: default_max_age_days(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+impl TimelineConfig {
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            max_age: std::time::Duration::from_secs(self.max_age_days * 86_400),
+            max_bytes: self.max_bytes,
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod error;
 pub mod event;
 pub mod holders;
 pub mod metrics;
+pub mod store;
+pub mod timeline;
 pub mod trace;
 pub mod who;
 

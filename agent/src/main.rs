@@ -28,11 +28,46 @@ enum Command {
     /// Who holds a port now, and what they block: `who 80`, `who 53/udp`,
     /// `who 10.0.0.6:80`.
     Who(WhoArgs),
+    /// The forensic timeline, read from the state directory (works with the
+    /// daemon stopped): `timeline --port 80 --since 2h`.
+    Timeline(TimelineArgs),
     /// Check a configuration file and print the result.
     CheckConfig {
         /// The TOML file.
         file: std::path::PathBuf,
     },
+}
+
+#[derive(Args)]
+struct TimelineArgs {
+    /// The daemon's state directory.
+    #[arg(long, default_value = "/var/lib/bindwatch")]
+    state_dir: std::path::PathBuf,
+    #[arg(long)]
+    port: Option<String>,
+    #[arg(long)]
+    proto: Option<String>,
+    #[arg(long)]
+    pid: Option<String>,
+    /// Command name (of the process, or of the holder it ran into).
+    #[arg(long)]
+    comm: Option<String>,
+    /// A duration ago (90s, 15m, 2h, 7d), RFC 3339, or YYYY-MM-DD HH:MM[:SS].
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    /// Record kinds, comma-separated (bind_failed, listen, listen_stop,
+    /// release, bind, binds_aggregated, alert_firing, alert_resolved,
+    /// agent_start, agent_stop, probe_status, events_lost).
+    #[arg(long)]
+    kind: Option<String>,
+    /// At most this many records (the latest).
+    #[arg(long)]
+    limit: Option<String>,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -164,6 +199,49 @@ fn real_main() -> anyhow::Result<()> {
                 config_path: a.config,
             };
             rt.block_on(bindwatch::cmd::run::run(opts))?;
+        }
+        Command::Timeline(a) => {
+            let mut params = std::collections::HashMap::new();
+            for (k, v) in [
+                ("port", a.port),
+                ("proto", a.proto),
+                ("pid", a.pid),
+                ("comm", a.comm),
+                ("since", a.since),
+                ("until", a.until),
+                ("kind", a.kind),
+                ("limit", a.limit),
+            ] {
+                if let Some(v) = v {
+                    params.insert(k.to_owned(), v);
+                }
+            }
+            let filter =
+                bindwatch::timeline::filter_from_params(&params, bindwatch::clock::now_unix_ns())
+                    .map_err(|(p, e)| anyhow::anyhow!("--{p}: {e}"))?;
+            let db = a.state_dir.join(bindwatch::store::DB_FILE);
+            if !db.exists() {
+                anyhow::bail!(
+                    "no timeline at {} (has `bindwatch run` used this state directory? see --state-dir)",
+                    db.display()
+                );
+            }
+            let conn = bindwatch::store::open_ro(&db)?;
+            let records = bindwatch::store::query(&conn, &filter)
+                .with_context(|| format!("reading {}", db.display()))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            use std::io::Write as _;
+            if a.json {
+                for r in &records {
+                    bindwatch::trace::write_json_line(&mut out, r)?;
+                }
+            } else {
+                writeln!(out, "{}", bindwatch::timeline::HEADER)?;
+                for r in &records {
+                    writeln!(out, "{}", bindwatch::timeline::row(r))?;
+                }
+            }
+            out.flush()?;
         }
         Command::CheckConfig { file } => {
             let c = bindwatch::config::Config::load(&file)?;

@@ -20,6 +20,8 @@ use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
 use crate::linux::{ProbeConfig, Probes, RingReader};
 use crate::metrics::{Aggregate, Listening, Metrics};
+use crate::store::{BindAggregator, Record, StoreSender};
+use crate::timeline::{Disposition, alert_record, disposition};
 use crate::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
@@ -30,6 +32,9 @@ pub struct RunOptions {
 
 struct Daemon {
     metrics: Arc<Mutex<Metrics>>,
+    store: Option<StoreSender>,
+    binds: BindAggregator,
+    last_loss: (u64, u64),
     agg: Aggregate,
     alerts: AlertEngine,
     deliver: Deliverer,
@@ -67,9 +72,27 @@ fn resolve_watches(cfg: &Config, own: Option<u64>) -> Vec<Watch> {
 
 impl Daemon {
     fn send(&self, alerts: Vec<Alert>) {
+        let now = crate::clock::now_unix_ns();
         for a in alerts {
+            self.record(alert_record(&a, now));
             self.deliver.send(a);
         }
+    }
+
+    fn record(&self, r: Record) {
+        if let Some(s) = &self.store {
+            s.send(r);
+        }
+    }
+
+    fn agent_record(&self, kind: &str, summary: String, detail: serde_json::Value) {
+        self.record(Record {
+            time_ns: crate::clock::now_unix_ns(),
+            kind: kind.into(),
+            summary,
+            detail,
+            ..Record::default()
+        });
     }
 
     fn evaluate(&mut self, c: &mut Correlator) {
@@ -109,6 +132,17 @@ impl Daemon {
 impl Sink for Daemon {
     fn event(&mut self, ev: &Event, d: Option<&Diagnosis>) -> std::io::Result<()> {
         self.agg.event(ev, d);
+        if self.store.is_some() {
+            match disposition(ev, d) {
+                Disposition::Record(r) => self.record(*r),
+                Disposition::Aggregate => {
+                    for r in self.binds.add(ev.time_ns, &ev.comm, ev.proto.as_str()) {
+                        self.record(r);
+                    }
+                }
+                Disposition::Skip => {}
+            }
+        }
         if ev.failed() {
             let holder = d.and_then(|d| d.holders.first());
             tracing::warn!(
@@ -179,6 +213,15 @@ impl Sink for Daemon {
     }
 
     fn tick(&mut self, c: &mut Correlator, loss: &LossReport) {
+        let lost = (loss.lost_events(), loss.malformed);
+        if lost != self.last_loss {
+            self.agent_record(
+                "events_lost",
+                format!("{} kernel events lost so far, {} malformed", lost.0, lost.1),
+                serde_json::to_value(loss).unwrap_or_default(),
+            );
+            self.last_loss = lost;
+        }
         // Watched namespaces that did not exist at start-up.
         if self
             .alerts
@@ -277,10 +320,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .map_err(|e| Error::io(format!("listening on {}", cfg.http.listen), e))?;
     let (tx, mut requests) = tokio::sync::mpsc::channel(crate::api::REQUEST_QUEUE);
     let ready = Arc::new(AtomicBool::new(false));
+    let db = cfg.state_dir.join(crate::store::DB_FILE);
+    let (store, writer) = match crate::store::spawn_writer(db.clone(), cfg.timeline.retention()) {
+        Ok((s, h)) => (Some(s), Some(h)),
+        Err(e) => {
+            tracing::error!(error = %e, "no timeline: events will not be recorded");
+            (None, None)
+        }
+    };
     let app = crate::api::router(ApiState {
         requests: tx.clone(),
         ready: ready.clone(),
         metrics: Some(metrics.clone()),
+        timeline_db: store.as_ref().map(|_| db.clone()),
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -327,12 +379,37 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut daemon = Daemon {
         alerts: AlertEngine::new(resolve_watches(&cfg, own), &cfg.alerts),
         metrics,
+        store,
+        binds: BindAggregator::default(),
+        last_loss: (0, 0),
         agg: Aggregate::default(),
         deliver,
         config: cfg,
         own_netns: own,
         generator,
     };
+    daemon.agent_record(
+        "agent_start",
+        format!(
+            "bindwatch {} started; hooks {}/{} attached; {} sockets held",
+            env!("CARGO_PKG_VERSION"),
+            probes.attached_count(),
+            probes.hooks().len(),
+            correlator.table.len()
+        ),
+        serde_json::to_value(probes.hooks()).unwrap_or_default(),
+    );
+    for h in probes.hooks().iter().filter(|h| !h.attached) {
+        daemon.agent_record(
+            "probe_status",
+            format!(
+                "hook {} not attached: {}",
+                h.hook,
+                h.error.as_deref().unwrap_or("")
+            ),
+            serde_json::to_value(h).unwrap_or_default(),
+        );
+    }
     daemon.evaluate(&mut correlator);
     ready.store(true, Ordering::Relaxed);
     let r = pump(
@@ -345,7 +422,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Some(&mut requests),
     )
     .await;
-    // Let the delivery task send what is queued.
+    for rec in daemon.binds.flush() {
+        daemon.record(rec);
+    }
+    daemon.agent_record(
+        "agent_stop",
+        "bindwatch stopped".into(),
+        serde_json::Value::Null,
+    );
+    // Let the delivery task send what is queued; let the writer commit.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(daemon);
+    if let Some(w) = writer {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     r
 }
