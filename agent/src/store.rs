@@ -559,6 +559,43 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_through_the_writer_stays_within_the_size_limit() {
+        let dir = std::env::temp_dir().join(format!("bw-flood-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join(DB_FILE);
+        let limit = 512 << 10;
+        let (tx, h) = spawn_writer(
+            path.clone(),
+            Retention {
+                max_age: Duration::from_secs(3600),
+                max_bytes: limit,
+            },
+        )
+        .unwrap();
+        let now = crate::clock::now_unix_ns();
+        for i in 0..60_000u64 {
+            let mut r = rec(
+                now - 7200 * 1_000_000_000 + i * 100_000_000,
+                "bind_failed",
+                80,
+                "x",
+            );
+            r.summary = "z".repeat(100);
+            tx.send(r);
+        }
+        assert_eq!(tx.dropped(), 0, "ingestion kept up");
+        drop(tx);
+        h.join().unwrap();
+        let c = open_rw(&path).unwrap();
+        assert!(used_bytes(&c).unwrap() <= limit);
+        let oldest: i64 = c
+            .query_row("SELECT MIN(time_ns) FROM records", [], |r| r.get(0))
+            .unwrap();
+        assert!(oldest as u64 >= now - 3600 * 1_000_000_000, "age limit");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn ephemeral_binds_become_one_row_a_minute() {
         let mut a = BindAggregator::default();
         let min = 60_000_000_000u64;

@@ -1,0 +1,342 @@
+//! The timeline against real processes: the nginx story produces the
+//! expected ordered record, and the CLI table, its JSON and the API agree;
+//! `kill -9` during a burst of writes leaves a sound database holding every
+//! event older than the batching interval, once.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(state: &Path, listen: &str, config: &str) -> Option<Self> {
+        let cfg = state.with_extension("toml");
+        std::fs::write(&cfg, format!("[http]\nlisten = \"{listen}\"\n{config}")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+            .args(["run", "--config", cfg.to_str().unwrap(), "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Self { child };
+        let ok = (0..300).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            curl(&format!("http://{listen}/readyz")).is_some()
+        });
+        if ok {
+            Some(d)
+        } else if required() {
+            panic!("the daemon never became ready");
+        } else {
+            eprintln!("SKIPPED: the daemon did not start");
+            None
+        }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "5", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn timeline(state: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+        .arg("timeline")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bindwatch-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.join("state")
+}
+
+#[test]
+fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
+    if !can_run("timeline_story") {
+        return;
+    }
+    let state = temp("tl-story");
+    let ns = Netns::new("tl");
+    let listen = "127.0.0.1:17692";
+    let Some(daemon) = Daemon::start(
+        &state,
+        listen,
+        &format!(
+            "[[watch]]\nname = \"web\"\nport = 80\nnetns = \"/run/netns/{}\"\n[watch.owner]\ncommand = \"nginx\"\n",
+            ns.name
+        ),
+    ) else {
+        return;
+    };
+    let mut nginx = Server::nginx(&ns, &["0.0.0.0:80"], 80);
+    let err = ns.run(|| std::net::TcpListener::bind("0.0.0.0:80").unwrap_err());
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    std::thread::sleep(Duration::from_millis(300));
+    nginx.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stray = Server::spawn(&ns, &["socat", "TCP4-LISTEN:80", "-"]);
+    stray.wait_listening(&ns, 80);
+    let dir = nginx.dir.clone().unwrap();
+    let restart = Server::spawn(
+        &ns,
+        &[
+            "nginx",
+            "-p",
+            &format!("{}/", dir.display()),
+            "-c",
+            &format!("{}/nginx.conf", dir.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(restart);
+    // Past one batching interval: everything is written.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let api: Value =
+        serde_json::from_str(&curl(&format!("http://{listen}/api/v1/timeline?port=80")).unwrap())
+            .unwrap();
+    let api = api["records"].as_array().unwrap().clone();
+    let bad = Command::new("curl")
+        .args(["-s", "-w", "%{http_code}"])
+        .arg(format!("http://{listen}/api/v1/timeline?port=eighty"))
+        .output()
+        .unwrap();
+    let bad = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        bad.ends_with("400") && bad.contains(r#""parameter":"port""#),
+        "{bad}"
+    );
+    daemon.stop();
+
+    // With the daemon stopped, the CLI reads the file itself.
+    let json: Vec<Value> = timeline(&state, &["--port", "80", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let table = timeline(&state, &["--port", "80"]);
+    let key = |r: &Value| {
+        (
+            r["time_ns"].as_u64().unwrap(),
+            r["kind"].as_str().unwrap().to_owned(),
+        )
+    };
+    let api_keys: Vec<_> = api.iter().map(key).collect();
+    let json_keys: Vec<_> = json.iter().map(key).collect();
+    assert_eq!(api_keys, json_keys, "API and CLI JSON agree");
+    assert_eq!(
+        table.lines().count(),
+        json.len() + 1,
+        "one table row per record:\n{table}"
+    );
+    for r in &json {
+        assert!(table.contains(r["summary"].as_str().unwrap()), "{table}");
+    }
+
+    // The story, in order (other records may sit between these).
+    let nginx_pids = |r: &Value| r["comm"] == "nginx";
+    let steps: Vec<(&str, Box<dyn Fn(&Value) -> bool>)> = vec![
+        (
+            "nginx listens",
+            Box::new(move |r: &Value| r["kind"] == "listen" && nginx_pids(r)),
+        ),
+        (
+            "a bind fails on nginx",
+            Box::new(|r: &Value| r["kind"] == "bind_failed" && r["holder_comm"] == "nginx"),
+        ),
+        (
+            "nginx stops listening",
+            Box::new(|r: &Value| r["kind"] == "listen_stop" && r["comm"] == "nginx"),
+        ),
+        (
+            "port lost",
+            Box::new(|r: &Value| {
+                r["kind"] == "alert_firing"
+                    && r["summary"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("BindwatchPortLost")
+            }),
+        ),
+        (
+            "socat listens",
+            Box::new(|r: &Value| r["kind"] == "listen" && r["comm"] == "socat"),
+        ),
+        (
+            "port taken",
+            Box::new(|r: &Value| {
+                r["kind"] == "alert_firing"
+                    && r["summary"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("BindwatchPortTaken")
+            }),
+        ),
+        (
+            "nginx's restart fails on socat",
+            Box::new(|r: &Value| {
+                r["kind"] == "bind_failed" && r["comm"] == "nginx" && r["holder_comm"] == "socat"
+            }),
+        ),
+    ];
+    let mut at = 0;
+    for (what, f) in &steps {
+        let pos = json[at..]
+            .iter()
+            .position(|r| f(r))
+            .unwrap_or_else(|| panic!("{what} missing after record {at}:\n{table}"));
+        at += pos + 1;
+    }
+    // Alerts carry the time they were raised, a moment after their event.
+    let first_fail = json
+        .iter()
+        .position(|r| r["kind"] == "bind_failed")
+        .unwrap();
+    assert!(json[first_fail..].iter().any(|r| {
+        r["kind"] == "alert_firing"
+            && r["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("BindwatchBindConflict")
+    }));
+    assert!(
+        json.windows(2)
+            .all(|w| w[0]["time_ns"].as_u64() <= w[1]["time_ns"].as_u64())
+    );
+    let fail = json.iter().find(|r| r["holder_comm"] == "socat").unwrap();
+    assert_eq!(fail["holder_pid"], stray.pid);
+    assert_eq!(fail["reason"], "same_address");
+    let _ = std::fs::remove_dir_all(state.parent().unwrap());
+}
+
+#[test]
+fn kill_9_during_a_burst_keeps_the_database_sound_and_complete() {
+    if !can_run("timeline_crash") {
+        return;
+    }
+    let state = temp("tl-crash");
+    let listen = "127.0.0.1:17693";
+    let Some(mut daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    let ns = Netns::new("crash");
+    // 3000 held ports; then one failed bind on each, in order, at about
+    // 2000 a second, each on a port of its own.
+    let (done, kill_at) = ns.run(move || {
+        // SAFETY: raising our own descriptor limit (root).
+        unsafe {
+            let lim = libc::rlimit {
+                rlim_cur: 16384,
+                rlim_max: 16384,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        let held: Vec<_> = (0..3000u16)
+            .map(|i| std::net::TcpListener::bind(("127.0.0.1", 40000 + i)).unwrap())
+            .collect();
+        let start = Instant::now();
+        let mut done: Vec<(u16, Instant)> = Vec::new();
+        let mut kill_at = None;
+        for i in 0..3000u16 {
+            let port = 40000 + i;
+            let e = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
+            done.push((port, Instant::now()));
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if kill_at.is_none() && start.elapsed() > Duration::from_millis(1000) {
+                kill_at = Some(Instant::now());
+                // SAFETY: the daemon is our own child.
+                unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
+            }
+        }
+        drop(held);
+        let _ = daemon.child.wait();
+        (done, kill_at.expect("the burst outlasted a second"))
+    });
+
+    let db = state.join("timeline.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let mut seen: HashMap<u16, u32> = HashMap::new();
+    let mut st = conn
+        // Only this test's ports: the daemon sees every namespace.
+        .prepare(
+            "SELECT port FROM records WHERE kind = 'bind_failed' AND port BETWEEN 40000 AND 42999",
+        )
+        .unwrap();
+    for p in st.query_map([], |r| r.get::<_, u16>(0)).unwrap() {
+        *seen.entry(p.unwrap()).or_default() += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "nothing duplicated: {dups:?}");
+    // Older than the batching interval (250 ms) before the kill, plus
+    // 250 ms for the event to reach the writer: present.
+    let cutoff = kill_at - Duration::from_millis(500);
+    let must: Vec<u16> = done
+        .iter()
+        .filter(|(_, t)| *t < cutoff)
+        .map(|(p, _)| *p)
+        .collect();
+    let missing: Vec<&u16> = must.iter().filter(|p| !seen.contains_key(p)).collect();
+    eprintln!(
+        "timeline_crash: {} failures before the cutoff, {} written in all, {} missing",
+        must.len(),
+        seen.len(),
+        missing.len()
+    );
+    assert!(!must.is_empty());
+    assert!(missing.is_empty(), "missing {missing:?}");
+
+    // It starts again on the same file.
+    let Some(again) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    again.stop();
+    let out = timeline(&state, &["--kind", "agent_start"]);
+    assert_eq!(out.lines().count(), 3, "two starts recorded:\n{out}");
+    let _ = std::fs::remove_dir_all(state.parent().unwrap());
+}
