@@ -174,7 +174,8 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
 
     // The story, in order (other records may sit between these).
     let nginx_pids = |r: &Value| r["comm"] == "nginx";
-    let steps: Vec<(&str, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Step = (&'static str, Box<dyn Fn(&Value) -> bool>);
+    let steps: Vec<Step> = vec![
         (
             "nginx listens",
             Box::new(move |r: &Value| r["kind"] == "listen" && nginx_pids(r)),
@@ -222,7 +223,7 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
     for (what, f) in &steps {
         let pos = json[at..]
             .iter()
-            .position(|r| f(r))
+            .position(f)
             .unwrap_or_else(|| panic!("{what} missing after record {at}:\n{table}"));
         at += pos + 1;
     }
