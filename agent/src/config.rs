@@ -63,6 +63,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub timeline: TimelineConfig,
+    #[serde(default)]
+    pub export: ExportConfig,
     /// Ports whose holder is watched.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
@@ -78,6 +80,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             alerts: AlertsConfig::default(),
             timeline: TimelineConfig::default(),
+            export: ExportConfig::default(),
             watch: Vec::new(),
         }
     }
@@ -229,6 +232,38 @@ impl TimelineConfig {
         crate::store::Retention {
             max_age: std::time::Duration::from_secs(self.max_age_days * 86_400),
             max_bytes: self.max_bytes,
+        }
+    }
+}
+
+fn default_export_bytes() -> u64 {
+    100 << 20
+}
+fn default_export_keep() -> u32 {
+    5
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Every event as JSON lines to this file (`-`: standard output); off
+    /// when absent.
+    #[serde(default)]
+    pub events_jsonl: Option<String>,
+    /// The file rotates when it would grow past this size.
+    #[serde(default = "default_export_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (PATH.1 .. PATH.keep).
+    #[serde(default = "default_export_keep")]
+    pub keep: u32,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            events_jsonl: None,
+            max_bytes: default_export_bytes(),
+            keep: default_export_keep(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod errno;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod holders;
 pub mod metrics;
 pub mod store;

@@ -122,6 +122,10 @@ struct RunArgs {
     /// Overrides holders.reconcile_every_secs.
     #[arg(long)]
     reconcile_every: Option<u64>,
+    /// Every event as JSON lines to PATH (`-`: stdout); overrides
+    /// export.events_jsonl.
+    #[arg(long)]
+    events_jsonl: Option<String>,
 }
 
 #[derive(Args)]
@@ -193,6 +197,9 @@ fn real_main() -> anyhow::Result<()> {
             }
             if let Some(r) = a.reconcile_every {
                 config.holders.reconcile_every_secs = r;
+            }
+            if let Some(p) = a.events_jsonl {
+                config.export.events_jsonl = Some(p);
             }
             let opts = bindwatch::cmd::run::RunOptions {
                 config,

@@ -33,6 +33,7 @@ pub struct RunOptions {
 struct Daemon {
     metrics: Arc<Mutex<Metrics>>,
     store: Option<StoreSender>,
+    export: Option<crate::export::JsonlExport>,
     binds: BindAggregator,
     last_loss: (u64, u64),
     agg: Aggregate,
@@ -132,6 +133,9 @@ impl Daemon {
 impl Sink for Daemon {
     fn event(&mut self, ev: &Event, d: Option<&Diagnosis>) -> std::io::Result<()> {
         self.agg.event(ev, d);
+        if let Some(x) = &mut self.export {
+            x.write(ev, d);
+        }
         if self.store.is_some() {
             match disposition(ev, d) {
                 Disposition::Record(r) => self.record(*r),
@@ -205,6 +209,9 @@ impl Sink for Daemon {
     }
 
     fn batch_done(&mut self, c: &mut Correlator) {
+        if let Some(x) = &mut self.export {
+            x.flush();
+        }
         self.metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -380,6 +387,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         alerts: AlertEngine::new(resolve_watches(&cfg, own), &cfg.alerts),
         metrics,
         store,
+        export: match &cfg.export.events_jsonl {
+            None => None,
+            Some(p) => {
+                match crate::export::JsonlExport::open(p, cfg.export.max_bytes, cfg.export.keep) {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        tracing::error!(path = %p, error = %e, "cannot open the JSON-lines export; continuing without it");
+                        None
+                    }
+                }
+            }
+        },
         binds: BindAggregator::default(),
         last_loss: (0, 0),
         agg: Aggregate::default(),
