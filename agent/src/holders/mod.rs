@@ -89,6 +89,29 @@ impl Holder {
         }
     }
 
+    /// A socket as its event shows it, owned by the event's process;
+    /// options the event does not carry are unknown.
+    fn from_event(ev: &Event, cookie: u64, netns: u64, state: SockState) -> Self {
+        Self {
+            cookie,
+            netns,
+            proto: ev.proto,
+            addr: ev.addr,
+            port: ev.effective_port(),
+            state,
+            v6only: ev.addr.is_ipv4().then_some(false),
+            reuseaddr: None,
+            reuseport: None,
+            bound_ifindex: None,
+            uid: ev.uid,
+            inode: None,
+            owners: vec![ev.pid],
+            owners_verified: false,
+            since_ns: ev.time_ns,
+            source: Source::Event,
+        }
+    }
+
     fn key(&self) -> PortKey {
         (self.netns, self.proto, self.port)
     }
@@ -440,24 +463,11 @@ impl HolderTable {
                     return;
                 }
                 self.note_process(ev.pid, &ev.comm, ev.uid);
-                self.insert(Holder {
-                    cookie,
-                    netns,
-                    proto: ev.proto,
-                    addr: ev.addr,
-                    port: ev.effective_port(),
-                    state: SockState::Bound,
-                    v6only: ev.addr.is_ipv4().then_some(false),
-                    reuseaddr: Some(ev.options.reuseaddr),
-                    reuseport: Some(ev.options.reuseport),
-                    bound_ifindex: ev.options.bound_ifindex,
-                    uid: ev.uid,
-                    inode: None,
-                    owners: vec![ev.pid],
-                    owners_verified: false,
-                    since_ns: ev.time_ns,
-                    source: Source::Event,
-                });
+                let mut h = Holder::from_event(ev, cookie, netns, SockState::Bound);
+                h.reuseaddr = Some(ev.options.reuseaddr);
+                h.reuseport = Some(ev.options.reuseport);
+                h.bound_ifindex = ev.options.bound_ifindex;
+                self.insert(h);
             }
             EventKind::Listen => {
                 if let Some(h) = self.socks.get_mut(&cookie) {
@@ -465,24 +475,9 @@ impl HolderTable {
                 } else {
                     // Bound before bindwatch watched, or autobound by listen().
                     self.note_process(ev.pid, &ev.comm, ev.uid);
-                    self.insert(Holder {
-                        cookie,
-                        netns,
-                        proto: Proto::Tcp,
-                        addr: ev.addr,
-                        port: ev.port,
-                        state: SockState::Listen,
-                        v6only: ev.addr.is_ipv4().then_some(false),
-                        reuseaddr: None,
-                        reuseport: None,
-                        bound_ifindex: None,
-                        uid: ev.uid,
-                        inode: None,
-                        owners: vec![ev.pid],
-                        owners_verified: false,
-                        since_ns: ev.time_ns,
-                        source: Source::Event,
-                    });
+                    let mut h = Holder::from_event(ev, cookie, netns, SockState::Listen);
+                    h.proto = Proto::Tcp;
+                    self.insert(h);
                 }
             }
             EventKind::ListenStop => {

@@ -24,7 +24,8 @@ pub struct Namespace {
     pub diag: DiagSocket,
 }
 
-fn netns_cookie(fd: RawFd) -> std::io::Result<u64> {
+/// The cookie of the namespace a socket lives in (`SO_NETNS_COOKIE`).
+pub fn netns_cookie(fd: RawFd) -> std::io::Result<u64> {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: cookie and len are valid for the duration of the call.

@@ -106,26 +106,7 @@ pub fn enter(path: &str) {
 }
 
 pub fn netns_cookie_of(fd: i32) -> u64 {
-    const SO_NETNS_COOKIE: i32 = 71;
-    let mut v: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: valid fd and out-pointers.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut v as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "SO_NETNS_COOKIE: {}",
-        std::io::Error::last_os_error()
-    );
-    v
+    bindwatch::linux::netns::netns_cookie(fd).expect("SO_NETNS_COOKIE")
 }
 
 /// Drops this thread's credentials to `uid` (only this thread: the raw
