@@ -267,7 +267,7 @@ fn story_9_udp_resolver_on_127_0_0_53_blocks_the_wildcard() {
         return;
     };
     let mut resolver = Server::spawn(&ns, &["socat", "UDP4-RECV:53,bind=127.0.0.53", "-"]);
-    resolver.wait_listening(&ns, 53);
+    resolver.wait_udp(&ns, 53);
     let err = ns.run(|| std::net::UdpSocket::bind("0.0.0.0:53").unwrap_err());
     assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
     let events = tracer.stop();

@@ -56,7 +56,7 @@ fn standalone_names_holders_in_every_namespace_with_their_options() {
     );
     tcp.wait_listening(&ns, 7443);
     let mut udp = Server::spawn(&ns, &["socat", "UDP4-RECV:7443,bind=127.0.0.53", "-"]);
-    udp.wait_listening(&ns, 7443);
+    udp.wait_udp(&ns, 7443);
 
     let (ok, out, err) = who(&["7443", "--standalone", "--json"]);
     assert!(ok, "{err}");

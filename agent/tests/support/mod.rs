@@ -332,10 +332,19 @@ impl Server {
 
     /// Waits until some socket in `ns` listens on (or, for UDP, holds) `port`.
     pub fn wait_listening(&mut self, ns: &Netns, port: u16) {
+        self.wait_ss(ns, port, "-tu")
+    }
+
+    /// Waits until a UDP socket in `ns` holds `port`.
+    pub fn wait_udp(&mut self, ns: &Netns, port: u16) {
+        self.wait_ss(ns, port, "-u")
+    }
+
+    fn wait_ss(&mut self, ns: &Netns, port: u16, which: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let out = Command::new("ip")
-                .args(["netns", "exec", &ns.name, "ss", "-H", "-ln", "-tu"])
+                .args(["netns", "exec", &ns.name, "ss", "-H", "-ln", which])
                 .arg(format!("sport = :{port}"))
                 .output()
                 .unwrap();
