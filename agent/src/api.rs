@@ -93,6 +93,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/holders", get(holders))
         .route("/api/v1/conflicts", get(conflicts))
         .route("/api/v1/timeline", get(timeline))
+        .route("/ui", get(ui))
         .with_state(state)
 }
 
@@ -196,6 +197,47 @@ async fn holders(
         })
         .into_response(),
         Err(_) => unavailable("the daemon is stopping"),
+    }
+}
+
+/// The timeline picture with the database's current content (reloads
+/// itself every 10 s); same parameters as /api/v1/timeline, `since`
+/// defaulting to one hour.
+async fn ui(
+    State(s): State<ApiState>,
+    Query(mut params): Query<HashMap<String, String>>,
+) -> Response {
+    params.entry("since".into()).or_insert_with(|| "1h".into());
+    let now = crate::clock::now_unix_ns();
+    let filter = match crate::timeline::filter_from_params(&params, now) {
+        Ok(f) => f,
+        Err((p, e)) => return bad(&p, e),
+    };
+    let Some(db) = s.timeline_db.clone() else {
+        return unavailable("no timeline: the state directory is not writable");
+    };
+    let res = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
+        let records = crate::store::query(&conn, &filter).map_err(|e| e.to_string())?;
+        let from = filter.since_ns.unwrap_or(0);
+        let to = filter.until_ns.unwrap_or(now);
+        let title = match filter.port {
+            Some(p) => format!("bindwatch: port {p}"),
+            None => "bindwatch".to_owned(),
+        };
+        Ok::<_, String>(crate::report::render_html(
+            &title,
+            &records,
+            from,
+            to,
+            Some(10),
+        ))
+    })
+    .await;
+    match res {
+        Ok(Ok(html)) => axum::response::Html(html).into_response(),
+        Ok(Err(e)) => unavailable(&e),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 

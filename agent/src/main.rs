@@ -68,6 +68,9 @@ struct TimelineArgs {
     /// JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write the picture: one self-contained HTML file.
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -236,6 +239,29 @@ fn real_main() -> anyhow::Result<()> {
             let conn = bindwatch::store::open_ro(&db)?;
             let records = bindwatch::store::query(&conn, &filter)
                 .with_context(|| format!("reading {}", db.display()))?;
+            if let Some(path) = &a.html {
+                let from = filter
+                    .since_ns
+                    .or(records.first().map(|r| r.time_ns))
+                    .unwrap_or(0);
+                // Without --until, the window ends a little after the last
+                // record rather than now (the daemon may have stopped long ago).
+                let last = records.last().map(|r| r.time_ns).unwrap_or(from);
+                let to = filter
+                    .until_ns
+                    .unwrap_or(last + ((last - from.min(last)) / 20).max(1_000_000_000));
+                let title = match filter.port {
+                    Some(p) => format!("bindwatch timeline: port {p}"),
+                    None => "bindwatch timeline".to_owned(),
+                };
+                std::fs::write(
+                    path,
+                    bindwatch::report::render_html(&title, &records, from, to, None),
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("bindwatch: wrote {}", path.display());
+                return Ok(());
+            }
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             use std::io::Write as _;
             if a.json {

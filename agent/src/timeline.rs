@@ -242,18 +242,20 @@ pub fn filter_from_params(
 pub const HEADER: &str =
     "TIME                     KIND             PROTO PORT   PID      COMM             SUMMARY";
 
+/// Local time with milliseconds.
+pub fn local_time(ns: u64) -> String {
+    DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+        .map(|t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// One record as a table row.
 pub fn row(r: &Record) -> String {
-    let t = DateTime::from_timestamp(
-        (r.time_ns / 1_000_000_000) as i64,
-        (r.time_ns % 1_000_000_000) as u32,
-    )
-    .map(|t| {
-        t.with_timezone(&Local)
-            .format("%Y-%m-%d %H:%M:%S%.3f")
-            .to_string()
-    })
-    .unwrap_or_default();
+    let t = local_time(r.time_ns);
     format!(
         "{t:<24} {:<16} {:<5} {:<6} {:<8} {:<16} {}",
         r.kind,

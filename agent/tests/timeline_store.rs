@@ -83,6 +83,65 @@ fn timeline(state: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The page's DOM after its script ran, from headless Chromium; None (a
+/// skip, or a failure in CI) when Chromium is not installed.
+fn chromium_dom(url: &str, screenshot: Option<&Path>) -> Option<String> {
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1300,800",
+    ];
+    let profile = std::env::temp_dir().join(format!(
+        "bindwatch-chromium-{}-{}",
+        std::process::id(),
+        url.len()
+    ));
+    let run = |extra: &str| {
+        Command::new("chromium")
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(extra)
+            .arg(url)
+            .output()
+    };
+    let out = match run("--dump-dom") {
+        Ok(o) => o,
+        Err(e) if required() => panic!("chromium is not installed: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED page checks: chromium: {e}");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(p) = screenshot {
+        let _ = run(&format!("--screenshot={}", p.display()));
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn count(dom: &str, needle: &str) -> usize {
+    dom.matches(needle).count()
+}
+
+/// Failures drawn: marks carry how many failures they stand for.
+fn mark_total(dom: &str) -> usize {
+    dom.split(r#"class="mark" data-count=""#)
+        .skip(1)
+        .filter_map(|s| s.split('"').next()?.parse::<usize>().ok())
+        .sum()
+}
+
 fn temp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bindwatch-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -146,6 +205,7 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
         bad.ends_with("400") && bad.contains(r#""parameter":"port""#),
         "{bad}"
     );
+    let ui_dom = chromium_dom(&format!("http://{listen}/ui?port=80"), None);
     daemon.stop();
 
     // With the daemon stopped, the CLI reads the file itself.
@@ -243,6 +303,36 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
         json.windows(2)
             .all(|w| w[0]["time_ns"].as_u64() <= w[1]["time_ns"].as_u64())
     );
+    // The picture: the same lanes, bars and marks from the HTML file and
+    // from the daemon's /ui, as headless Chromium drew them.
+    let html = state.parent().unwrap().join("timeline.html");
+    timeline(&state, &["--port", "80", "--html", html.to_str().unwrap()]);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-report.png");
+    let file_dom = chromium_dom(&format!("file://{}", html.display()), Some(&shot));
+    let failures = json.iter().filter(|r| r["kind"] == "bind_failed").count();
+    for (what, dom) in [("report", &file_dom), ("/ui", &ui_dom)] {
+        let Some(dom) = dom else {
+            continue;
+        };
+        assert_eq!(
+            count(dom, r#"class="lane" data-port="80""#),
+            1,
+            "{what}: one lane"
+        );
+        assert!(
+            count(dom, r#"class="bar" data-label="nginx"#) >= 1,
+            "{what}: nginx bar"
+        );
+        assert!(
+            count(dom, r#"class="bar" data-label="socat"#) >= 1,
+            "{what}: socat bar"
+        );
+        assert_eq!(mark_total(dom), failures, "{what}: every failure drawn");
+        assert!(count(dom, r#"class="alert""#) >= 3, "{what}: alert spans");
+    }
+    if file_dom.is_some() {
+        eprintln!("timeline_story: screenshot at {}", shot.display());
+    }
     let fail = json.iter().find(|r| r["holder_comm"] == "socat").unwrap();
     assert_eq!(fail["holder_pid"], stray.pid);
     assert_eq!(fail["reason"], "same_address");
