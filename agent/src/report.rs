@@ -83,15 +83,16 @@ pub fn picture(records: &[Record], from_ns: u64, to_ns: u64) -> Picture {
         let label = r.comm.clone().unwrap_or_else(|| "?".into());
         match r.kind.as_str() {
             "listen" | "bind" => {
-                let o = open.entry(key).or_default();
-                if !o.contains_key(&pid) {
+                if let std::collections::hash_map::Entry::Vacant(v) =
+                    open.entry(key).or_default().entry(pid)
+                {
                     lane.bars.push(Bar {
                         start_ns: r.time_ns,
                         end_ns: None,
                         label: format!("{label} ({pid})"),
                         pid,
                     });
-                    o.insert(pid, lane.bars.len() - 1);
+                    v.insert(lane.bars.len() - 1);
                 }
             }
             "listen_stop" | "release" => {
