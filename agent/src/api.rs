@@ -200,6 +200,32 @@ async fn holders(
     }
 }
 
+/// Timeline records for query parameters; Err is the response to send (a
+/// 400 naming the parameter, or a 503).
+async fn read_timeline(
+    s: &ApiState,
+    params: &HashMap<String, String>,
+    now: u64,
+) -> Result<(crate::store::TimelineFilter, Vec<crate::store::Record>), Response> {
+    let filter = crate::timeline::filter_from_params(params, now).map_err(|(p, e)| bad(&p, e))?;
+    let Some(db) = s.timeline_db.clone() else {
+        return Err(unavailable(
+            "no timeline: the state directory is not writable",
+        ));
+    };
+    let f = filter.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
+        crate::store::query(&conn, &f).map_err(|e| e.to_string())
+    })
+    .await;
+    match res {
+        Ok(Ok(records)) => Ok((filter, records)),
+        Ok(Err(e)) => Err(unavailable(&e)),
+        Err(e) => Err(unavailable(&e.to_string())),
+    }
+}
+
 /// The timeline picture with the database's current content (reloads
 /// itself every 10 s); same parameters as /api/v1/timeline, `since`
 /// defaulting to one hour.
@@ -209,36 +235,22 @@ async fn ui(
 ) -> Response {
     params.entry("since".into()).or_insert_with(|| "1h".into());
     let now = crate::clock::now_unix_ns();
-    let filter = match crate::timeline::filter_from_params(&params, now) {
-        Ok(f) => f,
-        Err((p, e)) => return bad(&p, e),
+    let (filter, records) = match read_timeline(&s, &params, now).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let Some(db) = s.timeline_db.clone() else {
-        return unavailable("no timeline: the state directory is not writable");
+    let title = match filter.port {
+        Some(p) => format!("bindwatch: port {p}"),
+        None => "bindwatch".to_owned(),
     };
-    let res = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
-        let records = crate::store::query(&conn, &filter).map_err(|e| e.to_string())?;
-        let from = filter.since_ns.unwrap_or(0);
-        let to = filter.until_ns.unwrap_or(now);
-        let title = match filter.port {
-            Some(p) => format!("bindwatch: port {p}"),
-            None => "bindwatch".to_owned(),
-        };
-        Ok::<_, String>(crate::report::render_html(
-            &title,
-            &records,
-            from,
-            to,
-            Some(10),
-        ))
-    })
-    .await;
-    match res {
-        Ok(Ok(html)) => axum::response::Html(html).into_response(),
-        Ok(Err(e)) => unavailable(&e),
-        Err(e) => unavailable(&e.to_string()),
-    }
+    let html = crate::report::render_html(
+        &title,
+        &records,
+        filter.since_ns.unwrap_or(0),
+        filter.until_ns.unwrap_or(now),
+        Some(10),
+    );
+    axum::response::Html(html).into_response()
 }
 
 #[derive(Serialize)]
@@ -250,22 +262,9 @@ async fn timeline(
     State(s): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let filter = match crate::timeline::filter_from_params(&params, crate::clock::now_unix_ns()) {
-        Ok(f) => f,
-        Err((p, e)) => return bad(&p, e),
-    };
-    let Some(db) = s.timeline_db.clone() else {
-        return unavailable("no timeline: the state directory is not writable");
-    };
-    let res = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
-        crate::store::query(&conn, &filter).map_err(|e| e.to_string())
-    })
-    .await;
-    match res {
-        Ok(Ok(records)) => Json(Timeline { records }).into_response(),
-        Ok(Err(e)) => unavailable(&e),
-        Err(e) => unavailable(&e.to_string()),
+    match read_timeline(&s, &params, crate::clock::now_unix_ns()).await {
+        Ok((_, records)) => Json(Timeline { records }).into_response(),
+        Err(r) => r,
     }
 }
 
