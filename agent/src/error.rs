@@ -26,7 +26,7 @@ pub enum Error {
     #[error("the probe object is unreadable: {0}")]
     BadObject(String),
 
-    #[error("tracefs is not mounted and mounting it at {path} failed: {source}")]
+    #[error("tracefs is not mounted and mounting it at {path} failed")]
     Tracefs {
         path: &'static str,
         #[source]
@@ -42,7 +42,8 @@ pub enum Error {
     #[error("no probe hook could be attached; the first refusal was: {0}")]
     NothingAttached(String),
 
-    #[error("{context}: {source}")]
+    // The cause is printed by the chain (`{:#}` at the CLI edge), not here.
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
