@@ -23,7 +23,11 @@ fn main() {
         unsafe {
             let fd = libc::socket(
                 libc::AF_INET,
-                if udp { libc::SOCK_DGRAM } else { libc::SOCK_STREAM },
+                if udp {
+                    libc::SOCK_DGRAM
+                } else {
+                    libc::SOCK_STREAM
+                },
                 0,
             );
             assert!(fd >= 0);
