@@ -2,7 +2,6 @@
 //! snapshot of the kernel's tables taken for the query.
 
 use crate::event::Proto;
-use crate::holders::query::sort_views;
 use crate::holders::{HolderTable, WhoQuery};
 use crate::linux::kernel::KernelView;
 use crate::linux::sockdiag::{self, DiagQuery};
@@ -71,8 +70,7 @@ pub fn standalone(query: WhoQuery) -> WhoAnswer {
     };
     snap.holders.retain(|h| query.matches(h));
     table.seed(snap);
-    let mut holders = query.run(&table);
-    sort_views(&mut holders);
+    let holders = query.run(&table);
     WhoAnswer {
         query,
         source: AnswerSource::Kernel,
