@@ -30,6 +30,47 @@ pub const WRITE_QUEUE: usize = 65_536;
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(250);
 const BATCH_MAX: usize = 4096;
 
+/// A record's detail: JSON kept as text, serialized straight from the
+/// event (no intermediate `Value` tree on the event loop).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Detail(Box<serde_json::value::RawValue>);
+
+impl Detail {
+    pub fn of<T: Serialize + ?Sized>(v: &T) -> Self {
+        serde_json::value::to_raw_value(v)
+            .map(Self)
+            .unwrap_or_default()
+    }
+
+    fn from_text(s: String) -> Self {
+        serde_json::value::RawValue::from_string(s)
+            .map(Self)
+            .unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The detail as a JSON value, for reading.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.as_str()).unwrap_or_default()
+    }
+}
+
+impl Default for Detail {
+    fn default() -> Self {
+        Self(serde_json::value::RawValue::from_string("null".into()).expect("valid JSON"))
+    }
+}
+
+impl PartialEq for Detail {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 /// One row of the timeline.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -60,7 +101,7 @@ pub struct Record {
     pub summary: String,
     /// Everything else (the event, the diagnosis, the alert), as JSON.
     #[serde(default)]
-    pub detail: serde_json::Value,
+    pub detail: Detail,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +221,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
         r.holder_comm,
         r.reason,
         r.summary,
-        r.detail.to_string(),
+        r.detail.as_str(),
     ])?;
     Ok(())
 }
@@ -397,7 +438,7 @@ pub fn query(conn: &Connection, f: &TimelineFilter) -> rusqlite::Result<Vec<Reco
             holder_comm: r.get(10)?,
             reason: r.get(11)?,
             summary: r.get(12)?,
-            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+            detail: Detail::from_text(detail),
         })
     })?;
     let mut v: Vec<Record> = rows.collect::<rusqlite::Result<_>>()?;
@@ -443,7 +484,7 @@ impl BindAggregator {
                 summary: format!(
                     "{n} successful {proto} binds by {comm} that never listened, in this minute"
                 ),
-                detail: serde_json::json!({ "count": n }),
+                detail: Detail::of(&serde_json::json!({ "count": n })),
                 ..Record::default()
             })
             .collect()
@@ -604,7 +645,7 @@ mod tests {
         }
         let out = a.add(min * 6, "curl", "tcp");
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].detail["count"], 1000);
+        assert_eq!(out[0].detail.value()["count"], 1000);
         assert_eq!(out[0].time_ns, min * 5);
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 use crate::alerts::Alert;
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
-use crate::store::{Record, TimelineFilter};
+use crate::store::{Detail, Record, TimelineFilter};
 
 /// Record kinds, as `--kind` takes them.
 pub const KINDS: &[&str] = &[
@@ -39,7 +39,7 @@ fn base(ev: &Event, kind: &str, summary: String) -> Record {
         comm: Some(ev.comm.clone()),
         netns: ev.netns_cookie,
         summary,
-        detail: serde_json::to_value(ev).unwrap_or_default(),
+        detail: Detail::of(ev),
         ..Record::default()
     }
 }
@@ -77,7 +77,15 @@ pub fn disposition(ev: &Event, d: Option<&Diagnosis>) -> Disposition {
                         r.holder_comm = Some(o.comm.clone());
                     }
                 }
-                r.detail = serde_json::json!({ "event": ev, "diagnosis": d });
+                #[derive(serde::Serialize)]
+                struct Both<'a> {
+                    event: &'a Event,
+                    diagnosis: &'a Diagnosis,
+                }
+                r.detail = Detail::of(&Both {
+                    event: ev,
+                    diagnosis: d,
+                });
             }
             Disposition::Record(Box::new(r))
         }
@@ -136,7 +144,7 @@ pub fn alert_record(a: &Alert, now_ns: u64) -> Record {
                 .map(String::as_str)
                 .unwrap_or("")
         ),
-        detail: serde_json::to_value(a).unwrap_or_default(),
+        detail: Detail::of(a),
         ..Record::default()
     }
 }

@@ -87,6 +87,7 @@ impl Daemon {
     }
 
     fn agent_record(&self, kind: &str, summary: String, detail: serde_json::Value) {
+        let detail = crate::store::Detail::of(&detail);
         self.record(Record {
             time_ns: crate::clock::now_unix_ns(),
             kind: kind.into(),
