@@ -12,7 +12,7 @@ use bindwatch::clock::Clock;
 use bindwatch::decode::Decoder;
 use bindwatch::holders::{HolderTable, NoFacts, diagnose};
 use bindwatch::metrics::Aggregate;
-use bindwatch::timeline::disposition;
+use bindwatch::timeline::{Plan, plan, record};
 use bindwatch_common::{AF_INET, IPPROTO_TCP, RawEvent, flags, kind};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -76,7 +76,36 @@ fn bench(c: &mut Criterion) {
                     None
                 };
                 agg.event(&ev, diag.as_ref());
-                black_box(disposition(&ev, diag.as_ref()));
+                // What the daemon's loop does for the timeline: decide, and
+                // hand a clone to the writer thread.
+                if plan(&ev) == Plan::Record {
+                    let (ev, d) = (ev.clone(), diag.clone());
+                    let build: Box<dyn FnOnce() -> _ + Send> =
+                        Box::new(move || record(&ev, d.as_ref()));
+                    black_box(build);
+                }
+            }
+        })
+    });
+    // The writer thread's share: building the records.
+    let mut d = Decoder::new(Clock::with_offset_ns(0));
+    let mut t = HolderTable::new();
+    let evs: Vec<_> = bytes
+        .iter()
+        .filter_map(|x| d.decode(x))
+        .map(|ev| {
+            t.apply(&ev);
+            let diag = ev
+                .failed()
+                .then(|| diagnose(&t, &ev, &mut NoFacts))
+                .flatten();
+            (ev, diag)
+        })
+        .collect();
+    g.bench_function("writer_thread_record_building", |b| {
+        b.iter(|| {
+            for (ev, diag) in &evs {
+                black_box(record(ev, diag.as_ref()));
             }
         })
     });

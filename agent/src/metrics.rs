@@ -112,6 +112,7 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     pub alert_dropped: prometheus::IntCounter,
     pub config_reloads: IntCounterVec,
+    timeline_dropped: prometheus::IntCounter,
     ports: PortLabels,
     holder_pairs: HashSet<(String, String)>,
     max_holder_series: usize,
@@ -262,6 +263,15 @@ impl Metrics {
                 "Configuration reloads (SIGHUP), by result.",
                 &["result"],
             ),
+            timeline_dropped: {
+                let c = prometheus::IntCounter::new(
+                    "bindwatch_timeline_records_dropped_total",
+                    "Timeline records dropped because the writer's queue was full.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             ports: PortLabels::new(watched, cfg.max_port_series),
             holder_pairs: HashSet::new(),
             max_holder_series: cfg.max_holder_series,
@@ -349,6 +359,14 @@ impl Metrics {
         let m = self.malformed.get();
         if malformed > m {
             self.malformed.inc_by(malformed - m);
+        }
+    }
+
+    /// The timeline writer's cumulative drop count.
+    pub fn set_timeline_dropped(&self, total: u64) {
+        let seen = self.timeline_dropped.get();
+        if total > seen {
+            self.timeline_dropped.inc_by(total - seen);
         }
     }
 

@@ -275,17 +275,33 @@ pub fn prune(conn: &Connection, ret: Retention, now_ns: u64) -> rusqlite::Result
     Ok(gone)
 }
 
+/// What the writer receives: a record, or the work of building one, done
+/// on the writer thread so the event loop only clones the event.
+pub enum Entry {
+    Ready(Box<Record>),
+    Build(Box<dyn FnOnce() -> Option<Record> + Send>),
+}
+
 /// The enqueueing side, owned by the event loop.
 #[derive(Clone)]
 pub struct StoreSender {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Entry>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StoreSender {
     /// Never waits: a full queue drops the record (counted).
     pub fn send(&self, r: Record) {
-        if self.tx.try_send(r).is_err() {
+        self.enqueue(Entry::Ready(Box::new(r)));
+    }
+
+    /// Like [`Self::send`], the record built on the writer thread.
+    pub fn send_built(&self, build: impl FnOnce() -> Option<Record> + Send + 'static) {
+        self.enqueue(Entry::Build(Box::new(build)));
+    }
+
+    fn enqueue(&self, e: Entry) {
+        if self.tx.try_send(e).is_err() {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -303,7 +319,7 @@ pub fn spawn_writer(
     ret: Retention,
 ) -> Result<(StoreSender, std::thread::JoinHandle<()>), StoreError> {
     let mut conn = open_rw(&path)?;
-    let (tx, rx) = mpsc::sync_channel::<Record>(WRITE_QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Entry>(WRITE_QUEUE);
     let handle = std::thread::Builder::new()
         .name("timeline-writer".into())
         .spawn(move || {
@@ -315,7 +331,8 @@ pub fn spawn_writer(
                 while batch.len() < BATCH_MAX {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
-                        Ok(r) => batch.push(r),
+                        Ok(Entry::Ready(r)) => batch.push(*r),
+                        Ok(Entry::Build(f)) => batch.extend(f()),
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => {
                             open = false;

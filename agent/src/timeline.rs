@@ -45,9 +45,11 @@ fn base(ev: &Event, kind: &str, summary: String) -> Record {
 }
 
 /// How an event goes into the timeline: a record of its own, counted into
-/// the per-minute aggregate (`Aggregate`), or not at all.
-pub enum Disposition {
-    Record(Box<Record>),
+/// the per-minute aggregate, or not at all. Cheap: decided on the event
+/// loop; the record itself is built by [`record`] on the writer thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Record,
     Aggregate,
     Skip,
 }
@@ -55,9 +57,27 @@ pub enum Disposition {
 /// Failures, listeners starting and stopping, listening (and explicitly
 /// bound UDP) sockets released, and explicit UDP binds are recorded; other
 /// successful binds are aggregated.
-pub fn disposition(ev: &Event, d: Option<&Diagnosis>) -> Disposition {
-    let who = format!("{} (pid {})", ev.comm, ev.pid);
+pub fn plan(ev: &Event) -> Plan {
     match ev.kind {
+        EventKind::Bind if ev.failed() => Plan::Record,
+        EventKind::Bind if ev.proto == Proto::Udp && ev.port != 0 => Plan::Record,
+        EventKind::Bind => Plan::Aggregate,
+        EventKind::Listen if ev.failed() => Plan::Skip,
+        EventKind::Listen | EventKind::ListenStop => Plan::Record,
+        EventKind::Release if ev.state == Some(TCP_LISTEN) || ev.proto == Proto::Udp => {
+            Plan::Record
+        }
+        EventKind::Release => Plan::Skip,
+    }
+}
+
+/// The record of an event [`plan`] says to record.
+pub fn record(ev: &Event, d: Option<&Diagnosis>) -> Option<Record> {
+    if plan(ev) != Plan::Record {
+        return None;
+    }
+    let who = format!("{} (pid {})", ev.comm, ev.pid);
+    Some(match ev.kind {
         EventKind::Bind if ev.failed() => {
             let mut r = base(
                 ev,
@@ -87,32 +107,25 @@ pub fn disposition(ev: &Event, d: Option<&Diagnosis>) -> Disposition {
                     diagnosis: d,
                 });
             }
-            Disposition::Record(Box::new(r))
+            r
         }
-        EventKind::Bind if ev.proto == Proto::Udp && ev.port != 0 => Disposition::Record(Box::new(
-            base(ev, "bind", format!("{who} bound udp {}", ev.endpoint())),
-        )),
-        EventKind::Bind => Disposition::Aggregate,
-        EventKind::Listen if ev.failed() => Disposition::Skip,
-        EventKind::Listen => Disposition::Record(Box::new(base(
+        EventKind::Bind => base(ev, "bind", format!("{who} bound udp {}", ev.endpoint())),
+        EventKind::Listen => base(
             ev,
             "listen",
             format!("{who} listens on tcp {}", ev.endpoint()),
-        ))),
-        EventKind::ListenStop => Disposition::Record(Box::new(base(
+        ),
+        EventKind::ListenStop => base(
             ev,
             "listen_stop",
             format!("tcp {} stopped listening ({who} closed it)", ev.endpoint()),
-        ))),
-        EventKind::Release if ev.state == Some(TCP_LISTEN) || ev.proto == Proto::Udp => {
-            Disposition::Record(Box::new(base(
-                ev,
-                "release",
-                format!("{} {} released by {who}", ev.proto, ev.endpoint()),
-            )))
-        }
-        EventKind::Release => Disposition::Skip,
-    }
+        ),
+        EventKind::Release => base(
+            ev,
+            "release",
+            format!("{} {} released by {who}", ev.proto, ev.endpoint()),
+        ),
+    })
 }
 
 /// An alert notification as a record.

@@ -21,7 +21,7 @@ use crate::holders::Diagnosis;
 use crate::linux::{ProbeConfig, Probes, RingReader};
 use crate::metrics::{Aggregate, Listening, Metrics};
 use crate::store::{BindAggregator, Record, StoreSender};
-use crate::timeline::{Disposition, alert_record, disposition};
+use crate::timeline::{Plan, alert_record, plan, record};
 use crate::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
@@ -137,15 +137,18 @@ impl Sink for Daemon {
         if let Some(x) = &mut self.export {
             x.write(ev, d);
         }
-        if self.store.is_some() {
-            match disposition(ev, d) {
-                Disposition::Record(r) => self.record(*r),
-                Disposition::Aggregate => {
+        if let Some(store) = &self.store {
+            match plan(ev) {
+                Plan::Record => {
+                    let (ev, d) = (ev.clone(), d.cloned());
+                    store.send_built(move || record(&ev, d.as_ref()));
+                }
+                Plan::Aggregate => {
                     for r in self.binds.add(ev.time_ns, &ev.comm, ev.proto.as_str()) {
                         self.record(r);
                     }
                 }
-                Disposition::Skip => {}
+                Plan::Skip => {}
             }
         }
         if ev.failed() {
@@ -267,6 +270,9 @@ impl Sink for Daemon {
             ],
             loss.malformed,
         );
+        if let Some(s) = &self.store {
+            m.set_timeline_dropped(s.dropped());
+        }
         m.set_drift(
             stats.drift_missing,
             stats.drift_stale,

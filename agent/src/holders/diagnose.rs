@@ -262,7 +262,7 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
                 ev.proto
             ),
         );
-        d.last_known = key.and_then(|k| table.departed(k)).cloned();
+        d.last_known = key.and_then(|k| table.departed(k));
         if let Some(last) = &d.last_known {
             d.summary.push_str(&format!(
                 "; last held by {} on {}",

@@ -211,6 +211,38 @@ pub fn blocks(h: &Holder) -> Vec<String> {
     v
 }
 
+/// A holder as reported, with its owners' details.
+fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>]) -> HolderView {
+    HolderView {
+        proto: h.proto,
+        endpoint: endpoint(h.addr, h.port),
+        addr: h.addr,
+        port: h.port,
+        state: h.state,
+        netns: h.netns,
+        cookie: h.cookie,
+        v6only: h.v6only,
+        reuseaddr: h.reuseaddr,
+        reuseport: h.reuseport,
+        bound_ifindex: h.bound_ifindex,
+        uid: h.uid,
+        owners: owners.iter().map(|p| (**p).clone()).collect(),
+        owners_verified: h.owners_verified,
+        since_ns: h.since_ns,
+        source: h.source,
+        blocks: blocks(h),
+    }
+}
+
+/// A released socket, kept as it was: its view is rendered only when
+/// someone asks for the port's last holder, not on every release.
+#[derive(Clone, Debug)]
+struct Gone {
+    holder: Holder,
+    owners: Vec<Arc<ProcessInfo>>,
+    gone_ns: u64,
+}
+
 /// The last holder of a port, kept after it let go.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Departed {
@@ -270,7 +302,7 @@ pub struct HolderTable {
     processes: HashMap<u32, Arc<ProcessInfo>>,
     /// Pids seen in events whose /proc details are still to be read.
     incomplete: VecDeque<u32>,
-    departed: HashMap<PortKey, Departed>,
+    departed: HashMap<PortKey, Gone>,
     departed_order: VecDeque<PortKey>,
     /// Cookies released since the last snapshot began: a snapshot that still
     /// lists them is older than the release.
@@ -320,42 +352,29 @@ impl HolderTable {
         self.socks.values()
     }
 
-    pub fn departed(&self, key: PortKey) -> Option<&Departed> {
-        self.departed.get(&key)
+    pub fn departed(&self, key: PortKey) -> Option<Departed> {
+        self.departed.get(&key).map(|g| Departed {
+            holder: view_of(&g.holder, &g.owners),
+            gone_ns: g.gone_ns,
+        })
+    }
+
+    fn owners_of(&self, h: &Holder) -> Vec<Arc<ProcessInfo>> {
+        h.owners
+            .iter()
+            .map(|pid| {
+                self.processes.get(pid).cloned().unwrap_or_else(|| {
+                    Arc::new(ProcessInfo {
+                        pid: *pid,
+                        ..ProcessInfo::default()
+                    })
+                })
+            })
+            .collect()
     }
 
     pub fn view(&self, h: &Holder) -> HolderView {
-        HolderView {
-            proto: h.proto,
-            endpoint: endpoint(h.addr, h.port),
-            addr: h.addr,
-            port: h.port,
-            state: h.state,
-            netns: h.netns,
-            cookie: h.cookie,
-            v6only: h.v6only,
-            reuseaddr: h.reuseaddr,
-            reuseport: h.reuseport,
-            bound_ifindex: h.bound_ifindex,
-            uid: h.uid,
-            owners: h
-                .owners
-                .iter()
-                .map(|pid| {
-                    self.processes
-                        .get(pid)
-                        .map(|p| (**p).clone())
-                        .unwrap_or_else(|| ProcessInfo {
-                            pid: *pid,
-                            ..ProcessInfo::default()
-                        })
-                })
-                .collect(),
-            owners_verified: h.owners_verified,
-            since_ns: h.since_ns,
-            source: h.source,
-            blocks: blocks(h),
-        }
+        view_of(h, &self.owners_of(h))
     }
 
     /// Remembers what an event says of its process; /proc details follow
@@ -428,8 +447,9 @@ impl HolderTable {
         self.unindex(cookie, h.key());
         self.stats.removed += 1;
         let key = h.key();
-        let departed = Departed {
-            holder: self.view(&h),
+        let departed = Gone {
+            owners: self.owners_of(&h),
+            holder: h.clone(),
             gone_ns,
         };
         if self.departed.insert(key, departed).is_none() {
