@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
                     let (ev, d) = (ev.clone(), diag.clone());
                     let build: Box<dyn FnOnce() -> _ + Send> =
                         Box::new(move || record(&ev, d.as_ref()));
-                    black_box(build);
+                    drop(black_box(build));
                 }
             }
         })
