@@ -15,6 +15,8 @@ pub mod holders;
 pub mod metrics;
 pub mod report;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod timeline;
 pub mod trace;
 pub mod who;

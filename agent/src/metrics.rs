@@ -436,18 +436,11 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use bindwatch_common::{AF_INET, IPPROTO_TCP, RawEvent, flags, kind};
+    use crate::testing;
+    use bindwatch_common::{IPPROTO_TCP, kind};
 
     fn failed(port: u16) -> Event {
-        let mut r = RawEvent::zeroed();
-        r.kind = kind::BIND;
-        r.family = AF_INET;
-        r.protocol = IPPROTO_TCP;
-        r.flags = flags::SOCK_INFO;
-        r.port = port;
-        r.ret = -98;
-        Event::from_raw(&r, &Clock::with_offset_ns(0))
+        testing::event(&testing::raw(kind::BIND, "0.0.0.0", port, IPPROTO_TCP, -98))
     }
 
     #[test]

@@ -188,19 +188,13 @@ pub fn write_json_line<W: Write, T: Serialize>(out: &mut W, v: &T) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use bindwatch_common::{AF_INET, IPPROTO_UDP, RawEvent, flags, kind};
+    use crate::testing;
+    use bindwatch_common::{IPPROTO_UDP, kind};
 
     fn ev(port: u16, ret: i32, proto: u8, pid: u32) -> Event {
-        let mut r = RawEvent::zeroed();
-        r.kind = kind::BIND;
-        r.family = AF_INET;
-        r.protocol = proto;
-        r.flags = flags::SOCK_INFO;
-        r.port = port;
-        r.ret = ret;
+        let mut r = testing::raw(kind::BIND, "0.0.0.0", port, proto, ret);
         r.pid = pid;
-        Event::from_raw(&r, &Clock::with_offset_ns(0))
+        testing::event(&r)
     }
 
     #[test]

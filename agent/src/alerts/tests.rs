@@ -1,24 +1,15 @@
-use bindwatch_common::{AF_INET, IPPROTO_TCP, RawEvent, flags, kind};
+use bindwatch_common::{IPPROTO_TCP, kind};
 
 use super::*;
-use crate::clock::Clock;
 use crate::config::{AlertsConfig, Config};
 use crate::holders::{NoFacts, diagnose};
+use crate::testing;
 
 fn ev(k: u8, cookie: u64, pid: u32, comm: &str, port: u16, ret: i32) -> Event {
-    let mut r = RawEvent::zeroed();
-    r.kind = k;
-    r.family = AF_INET;
-    r.protocol = IPPROTO_TCP;
-    r.flags = flags::SOCK_INFO | if ret == 0 { flags::BOUND } else { 0 };
-    r.port = port;
-    r.bound_port = port;
-    r.ret = ret;
+    let mut r = testing::with_comm(testing::raw(k, "0.0.0.0", port, IPPROTO_TCP, ret), comm);
     r.pid = pid;
-    r.netns_cookie = 1;
     r.sock_cookie = cookie;
-    r.comm[..comm.len()].copy_from_slice(comm.as_bytes());
-    Event::from_raw(&r, &Clock::with_offset_ns(0))
+    testing::event(&r)
 }
 
 fn listen(t: &mut HolderTable, cookie: u64, pid: u32, comm: &str) {

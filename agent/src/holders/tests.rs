@@ -1,37 +1,17 @@
 use std::net::IpAddr;
 
-use bindwatch_common::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, RawEvent, flags, kind};
+use bindwatch_common::{IPPROTO_TCP, IPPROTO_UDP, RawEvent, flags, kind};
 use proptest::prelude::*;
 
 use super::*;
-use crate::clock::Clock;
 use crate::conflict::Reason;
 
 fn raw(k: u8, addr: &str, port: u16, proto: u8) -> RawEvent {
-    let mut r = RawEvent::zeroed();
-    r.kind = k;
-    let a: IpAddr = addr.parse().unwrap();
-    match a {
-        IpAddr::V4(v4) => {
-            r.family = AF_INET;
-            r.addr[..4].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            r.family = AF_INET6;
-            r.addr = v6.octets();
-        }
-    }
-    r.protocol = proto;
-    r.port = port;
-    r.bound_port = port;
-    r.flags = flags::SOCK_INFO | flags::BOUND;
-    r.netns_cookie = 1;
-    r.comm[..4].copy_from_slice(b"test");
-    r
+    crate::testing::raw(k, addr, port, proto, 0)
 }
 
 fn ev(r: &RawEvent) -> Event {
-    Event::from_raw(r, &Clock::with_offset_ns(0))
+    crate::testing::event(r)
 }
 
 /// A successful bind (and listen, for TCP) by `pid` on socket `cookie`.
