@@ -132,7 +132,7 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
-/// A listening socket's or watched port's holder, for the gauges.
+/// A listening TCP or bound UDP socket, for the listening-sockets gauge.
 pub struct Listening {
     pub proto: Proto,
     pub port: u16,

@@ -70,6 +70,19 @@ impl Watch {
         self.cfg.proto.proto()
     }
 
+    /// Whether an event is on this watch's port, protocol and namespace. A
+    /// watch whose namespace is not found yet covers nothing; an event
+    /// without a namespace (its hook refused) is given the benefit.
+    pub fn covers(&self, ev: &Event) -> bool {
+        ev.port == self.cfg.port
+            && ev.proto == self.proto()
+            && match (self.netns, ev.netns_cookie) {
+                (Some(w), Some(e)) => w == e,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+    }
+
     /// The sockets that hold this watch's port (listeners for TCP).
     pub fn holders(&self, table: &HolderTable) -> Vec<HolderView> {
         let Some(ns) = self.netns else {
@@ -291,10 +304,7 @@ impl AlertEngine {
     pub fn on_failed_bind(&mut self, ev: &Event, d: &Diagnosis, now: u64) -> Vec<Alert> {
         let mut out = Vec::new();
         for (w, st) in self.watches.iter().zip(&mut self.states) {
-            if ev.port != w.cfg.port
-                || ev.proto != w.proto()
-                || (w.netns.is_some() && ev.netns_cookie.is_some() && w.netns != ev.netns_cookie)
-            {
+            if !w.covers(ev) {
                 continue;
             }
             st.last_conflict_ns = now;
@@ -337,8 +347,7 @@ impl AlertEngine {
                 starts_ns: now,
                 ends_ns: None,
             };
-            // Always sent: each conflict is news.
-            st.last_sent_ns.insert(AlertKind::BindConflict, 0);
+            // A resend period of zero: each conflict is news, always sent.
             Self::set(st, &mut out, AlertKind::BindConflict, Some(alert), now, 0);
         }
         out
@@ -385,8 +394,8 @@ impl AlertEngine {
         v
     }
 
-    /// Alerts still firing (resolved on shutdown? no: Alertmanager keeps
-    /// them until their end time; a restarted agent re-evaluates).
+    /// Alerts firing now. Nothing resolves them at shutdown: Alertmanager
+    /// lets them lapse at their end time, and a restarted agent re-evaluates.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.states.iter().flat_map(|s| s.firing.values())
     }

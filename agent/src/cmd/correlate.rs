@@ -105,6 +105,8 @@ pub struct Correlator {
     /// Including the slow path (kernel query, owner walk) when taken.
     full: Latencies,
     pending: Option<tokio::task::JoinHandle<(KernelView, Snapshot)>>,
+    /// The reconciliation's own view of the kernel, built on its first run
+    /// (off the event loop) and kept between runs.
     reconciler: Option<KernelView>,
     last_reconcile: Instant,
     pub reconcile_every: Duration,
@@ -140,7 +142,7 @@ impl Correlator {
             fast: Latencies::default(),
             full: Latencies::default(),
             pending: None,
-            reconciler: Some(KernelView::new()),
+            reconciler: None,
             last_reconcile: Instant::now(),
             reconcile_every,
             recent: VecDeque::new(),
@@ -267,17 +269,17 @@ impl Correlator {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reconciliation snapshot failed");
-                    self.reconciler = Some(KernelView::new());
                 }
             }
         }
         if self.pending.is_none()
             && !self.reconcile_every.is_zero()
             && self.last_reconcile.elapsed() >= self.reconcile_every
-            && let Some(mut kv) = self.reconciler.take()
         {
+            let kv = self.reconciler.take();
             self.table.snapshot_begins();
             self.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut kv = kv.unwrap_or_default();
                 let s = kv.snapshot();
                 (kv, s)
             }));

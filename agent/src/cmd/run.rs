@@ -166,15 +166,8 @@ impl Sink for Daemon {
                 hint = d.and_then(|d| d.hint.as_deref()),
                 "bind failed"
             );
-            for w in &self.alerts.watches {
-                if w.cfg.port == ev.port
-                    && w.cfg.proto.proto() == ev.proto
-                    && (w.netns.is_none()
-                        || ev.netns_cookie.is_none()
-                        || w.netns == ev.netns_cookie)
-                {
-                    self.agg.watched_failure(&w.name, ev.proto, ev.port);
-                }
+            for w in self.alerts.watches.iter().filter(|w| w.covers(ev)) {
+                self.agg.watched_failure(&w.name, ev.proto, ev.port);
             }
             if let (EventKind::Bind, Some(d)) = (ev.kind, d) {
                 let out = self

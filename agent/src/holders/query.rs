@@ -119,15 +119,9 @@ impl WhoQuery {
             .filter(|h| self.matches(h))
             .map(|h| table.view(h))
             .collect();
-        sort_views(&mut v);
+        v.sort_by_key(|h| (h.netns, h.proto, h.addr, h.cookie));
         v
     }
-}
-
-pub fn sort_views(v: &mut [HolderView]) {
-    v.sort_by(|a, b| {
-        (a.netns, a.proto, a.addr, a.cookie).cmp(&(b.netns, b.proto, b.addr, b.cookie))
-    });
 }
 
 #[cfg(test)]

@@ -287,14 +287,6 @@ impl Namespaces {
     pub fn contains(&self, cookie: u64) -> bool {
         self.by_cookie.contains_key(&cookie)
     }
-
-    pub fn len(&self) -> usize {
-        self.by_cookie.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_cookie.is_empty()
-    }
 }
 
 impl Namespace {
