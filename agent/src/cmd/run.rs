@@ -226,18 +226,11 @@ impl Sink for Daemon {
             );
             self.last_loss = lost;
         }
-        // Watched namespaces that did not exist at start-up.
-        if self
-            .alerts
-            .watches
-            .iter()
-            .any(|w| w.netns.is_none() && w.cfg.netns.is_some())
-        {
-            let watches = resolve_watches(&self.config, self.own_netns);
-            for (w, new) in self.alerts.watches.iter_mut().zip(watches) {
-                if w.netns.is_none() {
-                    w.netns = new.netns;
-                }
+        // Watched namespaces that did not exist at start-up (warned about
+        // once, when the configuration was loaded).
+        for w in self.alerts.watches.iter_mut().filter(|w| w.netns.is_none()) {
+            if let Some(p) = &w.cfg.netns {
+                w.netns = crate::linux::netns::cookie_of_path(p).ok();
             }
         }
         self.evaluate(c);
