@@ -165,6 +165,36 @@ impl AlertEngine {
         }
     }
 
+    /// A new configuration: watches that stay (same name, port and protocol)
+    /// keep their alert state, so a reload neither re-fires nor forgets
+    /// what is firing; alerts of watches that went are returned resolved.
+    pub fn reconfigure(&mut self, watches: Vec<Watch>, cfg: &AlertsConfig, now: u64) -> Vec<Alert> {
+        let mut old: Vec<(Watch, State)> = std::mem::take(&mut self.watches)
+            .into_iter()
+            .zip(std::mem::take(&mut self.states))
+            .collect();
+        let same = |a: &Watch, b: &Watch| {
+            a.name == b.name && a.cfg.port == b.cfg.port && a.cfg.proto == b.cfg.proto
+        };
+        self.states = watches
+            .iter()
+            .map(|w| match old.iter().position(|(o, _)| same(o, w)) {
+                Some(i) => old.swap_remove(i).1,
+                None => State::default(),
+            })
+            .collect();
+        self.watches = watches;
+        self.resend_ns = cfg.resend_every_secs.max(1) * 1_000_000_000;
+        self.conflict_window_ns = cfg.conflict_resolve_after_secs * 1_000_000_000;
+        old.into_iter()
+            .flat_map(|(_, st)| st.firing.into_values())
+            .map(|mut a| {
+                a.ends_ns = Some(now);
+                a
+            })
+            .collect()
+    }
+
     fn set(
         st: &mut State,
         out: &mut Vec<Alert>,

@@ -117,3 +117,48 @@ fn firing_alerts_are_resent_and_grace_delays_port_lost() {
     assert_eq!(again.len(), 1, "re-sent");
     assert_eq!(again[0].starts_ns, 0, "same start");
 }
+
+#[test]
+fn a_reload_keeps_firing_alerts_and_resolves_those_of_removed_watches() {
+    let t = HolderTable::new();
+    let mut e = engine();
+    assert_eq!(
+        names(&e.evaluate(&t, 1)),
+        vec![("BindwatchPortLost".into(), true)]
+    );
+    // Same watch, another one added: nothing re-fires for "web".
+    let cfg = Config::parse(
+        "[[watch]]\nname = \"web\"\nport = 80\n[watch.owner]\ncommand = \"nginx\"\n\
+         [[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n",
+        "t",
+    )
+    .unwrap();
+    let w: Vec<Watch> = cfg
+        .watch
+        .into_iter()
+        .map(|w| Watch::new(w, Some(1)))
+        .collect();
+    assert!(e.reconfigure(w, &cfg.alerts, 2).is_empty());
+    let out = e.evaluate(&t, 3);
+    assert_eq!(
+        names(&out),
+        vec![("BindwatchPortLost".into(), true)],
+        "only dns is new"
+    );
+    assert_eq!(out[0].labels["watch"], "dns");
+    // "web" removed: its alert resolves.
+    let cfg = Config::parse(
+        "[[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n",
+        "t",
+    )
+    .unwrap();
+    let w: Vec<Watch> = cfg
+        .watch
+        .into_iter()
+        .map(|w| Watch::new(w, Some(1)))
+        .collect();
+    let gone = e.reconfigure(w, &cfg.alerts, 4);
+    assert_eq!(names(&gone), vec![("BindwatchPortLost".into(), false)]);
+    assert_eq!(gone[0].labels["watch"], "web");
+    assert_eq!(gone[0].ends_ns, Some(4));
+}

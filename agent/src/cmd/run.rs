@@ -111,7 +111,10 @@ impl Daemon {
             tracing::warn!("http and probes settings take effect at the next restart");
         }
         let watches = resolve_watches(&cfg, self.own_netns);
-        self.alerts = AlertEngine::new(watches, &cfg.alerts);
+        let resolved = self
+            .alerts
+            .reconfigure(watches, &cfg.alerts, crate::clock::now_unix_ns());
+        self.send(resolved);
         if cfg.alerts != self.config.alerts {
             let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
             self.deliver = Deliverer::start(&cfg.alerts, &m, self.generator.clone());
