@@ -135,6 +135,8 @@ impl Correlator {
             Err(e) => tracing::warn!(error = %e, "cannot seed the release hook's socket map"),
         }
         table.seed(snap);
+        drop(bound);
+        crate::linux::memory::release_free_memory();
         tracing::info!(sockets = n, namespaces = ns, "holder table built");
         Self {
             table,
@@ -255,6 +257,7 @@ impl Correlator {
                 Ok((kv, snap)) => {
                     self.reconciler = Some(kv);
                     let r = self.table.reconcile(snap);
+                    crate::linux::memory::release_free_memory();
                     self.last_reconcile = Instant::now();
                     if r.missing + r.stale + r.changed > 0 {
                         tracing::warn!(

@@ -119,6 +119,13 @@ impl Shutdown {
     }
 }
 
+/// A batch at least this large means the host is busy binding.
+const BUSY_BATCH: usize = 32;
+/// How long a busy loop lets events gather before reading again: bounds the
+/// added diagnosis latency under load (none when quiet); at the highest
+/// rate measured (see BENCHMARKS.md) it is far below the ring's capacity.
+const COALESCE: Duration = Duration::from_millis(2);
+
 /// Reads events until SIGINT or SIGTERM (or the sink's reader goes away),
 /// polling accept and loss counters every `tick`. Drains what the ring still
 /// holds before returning, so nothing read by the kernel is left unreported.
@@ -147,7 +154,7 @@ pub async fn pump(
                         batch.push(ev);
                     }
                 }) => {
-                    r?;
+                    let n = r?;
                     for ev in batch.drain(..) {
                         let d = correlator.on_event(&ev);
                         sink.event(&ev, d.as_ref())?;
@@ -155,6 +162,12 @@ pub async fn pump(
                     correlator.after_batch();
                     sink.batch_done(correlator);
                     sink.flush()?;
+                    if n >= BUSY_BATCH {
+                        // Under load, let the ring fill for a moment: one
+                        // wake-up per batch instead of one per event, which
+                        // the kernel would otherwise pay on the traced task.
+                        tokio::time::sleep(COALESCE).await;
+                    }
                 }
                 _ = interval.tick() => {
                     if correlator.tick().await.is_some() {

@@ -1,6 +1,7 @@
 //! The Linux event source: eBPF probes through aya.
 
 pub mod kernel;
+pub mod memory;
 pub mod netns;
 pub mod probes;
 pub mod procscan;

@@ -29,7 +29,7 @@ use aya_ebpf::{
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt},
     },
     macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{SockAddrContext, SockContext, TracePointContext},
 };
 use bindwatch_common::{
@@ -52,8 +52,13 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 #[map]
 static ACCEPTS: PerCpuHashMap<AcceptKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
 
+/// Per-thread state between a syscall's entry and exit. A plain hash, not
+/// LRU: each entry lives for one syscall, and LRU maps are slowest at
+/// exactly this insert-then-delete churn (measured: the largest part of the
+/// probes' cost in a bind storm). An entry left by a thread that died
+/// mid-syscall is overwritten when its id is reused.
 #[map]
-static PENDING_BIND: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
+static PENDING_BIND: HashMap<u32, RawEvent> = HashMap::with_max_entries(16384, 0);
 
 /// Bound sockets by cookie, for the release hook (see `BoundSock`). LRU: a
 /// host with more bound sockets loses the oldest entries' release events,
@@ -62,7 +67,7 @@ static PENDING_BIND: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16
 static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 0);
 
 #[map]
-static PENDING_LISTEN: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
+static PENDING_LISTEN: HashMap<u32, RawEvent> = HashMap::with_max_entries(16384, 0);
 
 const SOL_SOCKET: i32 = 1;
 const SO_REUSEADDR: i32 = 2;
