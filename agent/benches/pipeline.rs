@@ -109,7 +109,22 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The writer thread's other share: SQLite inserts, in the batches it
+    // commits (one transaction per batch), into a real database file.
+    let recs: Vec<_> = evs
+        .iter()
+        .filter_map(|(ev, diag)| record(ev, diag.as_ref()))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("bindwatch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut conn = bindwatch::store::open_rw(&dir.join("timeline.db")).unwrap();
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.bench_function("writer_thread_sqlite_insert_per_record", |b| {
+        b.iter(|| bindwatch::store::write_batch(&mut conn, &recs).unwrap())
+    });
     g.finish();
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, bench);

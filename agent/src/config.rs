@@ -65,9 +65,44 @@ pub struct Config {
     pub timeline: TimelineConfig,
     #[serde(default)]
     pub export: ExportConfig,
+    #[serde(default)]
+    pub redact: RedactConfig,
     /// Ports whose holder is watched.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
+}
+
+/// Secrets masked in command lines wherever bindwatch shows them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Apply the built-in patterns (`--password=`, `token=`, `*_SECRET=`,
+    /// `--api-key VALUE`, `scheme://user:PASSWORD@`).
+    #[serde(default = "yes")]
+    pub builtin: bool,
+    /// More regular expressions; the group named `secret` is masked, or the
+    /// whole match when there is no such group.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        Self {
+            builtin: true,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+impl RedactConfig {
+    pub fn redactor(&self) -> Result<crate::redact::Redactor, crate::redact::PatternError> {
+        crate::redact::Redactor::new(self.builtin, &self.patterns)
+    }
 }
 
 impl Default for Config {
@@ -81,6 +116,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             timeline: TimelineConfig::default(),
             export: ExportConfig::default(),
+            redact: RedactConfig::default(),
             watch: Vec::new(),
         }
     }
@@ -424,6 +460,9 @@ impl Config {
                 )));
             }
         }
+        if let Err(e) = cfg.redact.redactor() {
+            return Err(invalid(format!("{}{e}", line_of_key(&e.pattern))));
+        }
         let mut names = std::collections::HashSet::new();
         for w in &cfg.watch {
             if w.port == 0 {
@@ -461,6 +500,13 @@ mod tests {
         let d = Config::default();
         assert_eq!(d.http.listen.to_string(), "127.0.0.1:7685");
         assert_eq!(d.state_dir, PathBuf::from("/var/lib/bindwatch"));
+    }
+
+    #[test]
+    fn a_bad_redact_pattern_names_itself_and_its_line() {
+        let e = Config::parse("[redact]\npatterns = ['(open']\n", "b.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 2") && msg.contains("(open"), "{msg}");
     }
 
     #[test]

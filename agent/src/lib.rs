@@ -13,6 +13,7 @@ pub mod event;
 pub mod export;
 pub mod holders;
 pub mod metrics;
+pub mod redact;
 pub mod report;
 pub mod store;
 #[cfg(test)]

@@ -201,6 +201,15 @@ pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Writes records in one transaction: all of them or none.
+pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for r in batch {
+        insert(&tx, r)?;
+    }
+    tx.commit()
+}
+
 fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
     let mut st = tx.prepare_cached(
         "INSERT INTO records (time_ns, kind, port, proto, addr, pid, comm, netns, error,
@@ -341,14 +350,7 @@ pub fn spawn_writer(
                     }
                 }
                 if !batch.is_empty() {
-                    let res = (|| {
-                        let tx = conn.transaction()?;
-                        for r in &batch {
-                            insert(&tx, r)?;
-                        }
-                        tx.commit()
-                    })();
-                    match res {
+                    match write_batch(&mut conn, &batch) {
                         Ok(()) => batch.clear(),
                         Err(e) => {
                             tracing::error!(error = %e, records = batch.len(), "timeline write failed; retrying");

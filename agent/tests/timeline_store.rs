@@ -6,66 +6,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::*;
-
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(state: &Path, listen: &str, config: &str) -> Option<Self> {
-        let cfg = state.with_extension("toml");
-        std::fs::write(&cfg, format!("[http]\nlisten = \"{listen}\"\n{config}")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
-            .args(["run", "--config", cfg.to_str().unwrap(), "--state-dir"])
-            .arg(state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Self { child };
-        let ok = (0..300).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            curl(&format!("http://{listen}/readyz")).is_some()
-        });
-        if ok {
-            Some(d)
-        } else if required() {
-            panic!("the daemon never became ready");
-        } else {
-            eprintln!("SKIPPED: the daemon did not start");
-            None
-        }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn curl(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "-m", "5", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn timeline(state: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
@@ -140,13 +86,6 @@ fn mark_total(dom: &str) -> usize {
         .skip(1)
         .filter_map(|s| s.split('"').next()?.parse::<usize>().ok())
         .sum()
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bindwatch-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d.join("state")
 }
 
 #[test]

@@ -104,6 +104,9 @@ pub struct Correlator {
     fast: Latencies,
     /// Including the slow path (kernel query, owner walk) when taken.
     full: Latencies,
+    /// From the bind syscall's entry (the probe's stamp) to the conflict
+    /// ready: what an operator waits, ring buffer and batching included.
+    from_syscall: Latencies,
     pending: Option<tokio::task::JoinHandle<(KernelView, Snapshot)>>,
     /// The reconciliation's own view of the kernel, built on its first run
     /// (off the event loop) and kept between runs.
@@ -143,6 +146,7 @@ impl Correlator {
             facts,
             fast: Latencies::default(),
             full: Latencies::default(),
+            from_syscall: Latencies::default(),
             pending: None,
             reconciler: None,
             last_reconcile: Instant::now(),
@@ -161,7 +165,12 @@ impl Correlator {
         // The table alone first: the fast path, no /proc, no netlink.
         let mut d = diagnose(&self.table, ev, &mut NoFacts)?;
         match d.kind {
-            DiagnosisKind::Conflict => self.fast.record(t0.elapsed()),
+            DiagnosisKind::Conflict => {
+                self.fast.record(t0.elapsed());
+                self.from_syscall.record(Duration::from_nanos(
+                    crate::clock::now_unix_ns().saturating_sub(ev.time_ns),
+                ));
+            }
             DiagnosisKind::NoFreePort => {}
             _ => d = diagnose(&self.table, ev, &mut self.facts)?,
         }
@@ -295,6 +304,7 @@ impl Correlator {
             table: self.table.stats(),
             diagnosis_latency: self.fast.summary(),
             diagnosis_latency_with_slow_path: self.full.summary(),
+            diagnosis_latency_from_syscall: self.from_syscall.summary(),
         }
     }
 }
@@ -304,4 +314,5 @@ pub struct CorrelatorStats {
     pub table: TableStats,
     pub diagnosis_latency: LatencySummary,
     pub diagnosis_latency_with_slow_path: LatencySummary,
+    pub diagnosis_latency_from_syscall: LatencySummary,
 }

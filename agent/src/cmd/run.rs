@@ -125,6 +125,13 @@ impl Daemon {
             m.init_watches(&watch_series(&cfg));
         }
         c.reconcile_every = Duration::from_secs(cfg.holders.reconcile_every_secs);
+        if cfg.redact != self.config.redact {
+            // Checked when the file was parsed. Details already read keep
+            // the old masking until the process is read again.
+            if let Ok(r) = cfg.redact.redactor() {
+                crate::redact::set_active(r);
+            }
+        }
         self.config = cfg;
         tracing::info!(
             watches = self.alerts.watches.len(),
@@ -369,6 +376,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         });
     }
 
+    if let Ok(r) = cfg.redact.redactor() {
+        crate::redact::set_active(r);
+    }
     let mut correlator = Correlator::start(
         Duration::from_secs(cfg.holders.reconcile_every_secs),
         &mut probes,

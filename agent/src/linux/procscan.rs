@@ -177,7 +177,7 @@ pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
     Some(ProcessInfo {
         pid,
         comm: comm.trim_end().to_owned(),
-        cmdline,
+        cmdline: crate::redact::redact(&cmdline),
         exe: std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned()),
