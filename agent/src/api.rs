@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -54,6 +54,77 @@ pub struct ApiState {
     pub metrics: Option<Arc<std::sync::Mutex<crate::metrics::Metrics>>>,
     /// The timeline database, read by `/api/v1/timeline`.
     pub timeline_db: Option<std::path::PathBuf>,
+    /// The timeline writer's state, for `/healthz`; None: no timeline.
+    pub timeline_health: Option<Arc<crate::store::WriterHealth>>,
+    /// Why there is no timeline, when there is none.
+    pub timeline_error: Option<Arc<str>>,
+    /// When set, every path but `/healthz` and `/readyz` needs
+    /// `Authorization: Bearer TOKEN`.
+    pub token: Option<Arc<str>>,
+}
+
+/// Longest query string accepted; longer is a 400 before any parsing.
+pub const MAX_QUERY_BYTES: usize = 2048;
+/// Most query parameters accepted.
+pub const MAX_PARAMS: usize = 16;
+/// How much of a caller's text an error message repeats.
+const ECHO_CHARS: usize = 64;
+
+/// A caller's text, cut short for repeating in an error.
+fn echo(s: &str) -> String {
+    if s.chars().count() <= ECHO_CHARS {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(ECHO_CHARS).collect::<String>())
+    }
+}
+
+/// Query parameters, with malformed or oversized query strings refused as
+/// a JSON 400 (axum's own rejection is plain text).
+pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        if q.len() > MAX_QUERY_BYTES {
+            return Err(bad_request(format!(
+                "query string of {} bytes; at most {MAX_QUERY_BYTES}",
+                q.len()
+            )));
+        }
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+        if pairs.len() > MAX_PARAMS {
+            return Err(bad_request(format!(
+                "{} query parameters; at most {MAX_PARAMS}",
+                pairs.len()
+            )));
+        }
+        let mut map = HashMap::new();
+        for (k, v) in pairs {
+            if map.contains_key(&k) {
+                return Err(bad(&k, format!("parameter {:?} given twice", echo(&k))));
+            }
+            map.insert(k, v);
+        }
+        Ok(Params(map))
+    }
+}
+
+fn bad_request(error: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(ApiError {
+            error,
+            parameter: None,
+        }),
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -68,7 +139,7 @@ fn bad(parameter: &str, error: String) -> Response {
         StatusCode::BAD_REQUEST,
         Json(ApiError {
             error,
-            parameter: Some(parameter.to_owned()),
+            parameter: Some(echo(parameter)),
         }),
     )
         .into_response()
@@ -86,15 +157,103 @@ fn unavailable(why: &str) -> Response {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/holders", get(holders))
         .route("/api/v1/conflicts", get(conflicts))
         .route("/api/v1/timeline", get(timeline))
         .route("/ui", get(ui))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(ApiError {
+            error: format!(
+                "no such path {:?}: see /api/v1/holders, /api/v1/conflicts, /api/v1/timeline, /ui, /metrics, /healthz, /readyz",
+                echo(uri.path())
+            ),
+            parameter: None,
+        }),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(ApiError {
+            error: "only GET is served".into(),
+            parameter: None,
+        }),
+    )
+        .into_response()
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(ApiError {
+                error: "this API needs `Authorization: Bearer TOKEN` (http.token_file)".into(),
+                parameter: None,
+            }),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    timeline: String,
+}
+
+/// Alive: 200 while the daemon runs. `degraded` when the timeline cannot
+/// be written (metrics, alerts and the API still work).
+async fn healthz(State(s): State<ApiState>) -> Response {
+    let timeline = match &s.timeline_health {
+        None => format!(
+            "unavailable: {}",
+            s.timeline_error.as_deref().unwrap_or("no timeline")
+        ),
+        Some(h) => match h.failure() {
+            None => "ok".to_owned(),
+            Some(e) => format!("failing: {e}"),
+        },
+    };
+    let status = if timeline == "ok" { "ok" } else { "degraded" };
+    Json(Health { status, timeline }).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -132,7 +291,10 @@ pub fn parse_holders_query(params: &HashMap<String, String>) -> Result<WhoQuery,
         if !["port", "proto", "addr", "netns"].contains(&k.as_str()) {
             return Err((
                 k.clone(),
-                format!("unknown parameter {k:?}: use port, proto, addr, netns"),
+                format!(
+                    "unknown parameter {:?}: use port, proto, addr, netns",
+                    echo(k)
+                ),
             ));
         }
     }
@@ -145,26 +307,30 @@ pub fn parse_holders_query(params: &HashMap<String, String>) -> Result<WhoQuery,
         .ok_or_else(|| ("port".to_owned(), "port must be 1-65535".to_owned()))?;
     let proto = match params.get("proto") {
         None => None,
-        Some(p) => Some(
-            Proto::parse(p)
-                .ok_or_else(|| ("proto".to_owned(), format!("proto {p:?} is not tcp or udp")))?,
-        ),
+        Some(p) => Some(Proto::parse(p).ok_or_else(|| {
+            (
+                "proto".to_owned(),
+                format!("proto {:?} is not tcp or udp", echo(p)),
+            )
+        })?),
     };
     let addr = match params.get("addr") {
         None => None,
         Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
             (
                 "addr".to_owned(),
-                format!("addr {a:?} is not an IP address"),
+                format!("addr {:?} is not an IP address", echo(a)),
             )
         })?),
     };
     let netns = match params.get("netns") {
         None => None,
-        Some(n) => Some(
-            n.parse::<u64>()
-                .map_err(|_| ("netns".to_owned(), format!("netns {n:?} is not a cookie")))?,
-        ),
+        Some(n) => Some(n.parse::<u64>().map_err(|_| {
+            (
+                "netns".to_owned(),
+                format!("netns {:?} is not a cookie", echo(n)),
+            )
+        })?),
     };
     Ok(WhoQuery {
         port,
@@ -174,10 +340,7 @@ pub fn parse_holders_query(params: &HashMap<String, String>) -> Result<WhoQuery,
     })
 }
 
-async fn holders(
-    State(s): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Response {
+async fn holders(State(s): State<ApiState>, Params(params): Params) -> Response {
     let query = match parse_holders_query(&params) {
         Ok(q) => q,
         Err((p, e)) => return bad(&p, e),
@@ -229,10 +392,7 @@ async fn read_timeline(
 /// The timeline picture with the database's current content (reloads
 /// itself every 10 s); same parameters as /api/v1/timeline, `since`
 /// defaulting to one hour.
-async fn ui(
-    State(s): State<ApiState>,
-    Query(mut params): Query<HashMap<String, String>>,
-) -> Response {
+async fn ui(State(s): State<ApiState>, Params(mut params): Params) -> Response {
     params.entry("since".into()).or_insert_with(|| "1h".into());
     let now = crate::clock::now_unix_ns();
     let (filter, records) = match read_timeline(&s, &params, now).await {
@@ -258,10 +418,7 @@ struct Timeline {
     records: Vec<crate::store::Record>,
 }
 
-async fn timeline(
-    State(s): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Response {
+async fn timeline(State(s): State<ApiState>, Params(params): Params) -> Response {
     match read_timeline(&s, &params, crate::clock::now_unix_ns()).await {
         Ok((_, records)) => Json(Timeline { records }).into_response(),
         Err(r) => r,
@@ -273,13 +430,13 @@ struct Conflicts {
     conflicts: Vec<ConflictRecord>,
 }
 
-async fn conflicts(
-    State(s): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Response {
+async fn conflicts(State(s): State<ApiState>, Params(params): Params) -> Response {
     for k in params.keys() {
         if !["limit", "port"].contains(&k.as_str()) {
-            return bad(k, format!("unknown parameter {k:?}: use limit, port"));
+            return bad(
+                k,
+                format!("unknown parameter {:?}: use limit, port", echo(k)),
+            );
         }
     }
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {

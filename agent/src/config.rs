@@ -128,12 +128,26 @@ pub struct HttpConfig {
     /// Address of /metrics, /healthz, /readyz and the API.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A file holding a bearer token; when set, every path but /healthz and
+    /// /readyz needs `Authorization: Bearer TOKEN` (Prometheus:
+    /// `authorization: {credentials_file: ...}`). The file must not be
+    /// readable by others.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -416,6 +430,60 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// A privileged daemon must not take orders from a file anyone can write.
+fn refuse_world_writable(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 {
+        return Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: format!(
+                "is world-writable (mode {:o}); refusing it: `chmod o-w {}`",
+                mode & 0o7777,
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a secret file (the bearer token), refusing one others can read.
+pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: format!(
+                "is readable by everyone (mode {:o}): `chmod o-r {}`",
+                mode & 0o7777,
+                path.display()
+            ),
+        });
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(read)?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: "is empty: the token file must hold the token".into(),
+        });
+    }
+    Ok(token)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -460,6 +528,16 @@ impl Config {
                 )));
             }
         }
+        if cfg.http.tls_cert.is_some() != cfg.http.tls_key.is_some() {
+            return Err(invalid(format!(
+                "{}http.tls_cert and http.tls_key go together: set both or neither",
+                line_of_key(if cfg.http.tls_cert.is_some() {
+                    "tls_cert"
+                } else {
+                    "tls_key"
+                })
+            )));
+        }
         if let Err(e) = cfg.redact.redactor() {
             return Err(invalid(format!("{}{e}", line_of_key(&e.pattern))));
         }
@@ -486,6 +564,7 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
+        refuse_world_writable(path)?;
         Self::parse(&text, &path.display().to_string())
     }
 }
@@ -500,6 +579,41 @@ mod tests {
         let d = Config::default();
         assert_eq!(d.http.listen.to_string(), "127.0.0.1:7685");
         assert_eq!(d.state_dir, PathBuf::from("/var/lib/bindwatch"));
+    }
+
+    #[test]
+    fn a_world_writable_config_is_refused_and_a_readable_token_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bw-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("world-writable") && e.contains("chmod o-w"),
+            "{e}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&f).is_ok());
+        let t = dir.join("token");
+        std::fs::write(&t, "s3cret\n").unwrap();
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            read_secret(&t)
+                .unwrap_err()
+                .to_string()
+                .contains("readable by everyone")
+        );
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret(&t).unwrap(), "s3cret");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tls_cert_without_key_is_refused() {
+        let e = Config::parse("[http]\ntls_cert = \"/c.pem\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
     }
 
     #[test]

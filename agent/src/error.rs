@@ -42,6 +42,12 @@ pub enum Error {
     #[error("no probe hook could be attached; the first refusal was: {0}")]
     NothingAttached(String),
 
+    #[error("HTTPS certificate or key {path}: {reason}")]
+    Tls { path: String, reason: String },
+
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
     // The cause is printed by the chain (`{:#}` at the CLI edge), not here.
     #[error("{context}")]
     Io {

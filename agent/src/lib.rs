@@ -15,6 +15,7 @@ pub mod holders;
 pub mod metrics;
 pub mod redact;
 pub mod report;
+pub mod serve;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -163,6 +163,10 @@ fn init_logging(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // When the log cannot be written (its disk full), the subscriber's
+        // own report goes through eprintln!, which panics: the daemon must
+        // outlive its log.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -112,7 +112,10 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     pub alert_dropped: prometheus::IntCounter,
     pub config_reloads: IntCounterVec,
+    pub probe_reattach: IntCounterVec,
     timeline_dropped: prometheus::IntCounter,
+    timeline_errors: prometheus::IntCounter,
+    timeline_up: prometheus::IntGauge,
     ports: PortLabels,
     holder_pairs: HashSet<(String, String)>,
     max_holder_series: usize,
@@ -272,6 +275,30 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            probe_reattach: counter(
+                &r,
+                "bindwatch_probe_reattach_total",
+                "Cgroup hooks found detached or replaced behind bindwatch's back, by hook and whether attaching them again worked.",
+                &["hook", "result"],
+            ),
+            timeline_errors: {
+                let c = prometheus::IntCounter::new(
+                    "bindwatch_timeline_write_errors_total",
+                    "Timeline commits that failed (disk full, read-only, I/O error); each is retried.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            timeline_up: {
+                let g = prometheus::IntGauge::new(
+                    "bindwatch_timeline_up",
+                    "1 while the timeline's last commit succeeded, 0 while writes fail or there is no timeline.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             ports: PortLabels::new(watched, cfg.max_port_series),
             holder_pairs: HashSet::new(),
             max_holder_series: cfg.max_holder_series,
@@ -367,6 +394,15 @@ impl Metrics {
         let seen = self.timeline_dropped.get();
         if total > seen {
             self.timeline_dropped.inc_by(total - seen);
+        }
+    }
+
+    /// The timeline writer's state: up, and its cumulative failed commits.
+    pub fn set_timeline_health(&self, up: bool, errors: u64) {
+        self.timeline_up.set(up as i64);
+        let seen = self.timeline_errors.get();
+        if errors > seen {
+            self.timeline_errors.inc_by(errors - seen);
         }
     }
 

@@ -29,6 +29,8 @@ pub const WRITE_QUEUE: usize = 65_536;
 /// The writer commits at least this often.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(250);
 const BATCH_MAX: usize = 4096;
+/// How often retention is enforced.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// A record's detail: JSON kept as text, serialized straight from the
 /// event (no intermediate `Value` tree on the event loop).
@@ -116,6 +118,19 @@ pub enum StoreError {
         "timeline database {path} has schema version {found}, newer than this bindwatch ({SCHEMA_VERSION})"
     )]
     TooNew { path: String, found: i64 },
+    #[error(
+        "timeline database {path} is damaged ({detail}). bindwatch will not write over evidence: \
+         it runs without a timeline. To go on: stop bindwatch, move the file aside with its -wal \
+         and -shm companions (`mv {path} {path}.damaged`), salvage it with \
+         `sqlite3 {path}.damaged .recover | sqlite3 recovered.db` if needed, and start again"
+    )]
+    Damaged { path: String, detail: String },
+    #[error(
+        "timeline database {path} is locked by another process (another bindwatch on the same \
+         state directory, or a tool holding a write transaction): stop it, or give this daemon \
+         its own --state-dir"
+    )]
+    Locked { path: String },
     #[error("creating {path}: {source}")]
     Io {
         path: String,
@@ -142,31 +157,82 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        source,
+    move |source| {
+        let path = path.display().to_string();
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                StoreError::Damaged {
+                    path,
+                    detail: source.to_string(),
+                }
+            }
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path }
+            }
+            _ => StoreError::Sqlite { path, source },
+        }
+    }
+}
+
+/// `PRAGMA quick_check` at start-up: a damaged file is reported, never
+/// written over.
+fn check_sound(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(sq(path))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Damaged {
+            path: path.display().to_string(),
+            detail: format!("quick_check: {verdict}"),
+        })
     }
 }
 
 /// Opens (creating and migrating) the database for writing.
 pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        // Private: the timeline names processes, users and command lines.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
     }
     let conn = Connection::open(path).map_err(sq(path))?;
+    // A lock held elsewhere shows as busy on the first statement.
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sq(path))?;
+    check_sound(&conn, path)?;
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
         .map_err(sq(path))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sq(path))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sq(path))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(sq(path))?;
     migrate(&conn, path)?;
+    // Taking the write lock now makes a second writer fail here, at start,
+    // with a clear message, rather than at its first batch.
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+        .map_err(sq(path))?;
+    restrict(path);
     Ok(conn)
+}
+
+/// The database and its companions readable by the owner only, whatever
+/// the umask was when they were created.
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
 }
 
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -296,6 +362,49 @@ pub enum Entry {
 pub struct StoreSender {
     tx: SyncSender<Entry>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    health: std::sync::Arc<WriterHealth>,
+}
+
+/// Whether the writer's last commit worked, shared with health and metrics.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    failing: std::sync::atomic::AtomicBool,
+    errors: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterHealth {
+    fn failed(&self, e: &rusqlite::Error) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.failing.store(true, Relaxed);
+        self.errors.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    fn succeeded(&self) {
+        self.failing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// None while writes succeed; the last error while they fail.
+    pub fn failure(&self) -> Option<String> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            Some(
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default(),
+            )
+        } else {
+            None
+        }
+    }
+
+    /// Failed commits since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl StoreSender {
@@ -316,6 +425,10 @@ impl StoreSender {
         }
     }
 
+    pub fn health(&self) -> std::sync::Arc<WriterHealth> {
+        self.health.clone()
+    }
+
     pub fn dropped(&self) -> u64 {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -329,6 +442,9 @@ pub fn spawn_writer(
 ) -> Result<(StoreSender, std::thread::JoinHandle<()>), StoreError> {
     let mut conn = open_rw(&path)?;
     let (tx, rx) = mpsc::sync_channel::<Entry>(WRITE_QUEUE);
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let health = std::sync::Arc::new(WriterHealth::default());
+    let (writer_dropped, writer_health) = (dropped.clone(), health.clone());
     let handle = std::thread::Builder::new()
         .name("timeline-writer".into())
         .spawn(move || {
@@ -351,23 +467,44 @@ pub fn spawn_writer(
                 }
                 if !batch.is_empty() {
                     match write_batch(&mut conn, &batch) {
-                        Ok(()) => batch.clear(),
+                        Ok(()) => {
+                            if writer_health.failure().is_some() {
+                                tracing::info!(records = batch.len(), "timeline writes resumed");
+                            }
+                            writer_health.succeeded();
+                            batch.clear();
+                        }
                         Err(e) => {
-                            tracing::error!(error = %e, records = batch.len(), "timeline write failed; retrying");
+                            // Disk full, read-only, I/O error: keep the batch
+                            // and retry; past one queue's worth the oldest go
+                            // (counted), so memory stays bounded.
+                            if writer_health.failure().is_none() {
+                                tracing::error!(error = %e, records = batch.len(), "timeline write failed; retrying every 500 ms");
+                            }
+                            writer_health.failed(&e);
                             if batch.len() > WRITE_QUEUE {
-                                batch.clear();
+                                let excess = batch.len() - WRITE_QUEUE;
+                                batch.drain(..excess);
+                                writer_dropped.fetch_add(excess as u64, std::sync::atomic::Ordering::Relaxed);
                             }
                             std::thread::sleep(Duration::from_millis(500));
                         }
                     }
                 }
-                if last_prune.elapsed() >= Duration::from_secs(10) || !open {
+                // Every second: at a busy host's write rate the size limit
+                // holds within a second's records, and each pass stays
+                // short, so the queue does not back up behind it.
+                if last_prune.elapsed() >= PRUNE_EVERY || !open {
                     last_prune = Instant::now();
                     match prune(&conn, ret, crate::clock::now_unix_ns()) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(records = n, "timeline pruned"),
                         Err(e) => tracing::warn!(error = %e, "timeline pruning failed"),
                     }
+                    // Busy periods leave this thread's allocator arena at
+                    // their peak (records, batches, SQLite's scratch).
+                    #[cfg(target_os = "linux")]
+                    crate::linux::memory::release_free_memory();
                 }
             }
             let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
@@ -379,7 +516,8 @@ pub fn spawn_writer(
     Ok((
         StoreSender {
             tx,
-            dropped: Default::default(),
+            dropped,
+            health,
         },
         handle,
     ))

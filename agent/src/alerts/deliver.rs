@@ -74,11 +74,16 @@ impl Deliverer {
     }
 
     /// Never waits: a full queue drops the notification (counted).
-    pub fn send(&self, a: Alert) {
-        if self.tx.try_send(a).is_err() {
+    /// Queues a notification; Err gives it back when the queue is full
+    /// (counted as dropped), for the caller to offer again later.
+    pub fn send(&self, a: Alert) -> Result<(), Alert> {
+        self.tx.try_send(a).map_err(|e| {
             self.dropped.inc();
-            tracing::warn!("alert queue full; notification dropped (counted)");
-        }
+            tracing::debug!("alert queue full; notification dropped (counted)");
+            match e {
+                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a,
+            }
+        })
     }
 }
 

@@ -229,6 +229,26 @@ impl AlertEngine {
         }
     }
 
+    /// A firing alert that could not be queued for delivery: due again at
+    /// the next evaluation, so a full queue delays it instead of starving
+    /// it until the next resend period.
+    pub fn not_sent(&mut self, a: &Alert) {
+        let kind = [
+            AlertKind::PortLost,
+            AlertKind::PortTaken,
+            AlertKind::BindConflict,
+        ]
+        .into_iter()
+        .find(|k| a.labels.get("alertname").map(String::as_str) == Some(k.name()));
+        let watch = a.labels.get("watch");
+        if let (Some(kind), Some(i)) = (
+            kind,
+            self.watches.iter().position(|w| Some(&w.name) == watch),
+        ) {
+            self.states[i].last_sent_ns.remove(&kind);
+        }
+    }
+
     /// Brings every watch's port-lost and port-taken alerts up to date;
     /// returns new, changed, re-sent and resolved alerts.
     pub fn evaluate(&mut self, table: &HolderTable, now: u64) -> Vec<Alert> {

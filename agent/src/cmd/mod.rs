@@ -8,7 +8,8 @@ pub mod who;
 use std::collections::HashMap;
 
 use crate::clock::Clock;
-use crate::linux::Probes;
+use crate::linux::probes::HookIncident;
+use crate::linux::{HookStatus, Probes};
 use crate::trace::AcceptSummary;
 
 /// Turns the probes' cumulative accept counters into per-interval deltas.
@@ -76,6 +77,13 @@ pub trait Sink {
     fn batch_done(&mut self, _c: &mut Correlator) {}
     /// Once per tick, with the current loss counters.
     fn tick(&mut self, _c: &mut Correlator, _loss: &LossReport) {}
+    /// Cgroup hooks found detached or replaced, and re-attached (or not);
+    /// `hooks` is every hook's status after.
+    fn hooks_changed(&mut self, incidents: &[HookIncident], _hooks: &[HookStatus]) {
+        for i in incidents {
+            tracing::warn!(hook = i.hook, found = i.what, reattached = ?i.reattached, "probe hook was not running");
+        }
+    }
     /// An API request; the table answers unless the sink handles it.
     fn request(&mut self, req: crate::api::Request, c: &mut Correlator) {
         c.answer(req)
@@ -119,6 +127,9 @@ impl Shutdown {
     }
 }
 
+/// Every this many ticks, the cgroup hooks are checked (and re-attached).
+const HOOK_CHECK_TICKS: u64 = 2;
+
 /// A batch at least this large means the host is busy binding.
 const BUSY_BATCH: usize = 32;
 /// How long a busy loop lets events gather before reading again: bounds the
@@ -130,7 +141,7 @@ const COALESCE: Duration = Duration::from_millis(2);
 /// polling accept and loss counters every `tick`. Drains what the ring still
 /// holds before returning, so nothing read by the kernel is left unreported.
 pub async fn pump(
-    probes: &Probes,
+    probes: &mut Probes,
     reader: &mut RingReader,
     sink: &mut impl Sink,
     tick: Duration,
@@ -145,6 +156,7 @@ pub async fn pump(
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Event> = Vec::with_capacity(1024);
+    let mut ticks: u64 = 0;
 
     let io_result: std::io::Result<()> = async {
         loop {
@@ -170,6 +182,13 @@ pub async fn pump(
                     }
                 }
                 _ = interval.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(HOOK_CHECK_TICKS) {
+                        let incidents = probes.check_hooks();
+                        if !incidents.is_empty() {
+                            sink.hooks_changed(&incidents, probes.hooks());
+                        }
+                    }
                     if correlator.tick().await.is_some() {
                         sink.holders(&correlator.stats(), false)?;
                     }

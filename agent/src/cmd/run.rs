@@ -11,6 +11,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::correlate::Correlator;
 use super::{Shutdown, Sink, pump};
+use std::os::unix::fs::DirBuilderExt;
+
 use crate::alerts::deliver::Deliverer;
 use crate::alerts::{Alert, AlertEngine, Watch};
 use crate::api::{ApiState, Request};
@@ -18,7 +20,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
-use crate::linux::{ProbeConfig, Probes, RingReader};
+use crate::linux::probes::HookIncident;
+use crate::linux::{HookStatus, ProbeConfig, Probes, RingReader};
 use crate::metrics::{Aggregate, Listening, Metrics};
 use crate::store::{BindAggregator, Record, StoreSender};
 use crate::timeline::{Plan, alert_record, plan, record};
@@ -33,6 +36,7 @@ pub struct RunOptions {
 struct Daemon {
     metrics: Arc<Mutex<Metrics>>,
     store: Option<StoreSender>,
+    unsent_resolved: Vec<Alert>,
     export: Option<crate::export::JsonlExport>,
     binds: BindAggregator,
     last_loss: (u64, u64),
@@ -72,11 +76,30 @@ fn resolve_watches(cfg: &Config, own: Option<u64>) -> Vec<Watch> {
 }
 
 impl Daemon {
-    fn send(&self, alerts: Vec<Alert>) {
+    fn send(&mut self, alerts: Vec<Alert>) {
         let now = crate::clock::now_unix_ns();
+        // Resolutions that found the queue full before go first.
+        let mut pending = std::mem::take(&mut self.unsent_resolved);
         for a in alerts {
             self.record(alert_record(&a, now));
-            self.deliver.send(a);
+            pending.push(a);
+        }
+        let mut dropped = 0;
+        for a in pending {
+            if let Err(a) = self.deliver.send(a) {
+                dropped += 1;
+                if a.firing() {
+                    self.alerts.not_sent(&a);
+                } else if self.unsent_resolved.len() < MAX_UNSENT_RESOLVED {
+                    self.unsent_resolved.push(a);
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "alert queue full; notifications offered again next tick (counted)"
+            );
         }
     }
 
@@ -266,8 +289,13 @@ impl Sink for Daemon {
             ],
             loss.malformed,
         );
-        if let Some(s) = &self.store {
-            m.set_timeline_dropped(s.dropped());
+        match &self.store {
+            Some(s) => {
+                m.set_timeline_dropped(s.dropped());
+                let h = s.health();
+                m.set_timeline_health(h.failure().is_none(), h.errors());
+            }
+            None => m.set_timeline_health(false, 0),
         }
         m.set_drift(
             stats.drift_missing,
@@ -275,6 +303,39 @@ impl Sink for Daemon {
             stats.drift_changed,
             stats.tracked,
         );
+    }
+
+    fn hooks_changed(&mut self, incidents: &[HookIncident], hooks: &[HookStatus]) {
+        for i in incidents {
+            tracing::warn!(hook = i.hook, found = i.what, reattached = ?i.reattached, "probe hook was not running");
+            let summary = match &i.reattached {
+                Ok(()) => format!(
+                    "hook {} was {} behind bindwatch's back; attached again",
+                    i.hook, i.what
+                ),
+                Err(e) => format!(
+                    "hook {} was {} behind bindwatch's back; attaching it again failed: {e}",
+                    i.hook, i.what
+                ),
+            };
+            self.agent_record(
+                "probe_status",
+                summary,
+                serde_json::json!({"hook": i.hook, "found": i.what, "reattached": i.reattached.is_ok()}),
+            );
+        }
+        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        m.set_hooks(
+            &hooks
+                .iter()
+                .map(|h| (h.hook, h.attached))
+                .collect::<Vec<_>>(),
+        );
+        for i in incidents {
+            m.probe_reattach
+                .with_label_values(&[i.hook, if i.reattached.is_ok() { "ok" } else { "failed" }])
+                .inc();
+        }
     }
 
     fn request(&mut self, req: Request, c: &mut Correlator) {
@@ -285,10 +346,21 @@ impl Sink for Daemon {
     }
 }
 
+/// Resolved notifications kept for another try when the queue was full.
+const MAX_UNSENT_RESOLVED: usize = 1024;
+
 pub async fn run(opts: RunOptions) -> Result<()> {
     let cfg = opts.config;
     let mut shutdown = Shutdown::install()?;
-    if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
+    // Files bindwatch creates (timeline, exports) are its own: the timeline
+    // names users and command lines.
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.state_dir)
+    {
         tracing::warn!(dir = %cfg.state_dir.display(), error = %e, "cannot create the state directory");
     }
     let (mut probes, ring) = Probes::load(&ProbeConfig {
@@ -325,31 +397,40 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             .map(|h| (h.hook, h.attached))
             .collect::<Vec<_>>(),
     );
+    let token: Option<Arc<str>> = match &cfg.http.token_file {
+        Some(path) => Some(crate::config::read_secret(path)?.into()),
+        None => None,
+    };
+    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::serve::tls_config(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| Error::io(format!("listening on {}", cfg.http.listen), e))?;
     let (tx, mut requests) = tokio::sync::mpsc::channel(crate::api::REQUEST_QUEUE);
     let ready = Arc::new(AtomicBool::new(false));
     let db = cfg.state_dir.join(crate::store::DB_FILE);
-    let (store, writer) = match crate::store::spawn_writer(db.clone(), cfg.timeline.retention()) {
-        Ok((s, h)) => (Some(s), Some(h)),
-        Err(e) => {
-            tracing::error!(error = %e, "no timeline: events will not be recorded");
-            (None, None)
-        }
-    };
+    let (store, writer, timeline_error) =
+        match crate::store::spawn_writer(db.clone(), cfg.timeline.retention()) {
+            Ok((s, h)) => (Some(s), Some(h), None),
+            Err(e) => {
+                tracing::error!(error = %e, "no timeline: events will not be recorded");
+                (None, None, Some(Arc::<str>::from(e.to_string())))
+            }
+        };
     let app = crate::api::router(ApiState {
         requests: tx.clone(),
         ready: ready.clone(),
         metrics: Some(metrics.clone()),
         timeline_db: store.as_ref().map(|_| db.clone()),
+        timeline_health: store.as_ref().map(|s| s.health()),
+        timeline_error,
+        token,
     });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    tracing::info!(listen = %cfg.http.listen, "HTTP API listening");
+    let https = tls.is_some();
+    tokio::spawn(crate::serve::serve(listener, app, tls));
+    tracing::info!(listen = %cfg.http.listen, https, token = cfg.http.token_file.is_some(), "HTTP API listening");
 
     // SIGHUP: re-read the file; a bad one is refused and the old stays.
     if let Some(path) = opts.config_path.clone() {
@@ -393,6 +474,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         alerts: AlertEngine::new(resolve_watches(&cfg, own), &cfg.alerts),
         metrics,
         store,
+        unsent_resolved: Vec::new(),
         export: match &cfg.export.events_jsonl {
             None => None,
             Some(p) => {
@@ -436,9 +518,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         );
     }
     daemon.evaluate(&mut correlator);
+    // Probes attached, listener bound, files open: from here on only what
+    // reading the kernel's sockets and /proc needs (README, Security).
+    match crate::linux::privileges::drop_to_runtime() {
+        Ok(kept) => tracing::info!(kept = ?kept, "capabilities dropped"),
+        Err(e) => tracing::warn!(error = %e, "cannot drop capabilities; keeping them"),
+    }
     ready.store(true, Ordering::Relaxed);
     let r = pump(
-        &probes,
+        &mut probes,
         &mut reader,
         &mut daemon,
         Duration::from_secs(1),

@@ -147,7 +147,7 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         sink.flush().map_err(|e| Error::io("writing", e))?;
     }
     pump(
-        &probes,
+        &mut probes,
         &mut reader,
         &mut sink,
         Duration::from_secs(1),

@@ -3,6 +3,7 @@
 pub mod kernel;
 pub mod memory;
 pub mod netns;
+pub mod privileges;
 pub mod probes;
 pub mod procscan;
 pub mod ring;

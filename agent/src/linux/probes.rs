@@ -325,6 +325,74 @@ impl Probes {
         &self.cgroup_root
     }
 
+    /// Finds cgroup hooks detached behind bindwatch's back (`bpftool link
+    /// detach`, a cgroup removed) or whose link now runs another program
+    /// (`BPF_LINK_UPDATE`), and attaches each again. Tracepoint links
+    /// cannot be detached by others. Returns what it found and did.
+    pub fn check_hooks(&mut self) -> Vec<HookIncident> {
+        // Our cgroup programs' ids, and which of them run on a live link.
+        let mut ours: Vec<(&'static str, u32)> = Vec::new();
+        for (name, hook) in HOOKS {
+            if matches!(hook, Hook::TracePoint(..))
+                || !self.hooks.iter().any(|h| h.hook == *name && h.attached)
+            {
+                continue;
+            }
+            if let Some(id) = self
+                .ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .map(|i| i.id())
+            {
+                ours.push((name, id));
+            }
+        }
+        if ours.is_empty() {
+            return Vec::new();
+        }
+        let mut live: HashMap<u32, bool> = HashMap::new();
+        for info in aya::programs::loaded_links().flatten() {
+            if info.type_ != BPF_LINK_TYPE_CGROUP {
+                continue;
+            }
+            // SAFETY: the union's cgroup member is the one a cgroup link's
+            // info fills.
+            let cgroup_id = unsafe { info.__bindgen_anon_1.cgroup.cgroup_id };
+            *live.entry(info.prog_id).or_default() |= cgroup_id != 0;
+        }
+        let mut out = Vec::new();
+        for (name, id) in ours {
+            if live.get(&id) == Some(&true) {
+                continue;
+            }
+            let what = if live.contains_key(&id) {
+                "detached"
+            } else {
+                "replaced or removed"
+            };
+            let result = File::open(&self.cgroup_root)
+                .map_err(|e| e.to_string())
+                .and_then(|cgroup| {
+                    let hook = HOOKS
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, h)| h)
+                        .expect("listed above");
+                    reattach(&mut self.ebpf, name, hook, &cgroup).map_err(|e| describe(e.as_ref()))
+                });
+            if let Some(h) = self.hooks.iter_mut().find(|h| h.hook == name) {
+                h.attached = result.is_ok();
+                h.error = result.as_ref().err().cloned();
+            }
+            out.push(HookIncident {
+                hook: name,
+                what,
+                reattached: result,
+            });
+        }
+        out
+    }
+
     /// The probes' loss counters, summed over CPUs.
     pub fn lost(&self) -> Result<LostCounts> {
         let map = self.ebpf.map(names::LOST).ok_or_else(|| Error::Map {
@@ -386,6 +454,41 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// A hook found not running, and whether attaching it again worked.
+#[derive(Debug)]
+pub struct HookIncident {
+    pub hook: &'static str,
+    pub what: &'static str,
+    pub reattached: std::result::Result<(), String>,
+}
+
+/// Attaches an already loaded cgroup program again.
+fn reattach(
+    ebpf: &mut Ebpf,
+    name: &str,
+    hook: &Hook,
+    cgroup: &File,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the object"))?;
+    match hook {
+        Hook::SockAddr => {
+            let p: &mut CgroupSockAddr = prog.try_into()?;
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+        }
+        Hook::Sock => {
+            let p: &mut CgroupSock = prog.try_into()?;
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+        }
+        Hook::TracePoint(..) => return Err("tracepoints are not re-attached".into()),
+    }
+    Ok(())
 }
 
 // Cgroup programs are attached as BPF links, which always coexist with

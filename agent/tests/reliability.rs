@@ -1,0 +1,766 @@
+//! Faults and hostile input against the real daemon: the timeline's disk
+//! fills up, its database is damaged or locked at
+//! start-up, alert targets are down, the ring buffer overflows, HTTP
+//! requests are malformed or oversized; and the security settings: bearer
+//! token and TLS (scraped by a real Prometheus), redaction of secrets in
+//! command lines, private state files.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+fn json(url: &str) -> Option<Value> {
+    serde_json::from_str(&curl(url)?).ok()
+}
+
+/// Status code and body of a request `curl` makes with `args`.
+fn http(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// The sum of a metric's series; `name{a="x",b="y"}` keeps the series
+/// carrying each of those labels, whatever their order.
+fn metric(listen: &str, name: &str) -> f64 {
+    let (base, labels) = name.split_once('{').unwrap_or((name, ""));
+    let labels: Vec<&str> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .collect();
+    curl(&format!("http://{listen}/metrics"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split(['{', ' ']).next() == Some(base) && labels.iter().all(|x| l.contains(x))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Failed binds in `ns` against a socat holding `port`: returns the holder.
+fn conflict_source(ns: &Netns, port: u16) -> Server {
+    let mut holder = Server::spawn(
+        ns,
+        &[
+            "socat",
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+            "-",
+        ],
+    );
+    holder.wait_listening(ns, port);
+    holder
+}
+
+fn fail_binds(ns: &Netns, port: u16, n: usize) {
+    ns.run(move || {
+        for _ in 0..n {
+            let s = std::net::TcpListener::bind(("127.0.0.1", port));
+            assert!(s.is_err(), "port {port} should be taken");
+        }
+    });
+}
+
+/// A webhook endpoint on loopback that answers at once and keeps every
+/// request body it gets.
+fn webhook_receiver(port: u16) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = got.clone();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { continue };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&body));
+                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    got
+}
+
+#[test]
+fn timeline_disk_full_keeps_the_daemon_working_and_writes_resume() {
+    if !can_run("timeline_disk_full") {
+        return;
+    }
+    let base = temp("rel-full");
+    let mnt = base.parent().unwrap().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run_ok(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "bwfull",
+            mnt.to_str().unwrap(),
+        ],
+    );
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _u = Umount(&mnt);
+    let state = mnt.join("state");
+    let listen = "127.0.0.1:17731";
+    let ns = Netns::new("full");
+    let Some(daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    let _holder = conflict_source(&ns, 8081);
+    fail_binds(&ns, 8081, 5);
+    wait_for("the first failures in the timeline", 10, || {
+        let v = json(&format!(
+            "http://{listen}/api/v1/timeline?port=8081&kind=bind_failed"
+        ))?;
+        (v["records"].as_array()?.len() >= 5).then_some(())
+    });
+
+    // Fill the file system.
+    let filler = mnt.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    let failures_before = metric(listen, "bindwatch_bind_failures_total");
+    fail_binds(&ns, 8081, 1000);
+    let health = wait_for("healthz to say the timeline is failing", 15, || {
+        let h = json(&format!("http://{listen}/healthz"))?;
+        (h["status"] == "degraded").then_some(h)
+    });
+    assert!(
+        health["timeline"].as_str().unwrap().starts_with("failing:"),
+        "{health}"
+    );
+    // The metrics follow at the next tick.
+    wait_for("bindwatch_timeline_up 0 and the errors counted", 5, || {
+        (metric(listen, "bindwatch_timeline_up") == 0.0
+            && metric(listen, "bindwatch_timeline_write_errors_total") >= 1.0)
+            .then_some(())
+    });
+    // Metrics and the API still work: every failure counted, the holder named.
+    wait_for("the failures in the metrics", 10, || {
+        (metric(listen, "bindwatch_bind_failures_total") >= failures_before + 1000.0).then_some(())
+    });
+    let conflicts = json(&format!(
+        "http://{listen}/api/v1/conflicts?port=8081&limit=1"
+    ))
+    .unwrap();
+    assert_eq!(
+        conflicts["conflicts"][0]["diagnosis"]["holders"][0]["holder"]["owners"][0]["comm"],
+        "socat"
+    );
+
+    // Space returns: the held-back records are written.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("healthz ok again", 15, || {
+        let h = json(&format!("http://{listen}/healthz"))?;
+        (h["status"] == "ok").then_some(())
+    });
+    wait_for("bindwatch_timeline_up 1 again", 5, || {
+        (metric(listen, "bindwatch_timeline_up") == 1.0).then_some(())
+    });
+    wait_for("the failures during the outage in the timeline", 10, || {
+        let v = json(&format!(
+            "http://{listen}/api/v1/timeline?port=8081&kind=bind_failed&limit=5000"
+        ))?;
+        (v["records"].as_array()?.len() >= 1005).then_some(())
+    });
+
+    assert_eq!(
+        metric(listen, "bindwatch_timeline_records_dropped_total"),
+        0.0
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_damaged_or_locked_database_is_reported_and_never_replaced() {
+    if !can_run("damaged_database") {
+        return;
+    }
+    // Damaged: garbage where the database should be.
+    let state = temp("rel-damaged");
+    std::fs::create_dir_all(&state).unwrap();
+    let db = state.join("timeline.db");
+    let garbage: Vec<u8> = (0..65536u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let listen = "127.0.0.1:17732";
+    let Some(daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    let h = json(&format!("http://{listen}/healthz")).unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    let why = h["timeline"].as_str().unwrap();
+    assert!(
+        why.contains("damaged") && why.contains("move the file aside"),
+        "{why}"
+    );
+    // The daemon still serves metrics; the evidence is untouched.
+    assert!(curl(&format!("http://{listen}/metrics")).is_some());
+    let (code, body) = http(&[&format!("http://{listen}/api/v1/timeline")]);
+    assert_eq!(code, 503, "{body}");
+    daemon.stop();
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the damaged file was written to"
+    );
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap();
+    assert!(log.contains("damaged"), "{log}");
+
+    // Locked: another process holds a write transaction on a sound file.
+    let state = temp("rel-locked");
+    std::fs::create_dir_all(&state).unwrap();
+    let db = state.join("timeline.db");
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute_batch("CREATE TABLE t(x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    let Some(daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    let h = json(&format!("http://{listen}/healthz")).unwrap();
+    assert!(
+        h["timeline"]
+            .as_str()
+            .unwrap()
+            .contains("locked by another process"),
+        "{h}"
+    );
+    daemon.stop();
+    drop(other);
+}
+
+#[test]
+fn state_files_are_private_and_a_world_writable_config_is_refused() {
+    if !can_run("state_permissions") {
+        return;
+    }
+    let state = temp("rel-perms");
+    let listen = "127.0.0.1:17733";
+    let Some(daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "state directory");
+    assert_eq!(mode(&state.join("timeline.db")), 0o600, "timeline.db");
+    // Least privilege: after start-up only CAP_DAC_READ_SEARCH (2),
+    // CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21), in every set, and
+    // no_new_privs.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap()
+    };
+    let want = format!("{:016x}", (1u64 << 2) | (1 << 19) | (1 << 21));
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(set), want, "{set}");
+    }
+    assert_eq!(field("CapAmb:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // And it still works with them: a listener appears in the table.
+    let ns = Netns::new("perms");
+    let mut l = Server::spawn(&ns, &["socat", "TCP-LISTEN:8097,bind=127.0.0.1", "-"]);
+    l.wait_listening(&ns, 8097);
+    wait_for("a listener seen after the drop", 10, || {
+        curl(&format!("http://{listen}/api/v1/holders?port=8097"))?
+            .contains("socat")
+            .then_some(())
+    });
+    daemon.stop();
+
+    let cfg = state.with_extension("toml");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("world-writable"), "{err}");
+}
+
+#[test]
+fn hostile_http_requests_get_json_errors_and_the_daemon_stays_up() {
+    if !can_run("hostile_http") {
+        return;
+    }
+    let state = temp("rel-http");
+    let listen = "127.0.0.1:17734";
+    let Some(daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    let base = format!("http://{listen}");
+    let long = "a".repeat(3000);
+    let many: String = (0..40).map(|i| format!("p{i}=1&")).collect();
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        (format!("{base}/api/v1/holders?port={long}"), 400, None),
+        (format!("{base}/api/v1/holders?{long}=1"), 400, None),
+        (format!("{base}/api/v1/holders?{many}"), 400, None),
+        (
+            format!("{base}/api/v1/holders?port=80&port=81"),
+            400,
+            Some("port"),
+        ),
+        (
+            format!("{base}/api/v1/holders?port=99999"),
+            400,
+            Some("port"),
+        ),
+        (
+            format!("{base}/api/v1/holders?port=80&addr=%00%FF"),
+            400,
+            Some("addr"),
+        ),
+        (format!("{base}/api/v1/holders?port=%ZZ"), 400, None),
+        (
+            format!("{base}/api/v1/timeline?since=yesterday-ish"),
+            400,
+            Some("since"),
+        ),
+        (
+            format!("{base}/api/v1/timeline?limit=-1"),
+            400,
+            Some("limit"),
+        ),
+        (
+            format!("{base}/api/v1/conflicts?limit=1000000"),
+            400,
+            Some("limit"),
+        ),
+        (format!("{base}/api/v1/../../etc/passwd"), 404, None),
+        (format!("{base}/nope"), 404, None),
+    ];
+    for (url, want, param) in cases {
+        let (code, body) = http(&[&url]);
+        let shown = &url[..url.len().min(120)];
+        assert_eq!(code, want, "{shown}: {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{shown}: not JSON: {body}"));
+        assert!(v["error"].is_string(), "{shown}: {v}");
+        assert!(
+            body.len() < 1024,
+            "{shown}: the error repeats too much: {} bytes",
+            body.len()
+        );
+        if let Some(p) = param {
+            assert_eq!(v["parameter"], p, "{shown}: {v}");
+        }
+    }
+    // Past hyper's own URI limit: a 414 before any of our code runs.
+    let huge = "a".repeat(100_000);
+    let (code, _) = http(&[&format!("{base}/api/v1/holders?port={huge}")]);
+    assert_eq!(code, 414);
+    let (code, body) = http(&["-X", "POST", &format!("{base}/api/v1/holders?port=80")]);
+    assert_eq!(code, 405, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
+    // Garbage on the socket, a huge header, a slow half request.
+    use std::io::{Read, Write};
+    for raw in [
+        b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(),
+        format!(
+            "GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(200_000)
+        )
+        .into_bytes(),
+        b"GET /api/v1/holders?port=80 HTTP/1.1\r\nHost: x\r\n".to_vec(),
+    ] {
+        let mut s = std::net::TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(&raw);
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+    }
+    let h = json(&format!("{base}/healthz")).expect("the daemon answers after hostile input");
+    assert_eq!(h["status"], "ok");
+    daemon.stop();
+}
+
+#[test]
+fn bearer_token_and_tls_protect_the_api_and_prometheus_scrapes_through_them() {
+    if !can_run("token_tls") {
+        return;
+    }
+    if Command::new("openssl").arg("version").output().is_err()
+        || Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        assert!(!required(), "openssl and prometheus are needed");
+        eprintln!("SKIPPED token_tls: openssl or prometheus missing");
+        return;
+    }
+    let state = temp("rel-tls");
+    let dir = state.parent().unwrap().to_owned();
+    let (cert, key, token) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("token"));
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=bindwatch-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(&token, "t0ken-for-tests\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listen = "127.0.0.1:17735";
+    let extra = format!(
+        "token_file = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+        token, cert, key
+    );
+    // A token file others can read is refused.
+    let cfg = state.with_extension("toml");
+    std::fs::write(&cfg, format!("[http]\nlisten = \"{listen}\"\n{extra}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+        .args(["run", "--config", cfg.to_str().unwrap(), "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("readable by everyone"));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let cfg_text = format!("[http]\nlisten = \"{listen}\"\n{extra}");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let log = std::fs::File::create(state.with_extension("log")).unwrap();
+    let _daemon = Proc(
+        Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+            .args(["run", "--config", cfg.to_str().unwrap(), "--state-dir"])
+            .arg(&state)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let ca = cert.to_str().unwrap();
+    let base = format!("https://{listen}");
+    wait_for("the daemon over HTTPS", 30, || {
+        (http(&["--cacert", ca, &format!("{base}/readyz")]).0 == 200).then_some(())
+    });
+    // Health is open; everything else needs the token, /metrics included.
+    assert_eq!(http(&["--cacert", ca, &format!("{base}/healthz")]).0, 200);
+    for path in [
+        "/metrics",
+        "/api/v1/holders?port=80",
+        "/api/v1/conflicts",
+        "/api/v1/timeline",
+        "/ui",
+    ] {
+        let (code, body) = http(&["--cacert", ca, &format!("{base}{path}")]);
+        assert_eq!(code, 401, "{path} without a token: {body}");
+        let (code, _) = http(&[
+            "--cacert",
+            ca,
+            "-H",
+            "Authorization: Bearer wrong",
+            &format!("{base}{path}"),
+        ]);
+        assert_eq!(code, 401, "{path} with a wrong token");
+        let (code, _) = http(&[
+            "--cacert",
+            ca,
+            "-H",
+            "Authorization: Bearer t0ken-for-tests",
+            &format!("{base}{path}"),
+        ]);
+        assert_eq!(code, 200, "{path} with the token");
+    }
+    // Plain HTTP on the TLS port gets nothing useful.
+    assert_ne!(http(&[&format!("http://{listen}/metrics")]).0, 200);
+
+    // A real Prometheus scrapes it with the CA and the token file.
+    let prom_listen = "127.0.0.1:17736";
+    std::fs::write(
+        dir.join("prom.yml"),
+        format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: bindwatch\n    scheme: https\n    \
+             tls_config: {{ ca_file: {ca} }}\n    authorization: {{ credentials_file: {} }}\n    \
+             static_configs: [{{ targets: ['{listen}'] }}]\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let _prom = spawn(
+        "prometheus",
+        &[
+            &format!("--config.file={}", dir.join("prom.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            &format!("--web.listen-address={prom_listen}"),
+        ],
+        &dir.join("prometheus.log"),
+    );
+    wait_for(
+        "Prometheus to scrape bindwatch over HTTPS with the token",
+        60,
+        || {
+            let out = Command::new("curl")
+                .args([
+                    "-sf",
+                    "-m",
+                    "2",
+                    "--data-urlencode",
+                    "query=bindwatch_build_info",
+                ])
+                .arg(format!("http://{prom_listen}/api/v1/query"))
+                .output()
+                .ok()?;
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (!v["data"]["result"].as_array()?.is_empty()).then_some(())
+        },
+    );
+}
+
+#[test]
+fn secrets_in_command_lines_are_masked_in_every_surface() {
+    if !can_run("redaction") {
+        return;
+    }
+    let state = temp("rel-redact");
+    let dir = state.parent().unwrap().to_owned();
+    let listen = "127.0.0.1:17737";
+    let hook_port = 17738;
+    let got = webhook_receiver(hook_port);
+    let ns = Netns::new("redact");
+    let export = dir.join("events.jsonl");
+    let Some(daemon) = Daemon::start(
+        &state,
+        listen,
+        &format!(
+            "[alerts]\nwebhook = [\"http://127.0.0.1:{hook_port}/hook\"]\n\
+             [export]\nevents_jsonl = {export:?}\n\
+             [[watch]]\nname = \"api\"\nport = 8090\nnetns = \"/run/netns/{}\"\nowner = {{ command = \"nginx\" }}\n",
+            ns.name
+        ),
+    ) else {
+        return;
+    };
+    let secret = "hunter2-s3cret";
+    let mut holder = Server::spawn(
+        &ns,
+        &[
+            "python3",
+            "-c",
+            "import socket,time; s=socket.socket(); s.bind(('0.0.0.0',8090)); s.listen(); time.sleep(60)",
+            &format!("--password={secret}"),
+            "--api-key",
+            secret,
+        ],
+    );
+    holder.wait_listening(&ns, 8090);
+    fail_binds(&ns, 8090, 3);
+    let holders = wait_for("the holder in the API", 10, || {
+        let v = curl(&format!("http://{listen}/api/v1/holders?port=8090"))?;
+        v.contains("python3").then_some(v)
+    });
+    assert!(
+        holders.contains("--password=***") && holders.contains("--api-key ***"),
+        "{holders}"
+    );
+    wait_for("the failed binds in the timeline", 10, || {
+        let v = json(&format!(
+            "http://{listen}/api/v1/timeline?port=8090&kind=bind_failed"
+        ))?;
+        (v["records"].as_array()?.len() >= 3).then_some(())
+    });
+    wait_for("an alert at the webhook", 15, || {
+        (!got.lock().unwrap().is_empty()).then_some(())
+    });
+    let surfaces = [
+        ("API holders", holders),
+        (
+            "API conflicts",
+            curl(&format!("http://{listen}/api/v1/conflicts?port=8090")).unwrap(),
+        ),
+        (
+            "API timeline",
+            curl(&format!("http://{listen}/api/v1/timeline?port=8090")).unwrap(),
+        ),
+        (
+            "page",
+            curl(&format!("http://{listen}/ui?port=8090")).unwrap(),
+        ),
+        ("webhook", got.lock().unwrap().clone()),
+    ];
+    daemon.stop();
+    let surfaces = surfaces.into_iter().chain([
+        ("timeline CLI", {
+            let out = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+                .args(["timeline", "--json", "--port", "8090", "--state-dir"])
+                .arg(&state)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }),
+        (
+            "JSON export",
+            std::fs::read_to_string(&export).unwrap_or_default(),
+        ),
+    ]);
+    for (name, text) in surfaces {
+        assert!(!text.is_empty(), "{name} is empty");
+        assert!(!text.contains(secret), "{name} shows the secret: {text}");
+    }
+}
+
+#[test]
+fn alert_targets_down_then_back_get_the_alert_and_overflow_is_counted() {
+    if !can_run("alerts_down") {
+        return;
+    }
+    let state = temp("rel-alerts");
+    let listen = "127.0.0.1:17739";
+    let hook = 17740;
+    let ns = Netns::new("alertsdown");
+    // Nothing listens on the webhook port yet. A queue of 2 overflows.
+    let Some(daemon) = Daemon::start(
+        &state,
+        listen,
+        &format!(
+            "[alerts]\nresend_every_secs = 2\nqueue = 2\nretries = 2\ntimeout_ms = 300\n\
+             webhook = [\"http://127.0.0.1:{hook}/hook\"]\n{}",
+            (0..6)
+                .map(|i| format!(
+                    "[[watch]]\nname = \"w{i}\"\nport = {}\nnetns = \"/run/netns/{}\"\nowner = {{ command = \"nginx\" }}\n",
+                    9100 + i,
+                    ns.name
+                ))
+                .collect::<String>()
+        ),
+    ) else {
+        return;
+    };
+    // Six watched ports, none held by nginx: six alerts at once.
+    wait_for("failed deliveries counted", 20, || {
+        (metric(
+            listen,
+            "bindwatch_alert_deliveries_total{result=\"failed\",target=\"webhook\"}",
+        ) >= 1.0)
+            .then_some(())
+    });
+    wait_for("queue overflow counted", 20, || {
+        (metric(listen, "bindwatch_alert_notifications_dropped_total") >= 1.0).then_some(())
+    });
+    let h = json(&format!("http://{listen}/healthz")).unwrap();
+    assert!(
+        h["status"].is_string(),
+        "the daemon answers while targets are down"
+    );
+    // The target comes back: the firing alerts are re-sent and arrive.
+    let got = webhook_receiver(hook);
+    wait_for(
+        "every watch's alert delivered after the target returned",
+        30,
+        || {
+            let g = got.lock().unwrap();
+            (0..6)
+                .all(|i| g.contains(&format!("\"w{i}\"")))
+                .then_some(())
+        },
+    );
+    daemon.stop();
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_the_daemon_stays_up() {
+    if !can_run("ring_overflow") {
+        return;
+    }
+    let state = temp("rel-ring");
+    let listen = "127.0.0.1:17741";
+    let Some(daemon) = Daemon::start(&state, listen, "[probes]\nring_buffer_bytes = 4096\n") else {
+        return;
+    };
+    let ns = Netns::new("ring");
+    // Freeze the daemon so the tiny ring overflows for certain.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    ns.run(|| {
+        for _ in 0..2000 {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+            drop(l);
+        }
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+    wait_for("losses exported", 10, || {
+        (metric(
+            listen,
+            "bindwatch_events_lost_total{reason=\"ringbuf_full\"}",
+        ) > 0.0)
+            .then_some(())
+    });
+    let h = json(&format!("http://{listen}/healthz")).unwrap();
+    assert!(h["status"].is_string());
+    // Still following the kernel: a new listener shows up.
+    let mut l = Server::spawn(&ns, &["socat", "TCP-LISTEN:8099,bind=127.0.0.1", "-"]);
+    l.wait_listening(&ns, 8099);
+    wait_for("the new listener in the table", 10, || {
+        curl(&format!("http://{listen}/api/v1/holders?port=8099"))?
+            .contains("socat")
+            .then_some(())
+    });
+    daemon.stop();
+}

@@ -1,0 +1,16 @@
+//! Any bytes from the ring buffer: decoded or rejected (and counted), never
+//! a panic.
+#![no_main]
+
+use bindwatch::clock::Clock;
+use bindwatch::decode::Decoder;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut d = Decoder::new(Clock::with_offset_ns(0));
+    if let Some(ev) = d.decode(data) {
+        // What every consumer does next must hold for any decoded event.
+        let _ = serde_json::to_string(&ev);
+        let _ = ev.failed();
+    }
+});
