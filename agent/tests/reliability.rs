@@ -764,3 +764,106 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_stays_up() {
     });
     daemon.stop();
 }
+
+#[test]
+fn a_cgroup_hook_detached_behind_its_back_is_reported_and_attached_again() {
+    if !can_run("hook_detached") {
+        return;
+    }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        assert!(!required(), "bpftool is needed (Debian package bpftool)");
+        eprintln!("SKIPPED hook_detached: bpftool missing");
+        return;
+    }
+    let state = temp("rel-detach");
+    let listen = "127.0.0.1:17742";
+    let Some(daemon) = Daemon::start(&state, listen, "") else {
+        return;
+    };
+    // The daemon's bind4 program, and its live cgroup link.
+    let progs: Value = serde_json::from_slice(
+        &Command::new("bpftool")
+            .args(["-j", "prog", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let links: Value = serde_json::from_slice(
+        &Command::new("bpftool")
+            .args(["-j", "link", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    // Programs the daemon holds, from its descriptors' fdinfo.
+    let held: Vec<u64> = std::fs::read_dir(format!("/proc/{}/fdinfo", daemon.child.id()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    let prog_id = progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "bind4")
+        .filter_map(|p| p["id"].as_u64())
+        .find(|id| held.contains(id))
+        .expect("the daemon's bind4 program");
+    let link = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["prog_id"] == prog_id && l["cgroup_id"] != 0)
+        .map(|l| l["id"].as_u64().unwrap())
+        .expect("its cgroup link");
+    run_ok("bpftool", &["link", "detach", "id", &link.to_string()]);
+    wait_for("the detached hook attached again", 10, || {
+        (metric(
+            listen,
+            "bindwatch_probe_reattach_total{hook=\"bind4\",result=\"ok\"}",
+        ) == 1.0)
+            .then_some(())
+    });
+    assert_eq!(
+        metric(listen, "bindwatch_probe_attached{hook=\"bind4\"}"),
+        1.0
+    );
+    let links: Value = serde_json::from_slice(
+        &Command::new("bpftool")
+            .args(["-j", "link", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["prog_id"] == prog_id && l["cgroup_id"] != 0),
+        "no live link for bind4 after re-attachment"
+    );
+    wait_for("the incident in the timeline", 5, || {
+        let v = json(&format!(
+            "http://{listen}/api/v1/timeline?kind=probe_status"
+        ))?;
+        v["records"]
+            .as_array()?
+            .iter()
+            .any(|r| {
+                r["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("bind4 was detached")
+            })
+            .then_some(())
+    });
+    daemon.stop();
+}
