@@ -805,4 +805,113 @@ mod tests {
         assert_eq!(out[0].detail.value()["count"], 1000);
         assert_eq!(out[0].time_ns, min * 5);
     }
+    mod query_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_record() -> impl Strategy<Value = Record> {
+            (
+                0u64..50,
+                prop::sample::select(vec!["bind_failed", "listen", "release"]),
+                prop::option::of(prop::sample::select(vec![53u16, 80, 443])),
+                prop::option::of(prop::sample::select(vec!["tcp", "udp"])),
+                prop::option::of(1u32..4),
+                prop::option::of(prop::sample::select(vec!["nginx", "socat"])),
+                prop::option::of(1u32..4),
+                prop::option::of(prop::sample::select(vec!["nginx", "socat"])),
+            )
+                .prop_map(|(t, kind, port, proto, pid, comm, hpid, hcomm)| Record {
+                    time_ns: t,
+                    kind: kind.into(),
+                    port,
+                    proto: proto.map(Into::into),
+                    pid,
+                    comm: comm.map(Into::into),
+                    holder_pid: hpid,
+                    holder_comm: hcomm.map(Into::into),
+                    summary: kind.into(),
+                    ..Record::default()
+                })
+        }
+
+        fn arb_filter() -> impl Strategy<Value = TimelineFilter> {
+            (
+                prop::option::of(prop::sample::select(vec![53u16, 80, 443, 8080])),
+                prop::option::of(prop::sample::select(vec!["tcp", "udp"])),
+                prop::option::of(1u32..5),
+                prop::option::of(prop::sample::select(vec!["nginx", "socat", "sshd"])),
+                prop::option::of(0u64..50),
+                prop::option::of(0u64..50),
+                prop::sample::subsequence(vec!["bind_failed", "listen", "release"], 0..=3),
+                0usize..40,
+            )
+                .prop_map(|(port, proto, pid, comm, since, until, kinds, limit)| {
+                    TimelineFilter {
+                        port,
+                        proto: proto.map(Into::into),
+                        pid,
+                        comm: comm.map(Into::into),
+                        since_ns: since,
+                        until_ns: until,
+                        kinds: kinds.into_iter().map(Into::into).collect(),
+                        limit,
+                    }
+                })
+        }
+
+        /// What `query` must return, computed the plain way.
+        fn reference(records: &[Record], f: &TimelineFilter) -> Vec<(u64, usize)> {
+            let mut hits: Vec<(u64, usize)> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    f.port.is_none_or(|p| r.port == Some(p))
+                        && f.proto.as_ref().is_none_or(|p| r.proto.as_ref() == Some(p))
+                        && f.pid
+                            .is_none_or(|p| r.pid == Some(p) || r.holder_pid == Some(p))
+                        && f.comm.as_ref().is_none_or(|c| {
+                            r.comm.as_ref() == Some(c) || r.holder_comm.as_ref() == Some(c)
+                        })
+                        && f.since_ns.is_none_or(|s| r.time_ns >= s)
+                        && f.until_ns.is_none_or(|u| r.time_ns <= u)
+                        && (f.kinds.is_empty() || f.kinds.contains(&r.kind))
+                })
+                .map(|(i, r)| (r.time_ns, i))
+                .collect();
+            // The latest `limit` (0: the default), oldest first; ties in
+            // time keep insertion order.
+            hits.sort();
+            let limit = if f.limit == 0 { 10_000 } else { f.limit };
+            hits.split_off(hits.len().saturating_sub(limit))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn query_returns_exactly_the_matching_records_in_order(
+                records in prop::collection::vec(arb_record(), 0..60),
+                filters in prop::collection::vec(arb_filter(), 1..8),
+            ) {
+                let mut conn = Connection::open_in_memory().unwrap();
+                for m in MIGRATIONS {
+                    conn.execute_batch(m).unwrap();
+                }
+                // Each record's index in its summary, to compare identities.
+                let tagged: Vec<Record> = records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| Record { summary: i.to_string(), ..r.clone() })
+                    .collect();
+                write_batch(&mut conn, &tagged).unwrap();
+                for f in &filters {
+                    let got: Vec<(u64, usize)> = query(&conn, f)
+                        .unwrap()
+                        .iter()
+                        .map(|r| (r.time_ns, r.summary.parse().unwrap()))
+                        .collect();
+                    prop_assert_eq!(got, reference(&tagged, f), "filter {:?}", f);
+                }
+            }
+        }
+    }
 }
