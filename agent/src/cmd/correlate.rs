@@ -291,7 +291,7 @@ impl Correlator {
             let kv = self.reconciler.take();
             self.table.snapshot_begins();
             self.pending = Some(tokio::task::spawn_blocking(move || {
-                let mut kv = kv.unwrap_or_default();
+                let mut kv = kv.unwrap_or_else(KernelView::for_reconciliation);
                 let s = kv.snapshot();
                 (kv, s)
             }));

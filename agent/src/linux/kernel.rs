@@ -21,6 +21,12 @@ pub struct KernelView {
     users: Users,
     walk_budget: u32,
     budget_since: Instant,
+    /// Whether snapshots read SO_REUSEADDR/SO_REUSEPORT from a duplicate
+    /// of the owner's descriptor. While bindwatch holds that duplicate the
+    /// socket outlives its owner's close, so a bind right after it fails:
+    /// only the start-up snapshot does it (reconciliation keeps the flags
+    /// the table has; the probes report them for sockets bound since).
+    read_options: bool,
 }
 
 fn sock_state(k: &KernelSock) -> SockState {
@@ -46,6 +52,15 @@ impl KernelView {
             users: Users::default(),
             walk_budget: PROC_WALKS_PER_SECOND,
             budget_since: Instant::now(),
+            read_options: true,
+        }
+    }
+
+    /// A view for reconciliation: never duplicates descriptors.
+    pub fn for_reconciliation() -> Self {
+        Self {
+            read_options: false,
+            ..Self::new()
         }
     }
 
@@ -110,7 +125,7 @@ impl KernelView {
             // Options the dump lacks, read from the holder's own descriptor;
             // only for sockets that hold a port for themselves.
             let flags = match st {
-                SockState::Listen | SockState::Bound => {
+                SockState::Listen | SockState::Bound if self.read_options => {
                     owners.first().and_then(|o| procscan::reuse_flags(*o))
                 }
                 _ => None,

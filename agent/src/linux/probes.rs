@@ -270,7 +270,7 @@ impl Probes {
         let mut hooks = Vec::with_capacity(HOOKS.len());
         let mut first_refusal = None;
         for (name, hook) in HOOKS {
-            let error = attach_one(&mut ebpf, name, hook, &cgroup).err().map(|e| {
+            let error = attach_one(&mut ebpf, name, hook, &cgroup, true).err().map(|e| {
                 let msg = describe(e.as_ref());
                 tracing::warn!(hook = name, error = %msg, "hook not attached; its events will be missing");
                 first_refusal.get_or_insert((is_permission_error(e.as_ref()), msg.clone()));
@@ -378,7 +378,8 @@ impl Probes {
                         .find(|(n, _)| *n == name)
                         .map(|(_, h)| h)
                         .expect("listed above");
-                    reattach(&mut self.ebpf, name, hook, &cgroup).map_err(|e| describe(e.as_ref()))
+                    attach_one(&mut self.ebpf, name, hook, &cgroup, false)
+                        .map_err(|e| describe(e.as_ref()))
                 });
             if let Some(h) = self.hooks.iter_mut().find(|h| h.hook == name) {
                 h.attached = result.is_ok();
@@ -467,62 +468,46 @@ pub struct HookIncident {
     pub reattached: std::result::Result<(), String>,
 }
 
-/// Attaches an already loaded cgroup program again.
-fn reattach(
-    ebpf: &mut Ebpf,
-    name: &str,
-    hook: &Hook,
-    cgroup: &File,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} is not in the object"))?;
-    match hook {
-        Hook::SockAddr => {
-            let p: &mut CgroupSockAddr = prog.try_into()?;
-            p.attach(cgroup, CgroupAttachMode::Single)?;
-        }
-        Hook::Sock => {
-            let p: &mut CgroupSock = prog.try_into()?;
-            p.attach(cgroup, CgroupAttachMode::Single)?;
-        }
-        Hook::TracePoint(..) => return Err("tracepoints are not re-attached".into()),
-    }
-    Ok(())
-}
-
 // Cgroup programs are attached as BPF links, which always coexist with
 // other programs on the cgroup (the kernel refuses attach flags on links), so
 // `Single` here neither replaces nor blocks anyone else's programs.
+/// Loads (the first time) and attaches one hook; again (`load: false`)
+/// re-attaches a loaded cgroup program whose link went away.
 fn attach_one(
     ebpf: &mut Ebpf,
     name: &str,
     hook: &Hook,
     cgroup: &File,
+    load: bool,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the object"))?;
     match hook {
-        Hook::TracePoint(cat, tp) => (|| {
+        Hook::TracePoint(cat, tp) => {
+            if !load {
+                return Err("tracepoints are not re-attached".into());
+            }
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
             p.attach(cat, tp)?;
-            Ok(())
-        })(),
-        Hook::SockAddr => (|| {
+        }
+        Hook::SockAddr => {
             let p: &mut CgroupSockAddr = prog.try_into()?;
-            p.load()?;
+            if load {
+                p.load()?;
+            }
             p.attach(cgroup, CgroupAttachMode::Single)?;
-            Ok(())
-        })(),
-        Hook::Sock => (|| {
+        }
+        Hook::Sock => {
             let p: &mut CgroupSock = prog.try_into()?;
-            p.load()?;
+            if load {
+                p.load()?;
+            }
             p.attach(cgroup, CgroupAttachMode::Single)?;
-            Ok(())
-        })(),
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
