@@ -129,6 +129,23 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
+/// Registers one unlabelled metric (an `IntCounter` or `IntGauge`).
+fn single<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    single(
+        r,
+        prometheus::IntCounter::new(name, help).expect("valid metric"),
+    )
+}
+
+fn plain_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    single(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
@@ -215,30 +232,22 @@ impl Metrics {
                 "Kernel events that never reached the agent, by cause.",
                 &["reason"],
             ),
-            malformed: {
-                let c = prometheus::IntCounter::new(
-                    "bindwatch_events_malformed_total",
-                    "Ring-buffer records the decoder refused.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            malformed: plain_counter(
+                &r,
+                "bindwatch_events_malformed_total",
+                "Ring-buffer records the decoder refused.",
+            ),
             drift: counter(
                 &r,
                 "bindwatch_holder_table_drift_corrections_total",
                 "Corrections the reconciliation with the kernel made to the holder table.",
                 &["kind"],
             ),
-            table_sockets: {
-                let g = IntGauge::new(
-                    "bindwatch_holder_table_sockets",
-                    "Sockets in the holder table.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+            table_sockets: plain_gauge(
+                &r,
+                "bindwatch_holder_table_sockets",
+                "Sockets in the holder table.",
+            ),
             probe_attached: gauge(
                 &r,
                 "bindwatch_probe_attached",
@@ -251,54 +260,38 @@ impl Metrics {
                 "Alert notifications delivered or failed (after retries), by target kind.",
                 &["target", "result"],
             ),
-            alert_dropped: {
-                let c = prometheus::IntCounter::new(
-                    "bindwatch_alert_notifications_dropped_total",
-                    "Alert notifications dropped because the delivery queue was full.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            alert_dropped: plain_counter(
+                &r,
+                "bindwatch_alert_notifications_dropped_total",
+                "Alert notifications dropped because the delivery queue was full.",
+            ),
             config_reloads: counter(
                 &r,
                 "bindwatch_config_reloads_total",
                 "Configuration reloads (SIGHUP), by result.",
                 &["result"],
             ),
-            timeline_dropped: {
-                let c = prometheus::IntCounter::new(
-                    "bindwatch_timeline_records_dropped_total",
-                    "Timeline records dropped because the writer's queue was full.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            timeline_dropped: plain_counter(
+                &r,
+                "bindwatch_timeline_records_dropped_total",
+                "Timeline records dropped because the writer's queue was full.",
+            ),
             probe_reattach: counter(
                 &r,
                 "bindwatch_probe_reattach_total",
                 "Cgroup hooks found detached or replaced behind bindwatch's back, by hook and whether attaching them again worked.",
                 &["hook", "result"],
             ),
-            timeline_errors: {
-                let c = prometheus::IntCounter::new(
-                    "bindwatch_timeline_write_errors_total",
-                    "Timeline commits that failed (disk full, read-only, I/O error); each is retried.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
-            timeline_up: {
-                let g = prometheus::IntGauge::new(
-                    "bindwatch_timeline_up",
-                    "1 while the timeline's last commit succeeded, 0 while writes fail or there is no timeline.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+            timeline_errors: plain_counter(
+                &r,
+                "bindwatch_timeline_write_errors_total",
+                "Timeline commits that failed (disk full, read-only, I/O error); each is retried.",
+            ),
+            timeline_up: plain_gauge(
+                &r,
+                "bindwatch_timeline_up",
+                "1 while the timeline's last commit succeeded, 0 while writes fail or there is no timeline.",
+            ),
             ports: PortLabels::new(watched, cfg.max_port_series),
             holder_pairs: HashSet::new(),
             max_holder_series: cfg.max_holder_series,
