@@ -116,17 +116,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
     }
 }
 
-fn bad_request(error: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(ApiError {
-            error,
-            parameter: None,
-        }),
-    )
-        .into_response()
-}
-
 #[derive(Serialize)]
 struct ApiError {
     error: String,
@@ -134,26 +123,25 @@ struct ApiError {
     parameter: Option<String>,
 }
 
+/// Every error the API answers: `{"error": ..., "parameter": ...}`.
+fn api_error(status: StatusCode, error: String, parameter: Option<&str>) -> Response {
+    let body = ApiError {
+        error,
+        parameter: parameter.map(echo),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(error: String) -> Response {
+    api_error(StatusCode::BAD_REQUEST, error, None)
+}
+
 fn bad(parameter: &str, error: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(ApiError {
-            error,
-            parameter: Some(echo(parameter)),
-        }),
-    )
-        .into_response()
+    api_error(StatusCode::BAD_REQUEST, error, Some(parameter))
 }
 
 fn unavailable(why: &str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(ApiError {
-            error: why.to_owned(),
-            parameter: None,
-        }),
-    )
-        .into_response()
+    api_error(StatusCode::SERVICE_UNAVAILABLE, why.to_owned(), None)
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -177,28 +165,19 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(ApiError {
-            error: format!(
-                "no such path {:?}: see /api/v1/holders, /api/v1/conflicts, /api/v1/timeline, /ui, /metrics, /healthz, /readyz",
-                echo(uri.path())
-            ),
-            parameter: None,
-        }),
-    )
-        .into_response()
+    let error = format!(
+        "no such path {:?}: see /api/v1/holders, /api/v1/conflicts, /api/v1/timeline, /ui, /metrics, /healthz, /readyz",
+        echo(uri.path())
+    );
+    api_error(StatusCode::NOT_FOUND, error, None)
 }
 
 async fn method_not_allowed() -> Response {
-    (
+    api_error(
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(ApiError {
-            error: "only GET is served".into(),
-            parameter: None,
-        }),
+        "only GET is served".into(),
+        None,
     )
-        .into_response()
 }
 
 /// Compares in time independent of where the first difference is.
@@ -221,15 +200,18 @@ async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-            Json(ApiError {
-                error: "this API needs `Authorization: Bearer TOKEN` (http.token_file)".into(),
-                parameter: None,
-            }),
-        )
-            .into_response(),
+        _ => {
+            let mut r = api_error(
+                StatusCode::UNAUTHORIZED,
+                "this API needs `Authorization: Bearer TOKEN` (http.token_file)".into(),
+                None,
+            );
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
     }
 }
 

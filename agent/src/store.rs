@@ -386,9 +386,13 @@ impl WriterHealth {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// None while writes succeed; the last error while they fail.
     pub fn failure(&self) -> Option<String> {
-        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.is_failing() {
             Some(
                 self.last_error
                     .lock()
@@ -468,7 +472,7 @@ pub fn spawn_writer(
                 if !batch.is_empty() {
                     match write_batch(&mut conn, &batch) {
                         Ok(()) => {
-                            if writer_health.failure().is_some() {
+                            if writer_health.is_failing() {
                                 tracing::info!(records = batch.len(), "timeline writes resumed");
                             }
                             writer_health.succeeded();
@@ -478,7 +482,7 @@ pub fn spawn_writer(
                             // Disk full, read-only, I/O error: keep the batch
                             // and retry; past one queue's worth the oldest go
                             // (counted), so memory stays bounded.
-                            if writer_health.failure().is_none() {
+                            if !writer_health.is_failing() {
                                 tracing::error!(error = %e, records = batch.len(), "timeline write failed; retrying every 500 ms");
                             }
                             writer_health.failed(&e);

@@ -293,7 +293,7 @@ impl Sink for Daemon {
             Some(s) => {
                 m.set_timeline_dropped(s.dropped());
                 let h = s.health();
-                m.set_timeline_health(h.failure().is_none(), h.errors());
+                m.set_timeline_health(!h.is_failing(), h.errors());
             }
             None => m.set_timeline_health(false, 0),
         }
