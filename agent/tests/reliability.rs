@@ -31,25 +31,6 @@ fn http(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-/// The sum of a metric's series; `name{a="x",b="y"}` keeps the series
-/// carrying each of those labels, whatever their order.
-fn metric(listen: &str, name: &str) -> f64 {
-    let (base, labels) = name.split_once('{').unwrap_or((name, ""));
-    let labels: Vec<&str> = labels
-        .trim_end_matches('}')
-        .split(',')
-        .filter(|l| !l.is_empty())
-        .collect();
-    curl(&format!("http://{listen}/metrics"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            l.split(['{', ' ']).next() == Some(base) && labels.iter().all(|x| l.contains(x))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Failed binds in `ns` against a socat holding `port`: returns the holder.
 fn conflict_source(ns: &Netns, port: u16) -> Server {
     let mut holder = Server::spawn(

@@ -103,15 +103,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn metric_sum(listen: &str, name: &str) -> f64 {
-    curl(&format!("http://{listen}/metrics"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 struct FailureReader {
     db: rusqlite::Connection,
     last_id: i64,
@@ -251,8 +242,8 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
         "soak: expected {} failed binds, recorded {}; timeline records dropped {}, events lost {}; e.g. {:?} expected {:?}",
         expected.values().sum::<u64>(),
         seen.values().sum::<u64>(),
-        metric_sum(listen, "bindwatch_timeline_records_dropped_total"),
-        metric_sum(listen, "bindwatch_events_lost_total"),
+        metric(listen, "bindwatch_timeline_records_dropped_total"),
+        metric(listen, "bindwatch_events_lost_total"),
         wrong.first(),
         wrong.first().and_then(|(k, _)| expected.get(k)),
     );
@@ -295,11 +286,11 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
             assert_eq!(got, want, "holders of {port} in ns {n}");
         }
     }
-    let drift = metric_sum(listen, "bindwatch_holder_table_drift_corrections_total");
+    let drift = metric(listen, "bindwatch_holder_table_drift_corrections_total");
     assert_eq!(drift, 0.0, "reconciliation corrected the table");
 
     // 3. Nothing lost.
-    let lost = metric_sum(listen, "bindwatch_events_lost_total");
+    let lost = metric(listen, "bindwatch_events_lost_total");
     assert_eq!(lost, 0.0, "events lost at the soak's rate");
 
     // 4. Memory flat after warm-up: the median of the later half of the

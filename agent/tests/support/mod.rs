@@ -530,3 +530,22 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The sum of a metric's series; `name{a="x",b="y"}` keeps the series
+/// carrying each of those labels, whatever their order.
+pub fn metric(listen: &str, name: &str) -> f64 {
+    let (base, labels) = name.split_once('{').unwrap_or((name, ""));
+    let labels: Vec<&str> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .collect();
+    curl(&format!("http://{listen}/metrics"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split(['{', ' ']).next() == Some(base) && labels.iter().all(|x| l.contains(x))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
