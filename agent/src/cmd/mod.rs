@@ -80,9 +80,7 @@ pub trait Sink {
     /// Cgroup hooks found detached or replaced, and re-attached (or not);
     /// `hooks` is every hook's status after.
     fn hooks_changed(&mut self, incidents: &[HookIncident], _hooks: &[HookStatus]) {
-        for i in incidents {
-            tracing::warn!(hook = i.hook, found = i.what, reattached = ?i.reattached, "probe hook was not running");
-        }
+        log_hook_incidents(incidents);
     }
     /// An API request; the table answers unless the sink handles it.
     fn request(&mut self, req: crate::api::Request, c: &mut Correlator) {
@@ -124,6 +122,12 @@ impl Shutdown {
             _ = self.sigint.recv() => {}
             _ = self.sigterm.recv() => {}
         }
+    }
+}
+
+pub(crate) fn log_hook_incidents(incidents: &[HookIncident]) {
+    for i in incidents {
+        tracing::warn!(hook = i.hook, found = i.what, reattached = ?i.reattached, "probe hook was not running");
     }
 }
 

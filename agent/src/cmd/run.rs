@@ -306,8 +306,8 @@ impl Sink for Daemon {
     }
 
     fn hooks_changed(&mut self, incidents: &[HookIncident], hooks: &[HookStatus]) {
+        super::log_hook_incidents(incidents);
         for i in incidents {
-            tracing::warn!(hook = i.hook, found = i.what, reattached = ?i.reattached, "probe hook was not running");
             let summary = match &i.reattached {
                 Ok(()) => format!(
                     "hook {} was {} behind bindwatch's back; attached again",
