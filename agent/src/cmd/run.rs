@@ -11,8 +11,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::correlate::Correlator;
 use super::{Shutdown, Sink, pump};
-use std::os::unix::fs::DirBuilderExt;
-
 use crate::alerts::deliver::Deliverer;
 use crate::alerts::{Alert, AlertEngine, Watch};
 use crate::api::{ApiState, Request};
@@ -356,13 +354,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // names users and command lines.
     // SAFETY: umask only sets this process's file creation mask.
     unsafe { libc::umask(0o077) };
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cfg.state_dir)
-    {
-        tracing::warn!(dir = %cfg.state_dir.display(), error = %e, "cannot create the state directory");
-    }
     let (mut probes, ring) = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.probes.ring_buffer_bytes,
     })?;
