@@ -1,5 +1,8 @@
-//! Converts the probes' CLOCK_MONOTONIC stamps into wall-clock time.
+//! Converts the event sources' stamps into wall-clock time: the Linux
+//! probes stamp CLOCK_MONOTONIC; the Windows source stamps Unix time itself
+//! (ETW gives wall-clock stamps), so its offset is zero.
 
+#[cfg(target_os = "linux")]
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -19,6 +22,7 @@ pub struct Clock {
 }
 
 impl Clock {
+    #[cfg(target_os = "linux")]
     pub fn new() -> Self {
         let mono = clock_ns(libc::CLOCK_MONOTONIC) as i128;
         let real = clock_ns(libc::CLOCK_REALTIME) as i128;
@@ -27,20 +31,34 @@ impl Clock {
         }
     }
 
+    #[cfg(not(target_os = "linux"))]
+    pub fn new() -> Self {
+        Self { offset_ns: 0 }
+    }
+
     /// A fixed offset, for tests.
     pub fn with_offset_ns(offset_ns: i128) -> Self {
         Self { offset_ns }
     }
 
-    /// Unix nanoseconds for a monotonic stamp.
+    /// Unix nanoseconds for a source's stamp.
     pub fn unix_ns(&self, mono_ns: u64) -> u64 {
         (mono_ns as i128 + self.offset_ns).max(0) as u64
     }
 }
 
 /// Wall-clock time now, in Unix nanoseconds.
+#[cfg(target_os = "linux")]
 pub fn now_unix_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Wall-clock time now, in Unix nanoseconds.
+#[cfg(not(target_os = "linux"))]
+pub fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Default for Clock {

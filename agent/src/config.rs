@@ -14,8 +14,15 @@ use crate::event::Proto;
 fn default_listen() -> SocketAddr {
     crate::api::DEFAULT_LISTEN.parse().expect("valid default")
 }
+/// Where the timeline lives unless configured.
+#[cfg(not(windows))]
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bindwatch";
+/// Where the timeline lives unless configured.
+#[cfg(windows)]
+pub const DEFAULT_STATE_DIR: &str = r"C:\ProgramData\bindwatch";
+
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/bindwatch")
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 fn default_ring() -> u32 {
     8 << 20
@@ -431,6 +438,14 @@ pub enum ConfigError {
 }
 
 /// A privileged daemon must not take orders from a file anyone can write.
+/// (Windows: the file's ACL is not examined; see README.)
+#[cfg(not(unix))]
+fn refuse_world_writable(_: &Path) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+/// A privileged daemon must not take orders from a file anyone can write.
+#[cfg(unix)]
 fn refuse_world_writable(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
@@ -453,7 +468,25 @@ fn refuse_world_writable(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Reads a secret file (the bearer token). Windows: its ACL is not examined.
+#[cfg(not(unix))]
+pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let token = text.trim().to_owned();
+    if token.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: "is empty: the token file must hold the token".into(),
+        });
+    }
+    Ok(token)
+}
+
 /// Reads a secret file (the bearer token), refusing one others can read.
+#[cfg(unix)]
 pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let read = |source| ConfigError::Read {

@@ -9,6 +9,7 @@ pub mod conflict;
 pub mod decode;
 pub mod errno;
 pub mod error;
+pub mod etw;
 pub mod event;
 pub mod export;
 pub mod holders;

@@ -41,7 +41,7 @@ enum Command {
 #[derive(Args)]
 struct TimelineArgs {
     /// The daemon's state directory.
-    #[arg(long, default_value = "/var/lib/bindwatch")]
+    #[arg(long, default_value = bindwatch::config::DEFAULT_STATE_DIR)]
     state_dir: std::path::PathBuf,
     #[arg(long)]
     port: Option<String>,

@@ -193,16 +193,17 @@ fn check_sound(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 /// Opens (creating and migrating) the database for writing.
 pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent() {
-        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
         // Private: the timeline names processes, users and command lines.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StoreError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
+        // (On Windows the directory inherits ProgramData's ACL: readable by
+        // administrators and SYSTEM.)
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let conn = Connection::open(path).map_err(sq(path))?;
     // A lock held elsewhere shows as busy on the first statement.
@@ -226,6 +227,7 @@ pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
 
 /// The database and its companions readable by the owner only, whatever
 /// the umask was when they were created.
+#[cfg(unix)]
 fn restrict(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
@@ -234,6 +236,9 @@ fn restrict(path: &Path) {
         let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
     }
 }
+
+#[cfg(not(unix))]
+fn restrict(_: &Path) {}
 
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let v: i64 = conn

@@ -10,9 +10,7 @@ use super::{Departed, Holder, HolderTable, HolderView};
 use crate::conflict::{Reason, SockSpec, SockState, conflict};
 use crate::event::{Event, Proto, endpoint};
 
-const EACCES: i32 = libc::EACCES;
-const EADDRINUSE: i32 = libc::EADDRINUSE;
-const EADDRNOTAVAIL: i32 = libc::EADDRNOTAVAIL;
+use crate::errno::{EACCES, EADDRINUSE, EADDRNOTAVAIL};
 
 /// What the diagnosis may ask of the host beyond the table. Each answer is
 /// read on demand, only for the failure that needs it; a platform without

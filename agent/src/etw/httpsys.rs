@@ -1,0 +1,192 @@
+//! http.sys, as bindwatch understands it: the IP listen list (empty: every
+//! address) and the URLs registered on each port with the process that
+//! registered them. A socket held by PID 4 on an http.sys port is http.sys
+//! listening on behalf of those processes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// The System process: kernel-mode listeners (http.sys) show under it.
+pub const SYSTEM_PID: u32 = 4;
+/// Most URL registrations remembered (oldest dropped past it).
+pub const MAX_URLS: usize = 4096;
+/// Most listen-list entries kept.
+pub const MAX_LISTEN_ENTRIES: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UrlRegistration {
+    pub url: String,
+    /// The process that registered it (w3wp.exe for an IIS app pool, or
+    /// the service hosting the URL group).
+    pub pid: u32,
+    pub group_id: u64,
+    pub since_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HttpSys {
+    /// The IP listen list. Empty: http.sys listens on every address of
+    /// every port it serves.
+    pub listen_list: Vec<IpAddr>,
+    /// Whether the list was read (from the configuration or from events);
+    /// false: not known, taken as empty (http.sys's default).
+    pub listen_list_known: bool,
+    pub urls: BTreeMap<String, UrlRegistration>,
+}
+
+impl HttpSys {
+    pub fn add_url(&mut self, url: &str, pid: u32, group_id: u64, since_ns: u64) {
+        if self.urls.len() >= MAX_URLS
+            && !self.urls.contains_key(url)
+            && let Some(oldest) = self
+                .urls
+                .values()
+                .min_by_key(|r| r.since_ns)
+                .map(|r| r.url.clone())
+        {
+            self.urls.remove(&oldest);
+        }
+        self.urls.insert(
+            url.to_owned(),
+            UrlRegistration {
+                url: url.to_owned(),
+                pid,
+                group_id,
+                since_ns,
+            },
+        );
+    }
+
+    pub fn remove_url(&mut self, url: &str) {
+        self.urls.remove(url);
+    }
+
+    pub fn remove_group(&mut self, group_id: u64) {
+        self.urls.retain(|_, r| r.group_id != group_id);
+    }
+
+    /// A listen-list entry read by http.sys (event 19, or the configuration).
+    pub fn add_listen_entry(&mut self, ip: IpAddr) {
+        self.listen_list_known = true;
+        if !self.listen_list.contains(&ip) && self.listen_list.len() < MAX_LISTEN_ENTRIES {
+            self.listen_list.push(ip);
+        }
+    }
+
+    pub fn set_listen_list(&mut self, list: Vec<IpAddr>) {
+        self.listen_list = list;
+        self.listen_list.truncate(MAX_LISTEN_ENTRIES);
+        self.listen_list_known = true;
+    }
+
+    pub fn listens_on_all(&self) -> bool {
+        self.listen_list.is_empty()
+    }
+
+    /// Registrations whose URL is on `port`, oldest first.
+    pub fn urls_on_port(&self, port: u16) -> Vec<&UrlRegistration> {
+        let mut v: Vec<_> = self
+            .urls
+            .values()
+            .filter(|r| url_port(&r.url) == Some(port))
+            .collect();
+        v.sort_by_key(|r| (r.since_ns, r.url.clone()));
+        v
+    }
+}
+
+/// The port of an http.sys URL prefix: `http://+:80/`, `https://*:443/app/`,
+/// `http://www.example.com/` (80).
+pub fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    // An IPv6 literal keeps its colons inside brackets.
+    let after_host = match authority.rfind(']') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    match after_host.rsplit_once(':') {
+        Some((_, p)) => p.parse().ok(),
+        None => Some(default),
+    }
+}
+
+/// The application pool of an IIS worker: `w3wp.exe -ap "DefaultAppPool" ...`.
+pub fn app_pool(cmdline: &str) -> Option<String> {
+    let mut words = cmdline.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("-ap") {
+            let first = words.next()?;
+            if let Some(stripped) = first.strip_prefix('"') {
+                if let Some(done) = stripped.strip_suffix('"') {
+                    return Some(done.to_owned());
+                }
+                let mut name = stripped.to_owned();
+                for more in words.by_ref() {
+                    name.push(' ');
+                    if let Some(done) = more.strip_suffix('"') {
+                        name.push_str(done);
+                        return Some(name);
+                    }
+                    name.push_str(more);
+                }
+                return Some(name);
+            }
+            return Some(first.to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_ports() {
+        assert_eq!(url_port("http://+:80/"), Some(80));
+        assert_eq!(url_port("https://*:443/app/"), Some(443));
+        assert_eq!(url_port("http://www.example.com/"), Some(80));
+        assert_eq!(url_port("HTTPS://example.com/x"), Some(443));
+        assert_eq!(url_port("http://[::1]:8080/"), Some(8080));
+        assert_eq!(url_port("http://[::1]/"), Some(80));
+        assert_eq!(url_port("ftp://x/"), None);
+        assert_eq!(url_port("garbage"), None);
+    }
+
+    #[test]
+    fn app_pools_from_worker_command_lines() {
+        let c = r#"c:\windows\system32\inetsrv\w3wp.exe -ap "DefaultAppPool" -v "v4.0" -l "webengine4.dll""#;
+        assert_eq!(app_pool(c).as_deref(), Some("DefaultAppPool"));
+        assert_eq!(
+            app_pool(r#"w3wp.exe -ap "My Pool" -v x"#).as_deref(),
+            Some("My Pool")
+        );
+        assert_eq!(app_pool("w3wp.exe -ap Shop").as_deref(), Some("Shop"));
+        assert_eq!(app_pool("nginx.exe"), None);
+    }
+
+    #[test]
+    fn registrations_are_bounded_and_grouped() {
+        let mut h = HttpSys::default();
+        for i in 0..MAX_URLS + 10 {
+            h.add_url(&format!("http://+:80/{i}/"), 100, 7, i as u64);
+        }
+        assert_eq!(h.urls.len(), MAX_URLS);
+        assert!(!h.urls.contains_key("http://+:80/0/"));
+        h.add_url("https://+:443/", 200, 9, 1);
+        h.remove_group(7);
+        assert_eq!(h.urls_on_port(443).len(), 1);
+        assert!(h.urls_on_port(80).is_empty());
+        assert!(h.listens_on_all());
+        h.add_listen_entry("10.0.0.5".parse().unwrap());
+        assert!(!h.listens_on_all());
+    }
+}

@@ -1,0 +1,338 @@
+//! Records shaped as ferrisetw yields them (field names and types of the
+//! public manifests), through the joiner.
+
+use super::*;
+use crate::clock::Clock;
+use crate::etw::record::Value::{Bytes, Str, U64};
+use crate::etw::sockaddr::encode;
+use crate::event::{Event, EventKind, Proto};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const NGINX: u32 = 3120;
+const EP: u64 = 0xffff_a28c_5e3f_7010;
+
+fn rec(p: EtwProvider, id: u16, task: &str, pid: u32, t: u64) -> EtwRecord {
+    let mut r = EtwRecord::new(p, id, task);
+    r.pid = pid;
+    r.tid = pid + 1;
+    r.time_ns = t;
+    r
+}
+
+fn sa(s: &str) -> Vec<u8> {
+    encode(s.parse().unwrap())
+}
+
+fn create(ep: u64, pid: u32, t: u64) -> EtwRecord {
+    rec(EtwProvider::WinsockAfd, 1000, "AfdCreate", pid, t)
+        .with("EnterExit", U64(1))
+        .with("Location", U64(1003))
+        .with("Process", U64(0xffff_a28c_4e00_0080))
+        .with("Endpoint", U64(ep))
+        .with("AddressFamily", U64(2))
+        .with("SocketType", U64(1))
+        .with("Protocol", U64(6))
+        .with("ProcessId", U64(u64::from(pid)))
+        .with("Status", U64(0))
+}
+
+fn bind(ep: u64, pid: u32, t: u64, enter: bool, addr: &str, st: u32) -> EtwRecord {
+    let b = sa(addr);
+    let mut r = rec(EtwProvider::WinsockAfd, 1030, "AfdBindWithAddress", pid, t)
+        .with("EnterExit", U64(u64::from(!enter)))
+        .with("Location", U64(if enter { 1100 } else { 1101 }))
+        .with("Process", U64(0xffff_a28c_4e00_0080))
+        .with("Endpoint", U64(ep))
+        .with("AddressLen", U64(b.len() as u64))
+        .with("Address", Bytes(b));
+    if !enter {
+        r = r.with("Status", U64(u64::from(st)));
+    }
+    r
+}
+
+fn listen(ep: u64, pid: u32, t: u64) -> EtwRecord {
+    rec(EtwProvider::WinsockAfd, 1037, "AfdListen", pid, t)
+        .with("EnterExit", U64(1))
+        .with("Location", U64(1130))
+        .with("Endpoint", U64(ep))
+        .with("Backlog", U64(511))
+        .with("Status", U64(0))
+}
+
+fn events(j: &mut Joiner, recs: &[EtwRecord]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for r in recs {
+        j.on_record(r, &mut out).unwrap();
+    }
+    let clock = Clock::with_offset_ns(0);
+    out.iter().map(|r| Event::from_raw(r, &clock)).collect()
+}
+
+#[test]
+fn a_successful_bind_listen_and_close_become_the_linux_events() {
+    let mut j = Joiner::new();
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, NGINX, T0),
+            bind(EP, NGINX, T0 + 10, true, "0.0.0.0:80", 0),
+            bind(EP, NGINX, T0 + 20, false, "0.0.0.0:80", 0),
+            listen(EP, NGINX, T0 + 30),
+            rec(EtwProvider::WinsockAfd, 1001, "AfdClose", NGINX, T0 + 40)
+                .with("EnterExit", U64(1))
+                .with("Endpoint", U64(EP)),
+        ],
+    );
+    let kinds: Vec<_> = evs.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Bind, EventKind::Listen, EventKind::Release]
+    );
+    let b = &evs[0];
+    assert_eq!((b.pid, b.proto, b.errno), (NGINX, Proto::Tcp, 0));
+    assert_eq!(b.endpoint(), "0.0.0.0:80");
+    assert_eq!(b.bound_port, Some(80));
+    assert_eq!(b.netns_cookie, Some(WINDOWS_NETNS));
+    assert_eq!(b.time_ns, T0 + 20);
+    let cookie = holder_cookie(IPPROTO_TCP, "0.0.0.0".parse().unwrap(), 80, NGINX);
+    assert!(evs.iter().all(|e| e.sock_cookie == Some(cookie)));
+    assert_eq!(evs[1].backlog, Some(511));
+    assert_eq!(evs[2].state, Some(10), "released while listening");
+    assert_eq!(j.endpoints(), 0);
+}
+
+#[test]
+fn a_port_zero_bind_reports_the_port_windows_chose() {
+    let mut j = Joiner::new();
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, NGINX, T0),
+            bind(EP, NGINX, T0 + 1, true, "0.0.0.0:0", 0),
+            bind(EP, NGINX, T0 + 2, false, "0.0.0.0:51234", 0),
+        ],
+    );
+    assert_eq!(evs[0].port, 0);
+    assert_eq!(evs[0].effective_port(), 51234);
+}
+
+#[test]
+fn eaddrinuse_from_afd_and_tcpip_is_one_failure_with_the_process() {
+    let mut j = Joiner::new();
+    let tcpip = rec(
+        EtwProvider::Tcpip,
+        1006,
+        "TcpBindEndpointPortFailure",
+        4,
+        T0 + 15,
+    )
+    .with("LocalAddress", Bytes(sa("10.0.0.6:80")))
+    .with(
+        "Status",
+        U64(u64::from(status::STATUS_ADDRESS_ALREADY_EXISTS)),
+    );
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, 4410, T0),
+            bind(EP, 4410, T0 + 10, true, "10.0.0.6:80", 0),
+            tcpip,
+            bind(EP, 4410, T0 + 20, false, "10.0.0.6:80", 0xC000_020A),
+        ],
+    );
+    assert_eq!(evs.len(), 1);
+    let e = &evs[0];
+    assert_eq!(e.error, Some("EADDRINUSE"));
+    assert_eq!((e.pid, e.proto), (4410, Proto::Tcp));
+    assert_eq!(e.endpoint(), "10.0.0.6:80");
+    assert_eq!(e.bound_port, None);
+    let mut late = Vec::new();
+    j.drain(&mut late);
+    assert!(late.is_empty(), "the TCPIP twin must not come out later");
+    assert_eq!(j.stats().paired, 1);
+}
+
+#[test]
+fn a_tcpip_failure_without_afd_is_a_kernel_callers_and_comes_out_after_the_window() {
+    let mut j = Joiner::new();
+    let failed = rec(EtwProvider::Tcpip, 1122, "TcpListenerBindFailed", 4, T0)
+        .with("ProcessId", U64(4))
+        .with("SocketAddress", Bytes(sa("0.0.0.0:443")))
+        .with("Status", U64(u64::from(status::STATUS_SHARING_VIOLATION)));
+    let mut out = Vec::new();
+    j.on_record(&failed, &mut out).unwrap();
+    assert!(out.is_empty(), "waits for an AFD partner");
+    j.flush(T0 + PAIR_WINDOW_NS - 1, &mut out);
+    assert!(out.is_empty());
+    j.flush(T0 + PAIR_WINDOW_NS, &mut out);
+    let e = Event::from_raw(&out[0], &Clock::with_offset_ns(0));
+    assert_eq!((e.pid, e.error, e.port), (4, Some("EADDRINUSE"), 443));
+}
+
+#[test]
+fn http_sys_listeners_come_from_tcpip_and_are_not_doubled() {
+    let mut j = Joiner::new();
+    let act = rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4, T0)
+        .with("ProcessId", U64(4))
+        .with("LocalAddress", Bytes(sa("0.0.0.0:80")));
+    let evs = events(&mut j, &[act.clone(), act]);
+    assert_eq!(evs.len(), 1);
+    assert_eq!((evs[0].kind, evs[0].pid), (EventKind::Listen, 4));
+    let gone = rec(EtwProvider::Tcpip, 1124, "TcpListenerUnbound", 4, T0 + 5)
+        .with("ProcessId", U64(4))
+        .with("LocalAddress", Bytes(sa("0.0.0.0:80")));
+    let evs2 = events(&mut j, &[gone]);
+    assert_eq!(evs2[0].kind, EventKind::Release);
+    assert_eq!(evs2[0].sock_cookie, evs[0].sock_cookie);
+}
+
+#[test]
+fn an_afd_listen_and_the_tcpip_listener_of_the_same_socket_are_one_listen() {
+    let mut j = Joiner::new();
+    let act = rec(
+        EtwProvider::Tcpip,
+        1123,
+        "TcpListenerActivated",
+        NGINX,
+        T0 + 31,
+    )
+    .with("ProcessId", U64(u64::from(NGINX)))
+    .with("LocalAddress", Bytes(sa("0.0.0.0:8080")));
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, NGINX, T0),
+            bind(EP, NGINX, T0 + 10, true, "0.0.0.0:8080", 0),
+            bind(EP, NGINX, T0 + 20, false, "0.0.0.0:8080", 0),
+            listen(EP, NGINX, T0 + 30),
+            act,
+        ],
+    );
+    assert_eq!(
+        evs.iter().filter(|e| e.kind == EventKind::Listen).count(),
+        1
+    );
+}
+
+#[test]
+fn accepts_are_counted_by_local_port() {
+    let mut j = Joiner::new();
+    for i in 0..3 {
+        let r = rec(
+            EtwProvider::Tcpip,
+            1017,
+            "TcpAcceptListenerComplete",
+            4,
+            T0 + i,
+        )
+        .with("LocalAddress", Bytes(sa("10.0.0.5:80")))
+        .with("RemoteAddress", Bytes(sa("10.0.0.9:50000")));
+        j.on_record(&r, &mut Vec::new()).unwrap();
+    }
+    assert_eq!(j.accepts().get(&(AF_INET, 80)), Some(&3));
+}
+
+#[test]
+fn http_sys_url_registrations_and_the_listen_list() {
+    let mut j = Joiner::new();
+    let add = rec(EtwProvider::HttpService, 31, "AddUrl", 2120, T0)
+        .with("UrlGroupId", U64(0xFF00_0000_0000_0001))
+        .with("Url", Str("http://+:80/".into()))
+        .with("Status", U64(0));
+    let refused = rec(EtwProvider::HttpService, 31, "AddUrl", 2121, T0)
+        .with("UrlGroupId", U64(2))
+        .with("Url", Str("http://+:81/".into()))
+        .with("Status", U64(0xC000_0022));
+    let entry = rec(EtwProvider::HttpService, 19, "ReadIpListEntry", 4, T0)
+        .with("Address", Bytes(sa("10.0.0.5:0")));
+    let entry_text = rec(EtwProvider::HttpService, 19, "ReadIpListEntry", 4, T0)
+        .with("IpAddress", Str("10.0.0.7".into()));
+    events(&mut j, &[add, refused, entry, entry_text]);
+    let regs = j.http.urls_on_port(80);
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].pid, 2120);
+    assert!(j.http.urls_on_port(81).is_empty(), "a refused registration");
+    assert_eq!(
+        j.http.listen_list,
+        vec![
+            "10.0.0.5".parse::<IpAddr>().unwrap(),
+            "10.0.0.7".parse().unwrap()
+        ]
+    );
+    let rem = rec(EtwProvider::HttpService, 33, "RemAllUrls", 2120, T0)
+        .with("UrlGroupId", U64(0xFF00_0000_0000_0001));
+    events(&mut j, &[rem]);
+    assert!(j.http.urls.is_empty());
+}
+
+#[test]
+fn bad_records_name_the_record_and_field_and_the_joiner_goes_on() {
+    let mut j = Joiner::new();
+    let mut out = Vec::new();
+    let no_status = bind(EP, 1, T0, false, "0.0.0.0:80", 0);
+    let mut no_status = no_status.clone();
+    no_status.fields.remove("Status");
+    let e = j.on_record(&no_status, &mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Microsoft-Windows-Winsock-AFD event 1030 (AfdBindWithAddress): field Status is missing"
+    );
+    let bad_addr = rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4, T0)
+        .with("LocalAddress", Bytes(vec![9, 0, 0, 80, 1, 2, 3, 4]));
+    let e = j.on_record(&bad_addr, &mut out).unwrap_err();
+    assert!(e.to_string().contains("unknown address family 9"), "{e}");
+    let unknown = rec(EtwProvider::Tcpip, 1300, "TcpConnectTcbComplete", 4, T0);
+    let e = j.on_record(&unknown, &mut out).unwrap_err();
+    assert!(e.to_string().contains("not an event bindwatch reads"));
+    assert_eq!((j.stats().malformed, j.stats().unknown), (2, 1));
+    // Still working.
+    let evs = events(
+        &mut j,
+        &[create(EP, 7, T0), bind(EP, 7, T0, true, "0.0.0.0:80", 0)],
+    );
+    assert!(evs.is_empty());
+}
+
+#[test]
+fn task_names_decide_for_ids_another_release_numbers_differently() {
+    let mut j = Joiner::new();
+    let mut r = bind(EP, 9, T0, false, "127.0.0.1:8080", 0xC000_0022);
+    r.id = 2030;
+    r.task = "AfdBindWithAddress".into();
+    let evs = events(&mut j, &[r]);
+    assert_eq!(evs[0].error, Some("EACCES"));
+    assert_eq!(
+        evs[0].proto,
+        Proto::Unknown,
+        "endpoint created before the session"
+    );
+}
+
+#[test]
+fn unmapped_statuses_are_counted_and_kept_apart() {
+    let mut j = Joiner::new();
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, 9, T0),
+            bind(EP, 9, T0, true, "0.0.0.0:80", 0),
+            bind(EP, 9, T0, false, "0.0.0.0:80", 0xC000_0001),
+        ],
+    );
+    assert_eq!(evs[0].error, Some("EUNMAPPED"));
+    assert_eq!(j.stats().unmapped_status, 1);
+}
+
+#[test]
+fn non_ip_sockets_are_ignored_and_the_endpoint_map_is_bounded() {
+    let mut j = Joiner::new();
+    let hv = create(EP, 9, T0).with("AddressFamily", U64(34));
+    events(&mut j, &[hv]);
+    assert_eq!(j.endpoints(), 0);
+    for i in 0..(ENDPOINT_CAPACITY as u64 + 5) {
+        j.on_record(&create(i + 1, 9, T0), &mut Vec::new()).unwrap();
+    }
+    assert_eq!(j.endpoints(), ENDPOINT_CAPACITY);
+    assert_eq!(j.stats().endpoints_full, 5);
+}
