@@ -11,6 +11,33 @@ use serde::Serialize;
 
 use crate::event::Proto;
 
+pub mod winsock;
+
+/// Which platform's rules judge a failed bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSet {
+    /// This module's rules: the Linux kernel's.
+    Linux,
+    /// [`winsock`]: Windows's socket-sharing table and http.sys.
+    Windows,
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        Self::NATIVE
+    }
+}
+
+impl RuleSet {
+    /// The rules of the platform bindwatch was built for.
+    pub const NATIVE: Self = if cfg!(windows) {
+        Self::Windows
+    } else {
+        Self::Linux
+    };
+}
+
 /// What the conflict rules need to know of a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SockSpec {
@@ -97,6 +124,19 @@ pub enum Reason {
     /// An open connection (accepted from an old listener, or connected)
     /// still uses the port.
     Connection,
+    /// Windows: the holder set SO_EXCLUSIVEADDRUSE.
+    ExclusiveHolder,
+    /// Windows: the new socket set SO_EXCLUSIVEADDRUSE, which no other
+    /// socket on the address may share.
+    ExclusiveRequest,
+    /// Windows: the same address, and SO_REUSEADDR not set on both sockets.
+    ReuseAddrNotShared,
+    /// Windows: enhanced socket security refuses a socket of another
+    /// account on an address the holder has (WSAEACCES).
+    OtherAccount,
+    /// Windows: http.sys (PID 4) listens on the address for IIS and the
+    /// other URL registrations of the port.
+    HttpSys,
 }
 
 impl Serialize for Reason {
@@ -117,6 +157,11 @@ impl Reason {
             Self::ReusePortOtherUser => "reuseport_other_user",
             Self::TimeWait => "time_wait",
             Self::Connection => "connection",
+            Self::ExclusiveHolder => "exclusive_holder",
+            Self::ExclusiveRequest => "exclusive_request",
+            Self::ReuseAddrNotShared => "reuseaddr_not_shared",
+            Self::OtherAccount => "other_account",
+            Self::HttpSys => "http_sys",
         }
     }
 
@@ -159,6 +204,19 @@ impl Reason {
             Self::Connection => format!(
                 "an open connection on {h} still uses the port, and SO_REUSEADDR is not set on both sockets"
             ),
+            Self::ExclusiveHolder => format!(
+                "the holder of {h} set SO_EXCLUSIVEADDRUSE: no other socket may bind an address it covers, {r} included"
+            ),
+            Self::ExclusiveRequest => format!(
+                "the new socket asks for {r} with SO_EXCLUSIVEADDRUSE, which it cannot have while the holder has {h}"
+            ),
+            Self::ReuseAddrNotShared => format!(
+                "{h} is already bound by the holder; Windows shares an address only when both sockets set SO_REUSEADDR"
+            ),
+            Self::OtherAccount => format!(
+                "the holder of {h} runs under another account, and Windows's socket security refuses {r} to it (WSAEACCES)"
+            ),
+            Self::HttpSys => format!("http.sys listens on {h}, which covers {r}"),
         }
     }
 
@@ -194,6 +252,24 @@ impl Reason {
             Self::Connection => {
                 "set SO_REUSEADDR on the server's listening socket, or wait for the old \
                  connections to close"
+            }
+            Self::ExclusiveHolder => {
+                "stop the holder or bind it to the addresses it needs; SO_EXCLUSIVEADDRUSE \
+                 keeps every other socket off what it covers"
+            }
+            Self::ExclusiveRequest => {
+                "bind without SO_EXCLUSIVEADDRUSE to a free address, or stop the holder first"
+            }
+            Self::ReuseAddrNotShared => {
+                "stop the holder, or move one of the two to another port or address"
+            }
+            Self::OtherAccount => {
+                "run both under the same account, or give each its own address or port"
+            }
+            Self::HttpSys => {
+                "add an iplisten entry for each address IIS needs (`netsh http add iplisten \
+                 ipaddress=ADDRESS`, then `net stop http /y` and `net start w3svc`): http.sys \
+                 then leaves the other addresses free"
             }
         }
     }

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::{Departed, Holder, HolderTable, HolderView};
-use crate::conflict::{Reason, SockSpec, SockState, conflict};
+use crate::conflict::winsock::{self, WinOption};
+use crate::conflict::{Reason, RuleSet, SockSpec, SockState, conflict};
+use crate::etw::httpsys::{HttpSys, SYSTEM_PID, app_pool};
 use crate::event::{Event, Proto, endpoint};
 
 use crate::errno::{EACCES, EADDRINUSE, EADDRNOTAVAIL};
@@ -30,6 +32,10 @@ pub trait HostFacts {
         proto: Proto,
         port: u16,
     ) -> Option<(Vec<Holder>, Vec<super::ProcessInfo>)>;
+    /// Windows: http.sys's listen list and URL registrations.
+    fn http_sys(&mut self) -> Option<HttpSys> {
+        None
+    }
 }
 
 /// No facts: the table alone.
@@ -66,6 +72,9 @@ pub enum DiagnosisKind {
     PrivilegedPort,
     /// EADDRNOTAVAIL.
     AddressNotAvailable,
+    /// Windows: EACCES (WSAEACCES) that no socket on the port explains: an
+    /// excluded port range, or a firewall or filter driver.
+    AccessDenied,
 }
 
 /// One holder that blocks the bind, and why.
@@ -73,7 +82,7 @@ pub enum DiagnosisKind {
 pub struct Blame {
     pub reason: Reason,
     pub explanation: String,
-    pub hint: &'static str,
+    pub hint: String,
     /// False when the verdict rests on an option bindwatch could not read
     /// (IPV6_V6ONLY of a socket it saw bound; flags of a TIME_WAIT socket).
     pub certain: bool,
@@ -179,26 +188,165 @@ pub fn judge(req: &SockSpec, req_v6only_known: bool, h: &Holder) -> Option<(Reas
 /// Diagnoses a failed bind; None for a success or an errno bindwatch has
 /// nothing to add to.
 pub fn diagnose(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Option<Diagnosis> {
-    match ev.errno {
-        EADDRINUSE => Some(in_use(table, ev, facts)),
-        EACCES => Some(privileged(ev, facts)),
-        EADDRNOTAVAIL => Some(not_available(ev, facts)),
+    match (ev.errno, table.rules) {
+        (EADDRINUSE, _) => Some(in_use(table, ev, facts)),
+        (EACCES, RuleSet::Linux) => Some(privileged(ev, facts)),
+        (EACCES, RuleSet::Windows) => Some(denied_windows(table, ev, facts)),
+        (EADDRNOTAVAIL, _) => Some(not_available(ev, facts, table.rules)),
         _ => None,
     }
 }
 
+/// Judges one holder under Windows's rules. The options of Windows sockets
+/// are not known (no event or table carries them), so every possibility is
+/// tried; the error narrows them. http.sys is judged apart.
+fn judge_windows(
+    req: &SockSpec,
+    ev: &Event,
+    h: &Holder,
+    table: &HolderTable,
+    http: Option<&HttpSys>,
+) -> Option<(Reason, bool, String, String)> {
+    let mut spec = h.spec();
+    spec.v6only = h.v6only.unwrap_or(spec.addr.is_ipv6());
+    if h.owners.contains(&SYSTEM_PID) && h.proto == Proto::Tcp {
+        winsock::overlap(req, &spec)?;
+        if req.port != h.port {
+            return None;
+        }
+        let (explanation, hint) = http_sys_words(req, ev, &spec, table, http);
+        return Some((Reason::HttpSys, true, explanation, hint));
+    }
+    let holder_options: &[WinOption] = match h.reuseaddr {
+        Some(true) => &[WinOption::ReuseAddr],
+        Some(false) => &[WinOption::Default, WinOption::Exclusive],
+        None => &WinOption::ALL,
+    };
+    let same_account = None;
+    let v = winsock::judge(
+        req,
+        &WinOption::ALL,
+        &spec,
+        holder_options,
+        ev.errno,
+        same_account,
+    )?;
+    let mut hint = v.reason.hint().to_owned();
+    if h.owners.contains(&ev.pid) {
+        hint = format!(
+            "{} already holds port {} itself: two of its listeners (HTTP and SSL?) are set to the \
+             same port; give each its own",
+            ev.comm, h.port
+        );
+    }
+    Some((v.reason, v.certain, v.reason.explain(req, &spec), hint))
+}
+
+/// "http.sys on behalf of w3wp.exe (app pool DefaultAppPool), listening on
+/// all addresses", and the iplisten fix.
+fn http_sys_words(
+    req: &SockSpec,
+    ev: &Event,
+    holder: &SockSpec,
+    table: &HolderTable,
+    http: Option<&HttpSys>,
+) -> (String, String) {
+    let h = endpoint(holder.addr, holder.port);
+    let r = endpoint(req.addr, req.port);
+    let mut behalf = Vec::new();
+    let mut urls = Vec::new();
+    for reg in http
+        .map(|x| x.urls_on_port(holder.port))
+        .unwrap_or_default()
+    {
+        urls.push(reg.url.clone());
+        let who = match table.process(reg.pid) {
+            Some(p) => match app_pool(&p.cmdline) {
+                Some(pool) => format!("{} (pid {}, app pool {pool})", p.comm, p.pid),
+                None => format!("{} (pid {})", p.comm, p.pid),
+            },
+            None => format!("pid {}", reg.pid),
+        };
+        if !behalf.contains(&who) {
+            behalf.push(who);
+        }
+    }
+    let on_behalf = if behalf.is_empty() {
+        "for the URLs registered on the port".to_owned()
+    } else {
+        format!("on behalf of {}", behalf.join(", "))
+    };
+    let all = http.is_none_or(HttpSys::listens_on_all);
+    let scope = if all {
+        "listening on all addresses (its IP listen list is empty)".to_owned()
+    } else {
+        let list: Vec<String> = http
+            .map(|x| x.listen_list.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        format!("listening on its IP listen list ({})", list.join(", "))
+    };
+    let mut explanation = format!("http.sys {on_behalf}, {scope}: {h} covers {r}");
+    if !urls.is_empty() {
+        explanation.push_str(&format!(" (URLs {})", urls.join(", ")));
+    }
+    let hint = if all && req.addr.is_unspecified() {
+        format!(
+            "http.sys holds port {} on every address for IIS: give IIS and {} one address each \
+             (`netsh http add iplisten ipaddress=IIS_ADDRESS`, then `net stop http /y` and \
+             `net start w3svc`), and bind {} to its own address instead of the wildcard",
+            req.port, ev.comm, ev.comm
+        )
+    } else if all {
+        format!(
+            "add an iplisten entry for the address IIS needs (`netsh http add iplisten \
+             ipaddress=ADDRESS` for each address IIS serves, not {}; then `net stop http /y` and \
+             `net start w3svc`): http.sys then leaves {} to {}",
+            req.addr, req.addr, ev.comm
+        )
+    } else {
+        format!(
+            "remove {} from http.sys's listen list (`netsh http delete iplisten \
+             ipaddress={}`), or bind {} to another address",
+            holder.addr, holder.addr, ev.comm
+        )
+    };
+    (explanation, hint)
+}
+
+/// The code Windows Media Services shows for this failure, when it is the
+/// one that failed.
+fn media_services_code(table: &HolderTable, ev: &Event) -> Option<&'static str> {
+    let is_wms = |s: &str| s.to_ascii_lowercase().contains("wmserver");
+    let p = table.process(ev.pid);
+    (is_wms(&ev.comm) || p.is_some_and(|p| p.unit.as_deref().is_some_and(is_wms)))
+        .then_some("Windows Media Services reports it as 0xC00D158B (NS_E_PORT_IN_USE_HTTP)")
+}
+
 fn blame_all<'a>(
     table: &HolderTable,
+    ev: &Event,
     req: &SockSpec,
+    http: Option<&HttpSys>,
     candidates: impl Iterator<Item = &'a Holder>,
 ) -> Vec<Blame> {
     let mut blames: Vec<Blame> = candidates
         .filter_map(|h| {
-            let (reason, certain) = judge(req, false, h)?;
+            let (reason, certain, explanation, hint) = match table.rules {
+                RuleSet::Linux => {
+                    let (reason, certain) = judge(req, false, h)?;
+                    (
+                        reason,
+                        certain,
+                        reason.explain(req, &h.spec()),
+                        reason.hint().to_owned(),
+                    )
+                }
+                RuleSet::Windows => judge_windows(req, ev, h, table, http)?,
+            };
             Some(Blame {
                 reason,
-                explanation: reason.explain(req, &h.spec()),
-                hint: reason.hint(),
+                explanation,
+                hint,
                 certain,
                 holder: table.view(h),
             })
@@ -231,8 +379,19 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
         return d;
     }
     let req = request(ev);
+    let http = match table.rules {
+        RuleSet::Windows => facts.http_sys(),
+        RuleSet::Linux => None,
+    };
+    let http = http.as_ref();
     let mut blames = match ev.netns_cookie {
-        Some(ns) => blame_all(table, &req, table.on_port((ns, ev.proto, ev.port))),
+        Some(ns) => blame_all(
+            table,
+            ev,
+            &req,
+            http,
+            table.on_port((ns, ev.proto, ev.port)),
+        ),
         None => Vec::new(),
     };
     if blames.is_empty() {
@@ -247,7 +406,8 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
             for h in socks {
                 scratch.insert(h);
             }
-            blames = blame_all(&scratch, &req, scratch.iter());
+            scratch.rules = table.rules;
+            blames = blame_all(&scratch, ev, &req, http, scratch.iter());
         }
     }
     let key = ev.netns_cookie.map(|ns| (ns, ev.proto, ev.port));
@@ -271,7 +431,9 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
         return d;
     }
     let first = &blames[0];
-    let who = if first.holder.owners.iter().any(|p| p.pid == ev.pid) {
+    let who = if first.reason == Reason::HttpSys {
+        "http.sys (pid 4, System)".to_owned()
+    } else if first.holder.owners.iter().any(|p| p.pid == ev.pid) {
         format!("its own process, {}", first.holder.owner_label())
     } else {
         first.holder.owner_label()
@@ -283,8 +445,13 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
     if blames.len() > 1 {
         summary.push_str(&format!(" (and {} more holder(s))", blames.len() - 1));
     }
+    if table.rules == RuleSet::Windows
+        && let Some(code) = media_services_code(table, ev)
+    {
+        summary.push_str(&format!("; {code}"));
+    }
     let mut d = Diagnosis::new(DiagnosisKind::Conflict, summary);
-    d.hint = Some(first.hint.to_owned());
+    d.hint = Some(first.hint.clone());
     d.holders = blames;
     d
 }
@@ -331,7 +498,56 @@ fn privileged(ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
     d
 }
 
-fn not_available(ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
+/// Windows's WSAEACCES: another account's socket refused by socket
+/// security, or a port Windows keeps for itself.
+fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
+    let req = request(ev);
+    let http = facts.http_sys();
+    let blames = match ev.netns_cookie {
+        Some(ns) => blame_all(
+            table,
+            ev,
+            &req,
+            http.as_ref(),
+            table.on_port((ns, ev.proto, ev.port)),
+        ),
+        None => Vec::new(),
+    };
+    let ep = endpoint(ev.addr, ev.port);
+    if let Some(first) = blames.first() {
+        let mut d = Diagnosis::new(
+            DiagnosisKind::Conflict,
+            format!(
+                "{} {ep} is refused because of {} on {}: {}",
+                ev.proto,
+                first.holder.owner_label(),
+                first.holder.endpoint,
+                first.explanation
+            ),
+        );
+        d.hint = Some(first.hint.clone());
+        d.holders = blames;
+        return d;
+    }
+    let mut d = Diagnosis::new(
+        DiagnosisKind::AccessDenied,
+        format!(
+            "permission denied binding {} {ep} (WSAEACCES), and no socket on the port explains it: \
+             the port is likely in a range Windows excludes (Hyper-V, WinNAT and Docker reserve \
+             ranges), or a firewall or filter driver refused it",
+            ev.proto
+        ),
+    );
+    d.hint = Some(
+        "list the excluded ranges with `netsh int ipv4 show excludedportrange protocol=tcp`; \
+         pick a port outside them, or reserve yours first (`netsh int ipv4 add \
+         excludedportrange protocol=tcp startport=PORT numberofports=1`)"
+            .to_owned(),
+    );
+    d
+}
+
+fn not_available(ev: &Event, facts: &mut dyn HostFacts, rules: RuleSet) -> Diagnosis {
     let addrs = facts.addresses(ev.netns_cookie, ev.tid);
     let family: Vec<IpAddr> = addrs
         .iter()
@@ -351,16 +567,24 @@ fn not_available(ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
     let mut d = Diagnosis::new(
         DiagnosisKind::AddressNotAvailable,
         format!(
-            "{} is not an address of this network namespace; it has {}",
-            ev.addr, list
+            "{} is not an address of this {}; it has {}",
+            ev.addr,
+            match rules {
+                RuleSet::Linux => "network namespace",
+                RuleSet::Windows => "host",
+            },
+            list
         ),
     );
-    d.hint = Some(
-        "bind one of those addresses or the wildcard, add the address to an interface \
-         (`ip addr add`), or set net.ipv4.ip_nonlocal_bind=1 / IP_FREEBIND to bind \
-         before it exists"
+    d.hint = Some(match rules {
+        RuleSet::Linux => "bind one of those addresses or the wildcard, add the address to an \
+             interface (`ip addr add`), or set net.ipv4.ip_nonlocal_bind=1 / IP_FREEBIND to bind \
+             before it exists"
             .to_owned(),
-    );
+        RuleSet::Windows => "bind one of those addresses or the wildcard, or add the address to \
+             an adapter (`netsh interface ipv4 add address`)"
+            .to_owned(),
+    });
     d.addresses = addrs;
     d
 }

@@ -308,6 +308,8 @@ pub struct HolderTable {
     /// lists them is older than the release.
     released_since_snapshot: HashSet<u64>,
     stats: TableStats,
+    /// Whose rules judge a failed bind: the platform's unless a test says.
+    pub rules: crate::conflict::RuleSet,
 }
 
 impl HolderTable {
@@ -651,3 +653,5 @@ impl HolderTable {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod windows_stories;

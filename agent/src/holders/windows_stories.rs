@@ -1,0 +1,377 @@
+//! The Windows stories of the brief, end to end without Windows: ETW
+//! records shaped as ferrisetw yields them go through the joiner, the
+//! events into the holder table, and the failed bind through the Windows
+//! rules.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::*;
+use crate::conflict::{Reason, RuleSet};
+use crate::etw::record::Value::{Bytes, Str, U64};
+use crate::etw::sockaddr::encode;
+use crate::etw::status::{STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS};
+use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const W3WP: u32 = 2120;
+
+struct Facts(HttpSys);
+
+impl HostFacts for Facts {
+    fn unprivileged_port_start(&mut self, _: Option<u64>, _: u32) -> Option<u16> {
+        None
+    }
+    fn addresses(&mut self, _: Option<u64>, _: u32) -> Option<Vec<IpAddr>> {
+        None
+    }
+    fn port_sockets(
+        &mut self,
+        _: Option<u64>,
+        _: u32,
+        _: Proto,
+        _: u16,
+    ) -> Option<(Vec<Holder>, Vec<ProcessInfo>)> {
+        None
+    }
+    fn http_sys(&mut self) -> Option<HttpSys> {
+        Some(self.0.clone())
+    }
+}
+
+/// A Windows host: the joiner and the table it feeds.
+struct Host {
+    joiner: Joiner,
+    table: HolderTable,
+    t: u64,
+    next_endpoint: u64,
+}
+
+fn sa(s: &str) -> Vec<u8> {
+    encode(s.parse::<SocketAddr>().unwrap())
+}
+
+impl Host {
+    fn new() -> Self {
+        let mut table = HolderTable::new();
+        table.rules = RuleSet::Windows;
+        Self {
+            joiner: Joiner::new(),
+            table,
+            t: T0,
+            next_endpoint: 0xffff_a28c_5e3f_7000,
+        }
+    }
+
+    fn rec(&mut self, p: EtwProvider, id: u16, task: &str, pid: u32) -> EtwRecord {
+        self.t += 1_000;
+        let mut r = EtwRecord::new(p, id, task);
+        r.pid = pid;
+        r.tid = pid + 4;
+        r.time_ns = self.t;
+        r
+    }
+
+    /// Feeds records; returns the events, named as the Windows session
+    /// names them (image name from the process cache).
+    fn feed(&mut self, recs: Vec<EtwRecord>, comm: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        for r in &recs {
+            self.joiner.on_record(r, &mut out).unwrap();
+        }
+        let evs: Vec<Event> = out
+            .iter()
+            .map(|r| crate::testing::event(&crate::testing::with_comm(*r, comm)))
+            .collect();
+        for e in &evs {
+            self.table.apply(e);
+        }
+        evs
+    }
+
+    fn process(&mut self, pid: u32, comm: &str, cmdline: &str, service: Option<&str>) {
+        self.table.set_process(ProcessInfo {
+            pid,
+            comm: comm.into(),
+            cmdline: cmdline.into(),
+            unit: service.map(str::to_owned),
+            ..ProcessInfo::default()
+        });
+    }
+
+    /// A user-mode server: create, bind (enter, exit) and, when it worked
+    /// and `listen`, listen. Returns the bind's event.
+    fn bind(&mut self, pid: u32, comm: &str, addr: &str, status: u32, listen: bool) -> Event {
+        self.next_endpoint += 0x10;
+        let ep = self.next_endpoint;
+        let mut recs = vec![
+            self.rec(EtwProvider::WinsockAfd, 1000, "AfdCreate", pid)
+                .with("EnterExit", U64(1))
+                .with("Endpoint", U64(ep))
+                .with("AddressFamily", U64(2))
+                .with("SocketType", U64(1))
+                .with("Protocol", U64(6))
+                .with("ProcessId", U64(u64::from(pid))),
+            self.rec(EtwProvider::WinsockAfd, 1030, "AfdBindWithAddress", pid)
+                .with("EnterExit", U64(0))
+                .with("Endpoint", U64(ep))
+                .with("Address", Bytes(sa(addr))),
+        ];
+        if status != 0 {
+            // TCPIP logs the failure inside the bind, before AFD's exit.
+            recs.push(
+                self.rec(EtwProvider::Tcpip, 1006, "TcpBindEndpointPortFailure", pid)
+                    .with("LocalAddress", Bytes(sa(addr)))
+                    .with("Status", U64(u64::from(status))),
+            );
+        }
+        recs.push(
+            self.rec(EtwProvider::WinsockAfd, 1030, "AfdBindWithAddress", pid)
+                .with("EnterExit", U64(1))
+                .with("Endpoint", U64(ep))
+                .with("Status", U64(u64::from(status)))
+                .with("Address", Bytes(sa(addr))),
+        );
+        if status == 0 && listen {
+            recs.push(
+                self.rec(EtwProvider::WinsockAfd, 1037, "AfdListen", pid)
+                    .with("EnterExit", U64(1))
+                    .with("Endpoint", U64(ep))
+                    .with("Backlog", U64(200))
+                    .with("Status", U64(0)),
+            );
+        }
+        let evs = self.feed(recs, comm);
+        evs.into_iter().find(|e| e.kind == EventKind::Bind).unwrap()
+    }
+
+    /// IIS: http.sys listening on 0.0.0.0:80 (a kernel-mode listener, seen
+    /// by TCPIP only) for the URL w3wp.exe registered.
+    fn iis(&mut self) {
+        self.process(
+            W3WP,
+            "w3wp.exe",
+            r#"c:\windows\system32\inetsrv\w3wp.exe -ap "DefaultAppPool" -v "v4.0""#,
+            None,
+        );
+        let recs = vec![
+            self.rec(EtwProvider::HttpService, 31, "AddUrl", W3WP)
+                .with("UrlGroupId", U64(0xFF00_0000_4000_0001))
+                .with("Url", Str("http://*:80/".into()))
+                .with("Status", U64(0)),
+            self.rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4)
+                .with("ProcessId", U64(4))
+                .with("LocalAddress", Bytes(sa("0.0.0.0:80"))),
+        ];
+        self.feed(recs, "System");
+    }
+
+    fn diagnose(&mut self, ev: &Event) -> Diagnosis {
+        let mut facts = Facts(self.joiner.http.clone());
+        diagnose(&self.table, ev, &mut facts).expect("a diagnosis")
+    }
+}
+
+#[test]
+fn iis_http_sys_on_every_address_blocks_a_second_web_server_and_the_fix_is_iplisten() {
+    let mut h = Host::new();
+    h.iis();
+    let ev = h.bind(
+        5000,
+        "httpd.exe",
+        "10.0.0.6:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    assert_eq!(ev.error, Some("EADDRINUSE"));
+    assert_eq!(ev.pid, 5000);
+    let d = h.diagnose(&ev);
+    assert_eq!(d.kind, DiagnosisKind::Conflict);
+    assert_eq!(d.holders.len(), 1);
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert_eq!(d.holders[0].holder.owners[0].pid, 4);
+    assert_eq!(
+        d.summary,
+        "tcp 10.0.0.6:80 is blocked by http.sys (pid 4, System) on 0.0.0.0:80: http.sys on \
+         behalf of w3wp.exe (pid 2120, app pool DefaultAppPool), listening on all addresses \
+         (its IP listen list is empty): 0.0.0.0:80 covers 10.0.0.6:80 (URLs http://*:80/)"
+    );
+    let hint = d.hint.unwrap();
+    assert!(
+        hint.starts_with("add an iplisten entry for the address IIS needs (`netsh http add iplisten ipaddress=ADDRESS`"),
+        "{hint}"
+    );
+    assert!(
+        hint.ends_with("http.sys then leaves 10.0.0.6 to httpd.exe"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn with_an_iplisten_entry_http_sys_leaves_the_other_address_free() {
+    let mut h = Host::new();
+    h.process(W3WP, "w3wp.exe", "w3wp.exe -ap DefaultAppPool", None);
+    let recs = vec![
+        h.rec(EtwProvider::HttpService, 19, "ReadIpListEntry", 4)
+            .with("Address", Bytes(sa("10.0.0.5:0"))),
+        h.rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4)
+            .with("ProcessId", U64(4))
+            .with("LocalAddress", Bytes(sa("10.0.0.5:80"))),
+    ];
+    h.feed(recs, "System");
+    assert_eq!(
+        h.joiner.http.listen_list,
+        vec!["10.0.0.5".parse::<IpAddr>().unwrap()]
+    );
+    // Another server on 10.0.0.6 now binds; one on 10.0.0.5 still fails,
+    // and the answer names the listen list.
+    let ok = h.bind(5000, "httpd.exe", "10.0.0.6:80", 0, true);
+    assert_eq!(ok.errno, 0);
+    let ev = h.bind(
+        5001,
+        "httpd.exe",
+        "10.0.0.5:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        false,
+    );
+    let d = h.diagnose(&ev);
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert!(
+        d.summary
+            .contains("listening on its IP listen list (10.0.0.5)"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.hint
+            .unwrap()
+            .contains("netsh http delete iplisten ipaddress=10.0.0.5")
+    );
+}
+
+#[test]
+fn an_ssl_port_equal_to_the_http_port_blocks_the_service_itself() {
+    let mut h = Host::new();
+    h.process(
+        900,
+        "inetinfo.exe",
+        r"C:\WINNT\System32\inetsrv\inetinfo.exe",
+        Some("W3SVC"),
+    );
+    let http = h.bind(900, "inetinfo.exe", "0.0.0.0:80", 0, true);
+    assert_eq!(http.errno, 0);
+    // The SSL listener, configured with the same port.
+    let ssl = h.bind(
+        900,
+        "inetinfo.exe",
+        "0.0.0.0:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    let d = h.diagnose(&ssl);
+    assert_eq!(d.kind, DiagnosisKind::Conflict);
+    assert_eq!(d.holders[0].reason, Reason::ReuseAddrNotShared);
+    assert!(
+        d.summary
+            .starts_with("tcp 0.0.0.0:80 is blocked by its own process, inetinfo.exe (pid 900"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.summary
+            .contains("Windows shares an address only when both sockets set SO_REUSEADDR"),
+        "{}",
+        d.summary
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some(
+            "inetinfo.exe already holds port 80 itself: two of its listeners (HTTP and SSL?) are \
+             set to the same port; give each its own"
+        )
+    );
+}
+
+#[test]
+fn windows_media_services_beside_iis_is_0xc00d158b() {
+    let mut h = Host::new();
+    h.iis();
+    h.process(
+        3300,
+        "svchost.exe",
+        r"C:\Windows\system32\svchost.exe -k WMServer",
+        Some("WMServer"),
+    );
+    let ev = h.bind(
+        3300,
+        "svchost.exe",
+        "0.0.0.0:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    let d = h.diagnose(&ev);
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert!(
+        d.summary
+            .contains("http.sys on behalf of w3wp.exe (pid 2120, app pool DefaultAppPool)"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.summary
+            .ends_with("; Windows Media Services reports it as 0xC00D158B (NS_E_PORT_IN_USE_HTTP)"),
+        "{}",
+        d.summary
+    );
+    let hint = d.hint.unwrap();
+    assert!(
+        hint.contains("give IIS and svchost.exe one address each"),
+        "{hint}"
+    );
+    assert!(
+        hint.contains("netsh http add iplisten ipaddress=IIS_ADDRESS"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn a_stray_process_on_the_port_is_named_and_another_address_is_not_blamed() {
+    let mut h = Host::new();
+    h.bind(700, "stray.exe", "10.0.0.6:8080", 0, true);
+    h.bind(701, "other.exe", "10.0.0.7:8080", 0, true);
+    let ev = h.bind(
+        800,
+        "nginx.exe",
+        "10.0.0.6:8080",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    let d = h.diagnose(&ev);
+    let pids: Vec<u32> = d.holders.iter().map(|b| b.holder.owners[0].pid).collect();
+    assert_eq!(pids, vec![700]);
+    assert_eq!(d.holders[0].reason, Reason::ReuseAddrNotShared);
+}
+
+#[test]
+fn access_denied_with_no_holder_points_at_the_excluded_port_ranges() {
+    let mut h = Host::new();
+    let ev = h.bind(800, "node.exe", "0.0.0.0:50051", STATUS_ACCESS_DENIED, true);
+    assert_eq!(ev.error, Some("EACCES"));
+    let d = h.diagnose(&ev);
+    assert_eq!(d.kind, DiagnosisKind::AccessDenied);
+    assert!(
+        d.hint
+            .unwrap()
+            .contains("netsh int ipv4 show excludedportrange protocol=tcp")
+    );
+}
+
+#[test]
+fn access_denied_by_another_accounts_wildcard_socket_names_it() {
+    let mut h = Host::new();
+    h.bind(700, "sqlservr.exe", "0.0.0.0:1433", 0, true);
+    let ev = h.bind(800, "app.exe", "10.0.0.6:1433", STATUS_ACCESS_DENIED, true);
+    let d = h.diagnose(&ev);
+    assert_eq!(d.kind, DiagnosisKind::Conflict);
+    assert_eq!(d.holders[0].holder.owners[0].pid, 700);
+    assert_eq!(d.holders[0].reason, Reason::OtherAccount);
+}
