@@ -42,6 +42,12 @@ pub enum Error {
     #[error("no probe hook could be attached; the first refusal was: {0}")]
     NothingAttached(String),
 
+    #[error(
+        "the ETW session could not start ({0}): run elevated (an Administrator, or the \
+         service as LocalSystem)"
+    )]
+    Etw(String),
+
     #[error("HTTPS certificate or key {path}: {reason}")]
     Tls { path: String, reason: String },
 

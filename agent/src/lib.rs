@@ -24,9 +24,13 @@ pub mod timeline;
 pub mod trace;
 pub mod who;
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 pub mod cmd;
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(any(target_os = "linux", windows))]
+pub mod platform;
+#[cfg(windows)]
+pub mod windows;
 
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use bindwatch::event::Proto;
-use bindwatch::linux::probes::DEFAULT_RING_BUFFER_BYTES;
+use bindwatch::platform::DEFAULT_RING_BUFFER_BYTES;
 use bindwatch::trace::Filter;
 
 #[derive(Parser)]
@@ -129,6 +129,12 @@ struct RunArgs {
     /// export.events_jsonl.
     #[arg(long)]
     events_jsonl: Option<String>,
+    /// Run under the Windows service control manager (the command line
+    /// `sc.exe create` registers; see README). The log goes to
+    /// STATE_DIR\\bindwatch.log.
+    #[cfg(windows)]
+    #[arg(long)]
+    service: bool,
 }
 
 #[derive(Args)]
@@ -154,6 +160,27 @@ struct TraceArgs {
 
 fn parse_proto(s: &str) -> Result<Proto, String> {
     Proto::parse(s).ok_or_else(|| format!("unknown protocol {s:?}: use tcp or udp"))
+}
+
+/// A service has no console: its log goes to a file in the state directory.
+#[cfg(windows)]
+fn init_file_logging(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("bindwatch.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .init();
+    Ok(())
 }
 
 fn init_logging(default: &str) {
@@ -188,7 +215,13 @@ fn real_main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Run(a) => {
-            init_logging("info");
+            #[cfg(windows)]
+            let service = a.service;
+            #[cfg(not(windows))]
+            let service = false;
+            if !service {
+                init_logging("info");
+            }
             let mut config = match &a.config {
                 Some(p) => bindwatch::config::Config::load(p)?,
                 None => bindwatch::config::Config::default(),
@@ -212,6 +245,10 @@ fn real_main() -> anyhow::Result<()> {
                 config,
                 config_path: a.config,
             };
+            #[cfg(windows)]
+            if service {
+                return run_service(opts);
+            }
             rt.block_on(bindwatch::cmd::run::run(opts))?;
         }
         Command::Timeline(a) => {
@@ -305,7 +342,7 @@ fn real_main() -> anyhow::Result<()> {
                     proto: a.proto,
                 },
                 json: a.json,
-                probe: bindwatch::linux::ProbeConfig {
+                probe: bindwatch::platform::ProbeConfig {
                     ring_buffer_bytes: a.probe.ring_buffer_bytes,
                 },
                 reconcile_every: std::time::Duration::from_secs(a.probe.reconcile_every),
@@ -329,4 +366,35 @@ fn real_main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The daemon under the service control manager: it calls back on its own
+/// thread, where the runtime is built.
+#[cfg(windows)]
+fn run_service(opts: bindwatch::cmd::run::RunOptions) -> anyhow::Result<()> {
+    init_file_logging(&opts.config.state_dir)?;
+    let opts = std::sync::Mutex::new(Some(opts));
+    bindwatch::windows::service::run_as_service(move || {
+        let Some(opts) = opts.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return 1;
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "starting the async runtime");
+                return 1;
+            }
+        };
+        match rt.block_on(bindwatch::cmd::run::run(opts)) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = format_args!("{e:#}"), "bindwatch stopped");
+                1
+            }
+        }
+    })
+    .context("starting as a service (run it with `sc.exe start bindwatch`, not by hand)")
 }

@@ -18,8 +18,7 @@ use crate::holders::Holder;
 use crate::holders::{
     Diagnosis, DiagnosisKind, DriftReport, HolderTable, NoFacts, Snapshot, TableStats, diagnose,
 };
-use crate::linux::Probes;
-use crate::linux::kernel::KernelView;
+use crate::platform::{KernelView, Probes};
 
 /// Pre-existing sockets the release hook is told of (its map holds 131072).
 const BOUND_SEED_MAX: usize = 65_536;
@@ -139,7 +138,7 @@ impl Correlator {
         }
         table.seed(snap);
         drop(bound);
-        crate::linux::memory::release_free_memory();
+        crate::platform::release_free_memory();
         tracing::info!(sockets = n, namespaces = ns, "holder table built");
         Self {
             table,
@@ -266,7 +265,7 @@ impl Correlator {
                 Ok((kv, snap)) => {
                     self.reconciler = Some(kv);
                     let r = self.table.reconcile(snap);
-                    crate::linux::memory::release_free_memory();
+                    crate::platform::release_free_memory();
                     self.last_reconcile = Instant::now();
                     if r.missing + r.stale + r.changed > 0 {
                         tracing::warn!(

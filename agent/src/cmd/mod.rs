@@ -8,8 +8,7 @@ pub mod who;
 use std::collections::HashMap;
 
 use crate::clock::Clock;
-use crate::linux::probes::HookIncident;
-use crate::linux::{HookStatus, Probes};
+use crate::platform::{HookIncident, HookStatus, Probes};
 use crate::trace::AcceptSummary;
 
 /// Turns the probes' cumulative accept counters into per-interval deltas.
@@ -50,13 +49,11 @@ impl AcceptDeltas {
 
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::holders::Diagnosis;
-use crate::linux::{LostCounts, RingReader};
+use crate::platform::{LostCounts, RingReader};
 use crate::trace::LossReport;
 use correlate::{Correlator, CorrelatorStats};
 
@@ -97,19 +94,42 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
         lost_ringbuf_full: lost.ringbuf_full,
         lost_pending_map_full: lost.pending_map_full,
         lost_accept_map_full: lost.accept_map_full,
-        malformed: s.rejected(),
+        malformed: s.rejected() + lost.undecodable,
     }
 }
 
 /// SIGINT and SIGTERM, caught from the moment a command starts: a signal
 /// that arrives while the probes load must still end the loop cleanly.
+#[cfg(unix)]
 pub struct Shutdown {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
 }
 
+/// Ctrl-C, or the service manager's stop.
+#[cfg(windows)]
+pub struct Shutdown {
+    _private: (),
+}
+
+#[cfg(windows)]
 impl Shutdown {
     pub fn install() -> Result<Self> {
+        Ok(Self { _private: () })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = crate::windows::service::stop_requested() => {}
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Shutdown {
+    pub fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             sigint: signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?,
             sigterm: signal(SignalKind::terminate())

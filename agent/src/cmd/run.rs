@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use super::correlate::Correlator;
 use super::{Shutdown, Sink, pump};
 use crate::alerts::deliver::Deliverer;
@@ -18,9 +16,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
-use crate::linux::probes::HookIncident;
-use crate::linux::{HookStatus, ProbeConfig, Probes, RingReader};
 use crate::metrics::{Aggregate, Listening, Metrics};
+use crate::platform::{HookIncident, HookStatus, ProbeConfig, Probes, RingReader};
 use crate::store::{BindAggregator, Record, StoreSender};
 use crate::timeline::{Plan, alert_record, plan, record};
 use crate::trace::{AcceptSummary, LossReport};
@@ -59,7 +56,7 @@ fn resolve_watches(cfg: &Config, own: Option<u64>) -> Vec<Watch> {
         .map(|w| {
             let netns = match &w.netns {
                 None => own,
-                Some(p) => match crate::linux::netns::cookie_of_path(p) {
+                Some(p) => match crate::platform::cookie_of_path(p) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         tracing::warn!(watch = %w.display_name(), netns = %p.display(), error = %e,
@@ -261,7 +258,7 @@ impl Sink for Daemon {
         // once, when the configuration was loaded).
         for w in self.alerts.watches.iter_mut().filter(|w| w.netns.is_none()) {
             if let Some(p) = &w.cfg.netns {
-                w.netns = crate::linux::netns::cookie_of_path(p).ok();
+                w.netns = crate::platform::cookie_of_path(p).ok();
             }
         }
         self.evaluate(c);
@@ -353,7 +350,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Files bindwatch creates (timeline, exports) are its own: the timeline
     // names users and command lines.
     // SAFETY: umask only sets this process's file creation mask.
-    unsafe { libc::umask(0o077) };
+    #[cfg(unix)]
+    unsafe {
+        libc::umask(0o077)
+    };
     let (mut probes, ring) = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.probes.ring_buffer_bytes,
     })?;
@@ -368,7 +368,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     tracing::info!(
         attached = probes.attached_count(),
         hooks = probes.hooks().len(),
-        cgroup = %probes.cgroup_root().display(),
+        source = %probes.source_name(),
         "bindwatch running"
     );
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
@@ -424,7 +424,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     tracing::info!(listen = %cfg.http.listen, https, token = cfg.http.token_file.is_some(), "HTTP API listening");
 
     // SIGHUP: re-read the file; a bad one is refused and the old stays.
+    // (Windows has no SIGHUP: a changed file takes effect at the service's
+    // restart.)
+    #[cfg(unix)]
     if let Some(path) = opts.config_path.clone() {
+        use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("SIGHUP handler", e))?;
         let reloads = metrics
             .lock()
@@ -511,7 +515,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     daemon.evaluate(&mut correlator);
     // Probes attached, listener bound, files open: from here on only what
     // reading the kernel's sockets and /proc needs (README, Security).
-    match crate::linux::privileges::drop_to_runtime() {
+    match crate::platform::drop_to_runtime() {
         Ok(kept) => tracing::info!(kept = ?kept, "capabilities dropped"),
         Err(e) => tracing::warn!(error = %e, "cannot drop capabilities; keeping them"),
     }

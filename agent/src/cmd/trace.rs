@@ -8,7 +8,7 @@ use super::{Shutdown, Sink, pump};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::holders::Diagnosis;
-use crate::linux::{ProbeConfig, Probes, RingReader};
+use crate::platform::{ProbeConfig, Probes, RingReader};
 use crate::trace::{self, AcceptSummary, Filter, LossReport};
 
 pub struct TraceOptions {

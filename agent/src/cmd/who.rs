@@ -1,11 +1,11 @@
-//! `bindwatch who` on Linux: the daemon's table when one runs, else a
-//! snapshot of the kernel's tables taken for the query.
+//! `bindwatch who`: the daemon's table when one runs, else a snapshot of
+//! the host's socket tables taken for the query.
 
-use crate::event::Proto;
-use crate::holders::{HolderTable, WhoQuery};
-use crate::linux::kernel::KernelView;
-use crate::linux::sockdiag::{self, DiagQuery};
-use crate::who::{AnswerSource, WhoAnswer};
+use crate::holders::WhoQuery;
+use crate::who::WhoAnswer;
+
+#[cfg(windows)]
+pub use crate::windows::who::standalone;
 
 /// Asks a running daemon; None when none answers at `base` (connection
 /// refused or no answer within the timeout), so the caller falls back to
@@ -38,7 +38,13 @@ pub async fn from_daemon(base: &str, query: &WhoQuery) -> Option<WhoAnswer> {
 /// Answers from the kernel: sock_diag filtered by port in every namespace
 /// this process may enter, then one /proc walk for the owners (what
 /// `ss -ltnp 'sport = :PORT'` does, plus the options and the namespaces).
+#[cfg(target_os = "linux")]
 pub fn standalone(query: WhoQuery) -> WhoAnswer {
+    use crate::event::Proto;
+    use crate::holders::HolderTable;
+    use crate::linux::kernel::KernelView;
+    use crate::linux::sockdiag::{self, DiagQuery};
+    use crate::who::AnswerSource;
     let mut kv = KernelView::new();
     let protos: Vec<Proto> = match query.proto {
         Some(p) => vec![p],

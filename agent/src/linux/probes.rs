@@ -51,6 +51,9 @@ pub struct LostCounts {
     pub ringbuf_full: u64,
     pub accept_map_full: u64,
     pub pending_map_full: u64,
+    /// Records the source could not decode before they reached the agent's
+    /// decoder (Windows: ETW records missing a field); always 0 here.
+    pub undecodable: u64,
 }
 
 #[repr(transparent)]
@@ -321,6 +324,11 @@ impl Probes {
         self.hooks.iter().filter(|h| h.attached).count()
     }
 
+    /// What feeds the agent, for the start-up log.
+    pub fn source_name(&self) -> String {
+        format!("eBPF (cgroup {})", self.cgroup_root().display())
+    }
+
     pub fn cgroup_root(&self) -> &Path {
         &self.cgroup_root
     }
@@ -413,6 +421,7 @@ impl Probes {
             ringbuf_full: slot(lost::RINGBUF_FULL),
             accept_map_full: slot(lost::ACCEPT_MAP_FULL),
             pending_map_full: slot(lost::PENDING_MAP_FULL),
+            undecodable: 0,
         })
     }
 

@@ -1,0 +1,326 @@
+//! The host's sockets and processes, as the holder table needs them:
+//! GetExtendedTcpTable / GetExtendedUdpTable with owner pids, the process
+//! details behind them, the host's addresses, and http.sys's state.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    FreeMibTable, GetExtendedTcpTable, GetExtendedUdpTable, GetUnicastIpAddressTable,
+    MIB_TCP_STATE_LISTEN, MIB_TCP_STATE_TIME_WAIT, MIB_TCP6ROW_OWNER_PID, MIB_TCP6TABLE_OWNER_PID,
+    MIB_TCPROW_OWNER_PID, MIB_TCPTABLE_OWNER_PID, MIB_UDP6ROW_OWNER_PID, MIB_UDP6TABLE_OWNER_PID,
+    MIB_UDPROW_OWNER_PID, MIB_UDPTABLE_OWNER_PID, MIB_UNICASTIPADDRESS_TABLE,
+    TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_LISTENER, UDP_TABLE_OWNER_PID,
+};
+use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, AF_UNSPEC};
+
+use crate::conflict::SockState;
+use crate::etw::HttpSys;
+use crate::etw::join::{WINDOWS_NETNS, holder_cookie};
+use crate::event::Proto;
+use crate::holders::{Holder, HostFacts, ProcessInfo, Snapshot, Source};
+
+const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
+
+/// The one namespace Windows has, as the Linux view names its own.
+pub struct Namespaces {
+    pub own: Option<u64>,
+}
+
+/// Sockets of a port with their owners.
+pub struct Resolved {
+    pub holders: Vec<Holder>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// A socket as the IP Helper tables give it.
+struct Row {
+    proto: Proto,
+    addr: IpAddr,
+    port: u16,
+    state: SockState,
+    pid: u32,
+}
+
+pub struct KernelView {
+    pub namespaces: Namespaces,
+    services: HashMap<u32, Vec<String>>,
+}
+
+impl Default for KernelView {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Calls an IP Helper table function until the buffer is large enough.
+fn table(call: impl Fn(*mut core::ffi::c_void, *mut u32) -> u32) -> Option<Vec<u64>> {
+    let mut size = 64 * 1024u32;
+    for _ in 0..4 {
+        let mut buf = vec![0u64; (size as usize).div_ceil(8)];
+        let r = call(buf.as_mut_ptr().cast(), &mut size);
+        match r {
+            0 => return Some(buf),
+            ERROR_INSUFFICIENT_BUFFER => size += 16 * 1024,
+            e => {
+                tracing::warn!(error = e, "reading a socket table failed");
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn port(p: u32) -> u16 {
+    u16::from_be(p as u16)
+}
+
+fn v4(a: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a.to_ne_bytes()))
+}
+
+fn tcp_state(s: u32) -> SockState {
+    match s as i32 {
+        MIB_TCP_STATE_LISTEN => SockState::Listen,
+        MIB_TCP_STATE_TIME_WAIT => SockState::TimeWait,
+        _ => SockState::Established,
+    }
+}
+
+/// TCP sockets: listeners only, or every state.
+fn tcp_rows(all: bool) -> Vec<Row> {
+    let class = if all {
+        TCP_TABLE_OWNER_PID_ALL
+    } else {
+        TCP_TABLE_OWNER_PID_LISTENER
+    };
+    let mut rows = Vec::new();
+    if let Some(buf) =
+        table(|p, s| unsafe { GetExtendedTcpTable(p, s, 0, AF_INET as u32, class, 0) })
+    {
+        // SAFETY: a successful call wrote the table at the buffer's start.
+        let t = unsafe { &*(buf.as_ptr() as *const MIB_TCPTABLE_OWNER_PID) };
+        let first = t.table.as_ptr();
+        for i in 0..t.dwNumEntries as usize {
+            // SAFETY: entry i of dwNumEntries.
+            let r: &MIB_TCPROW_OWNER_PID = unsafe { &*first.add(i) };
+            rows.push(Row {
+                proto: Proto::Tcp,
+                addr: v4(r.dwLocalAddr),
+                port: port(r.dwLocalPort),
+                state: tcp_state(r.dwState),
+                pid: r.dwOwningPid,
+            });
+        }
+    }
+    if let Some(buf) =
+        table(|p, s| unsafe { GetExtendedTcpTable(p, s, 0, AF_INET6 as u32, class, 0) })
+    {
+        // SAFETY: as above.
+        let t = unsafe { &*(buf.as_ptr() as *const MIB_TCP6TABLE_OWNER_PID) };
+        let first = t.table.as_ptr();
+        for i in 0..t.dwNumEntries as usize {
+            // SAFETY: entry i of dwNumEntries.
+            let r: &MIB_TCP6ROW_OWNER_PID = unsafe { &*first.add(i) };
+            rows.push(Row {
+                proto: Proto::Tcp,
+                addr: IpAddr::V6(Ipv6Addr::from(r.ucLocalAddr)),
+                port: port(r.dwLocalPort),
+                state: tcp_state(r.dwState),
+                pid: r.dwOwningPid,
+            });
+        }
+    }
+    rows
+}
+
+fn udp_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(buf) = table(|p, s| unsafe {
+        GetExtendedUdpTable(p, s, 0, AF_INET as u32, UDP_TABLE_OWNER_PID, 0)
+    }) {
+        // SAFETY: a successful call wrote the table at the buffer's start.
+        let t = unsafe { &*(buf.as_ptr() as *const MIB_UDPTABLE_OWNER_PID) };
+        let first = t.table.as_ptr();
+        for i in 0..t.dwNumEntries as usize {
+            // SAFETY: entry i of dwNumEntries.
+            let r: &MIB_UDPROW_OWNER_PID = unsafe { &*first.add(i) };
+            rows.push(Row {
+                proto: Proto::Udp,
+                addr: v4(r.dwLocalAddr),
+                port: port(r.dwLocalPort),
+                state: SockState::Bound,
+                pid: r.dwOwningPid,
+            });
+        }
+    }
+    if let Some(buf) = table(|p, s| unsafe {
+        GetExtendedUdpTable(p, s, 0, AF_INET6 as u32, UDP_TABLE_OWNER_PID, 0)
+    }) {
+        // SAFETY: as above.
+        let t = unsafe { &*(buf.as_ptr() as *const MIB_UDP6TABLE_OWNER_PID) };
+        let first = t.table.as_ptr();
+        for i in 0..t.dwNumEntries as usize {
+            // SAFETY: entry i of dwNumEntries.
+            let r: &MIB_UDP6ROW_OWNER_PID = unsafe { &*first.add(i) };
+            rows.push(Row {
+                proto: Proto::Udp,
+                addr: IpAddr::V6(Ipv6Addr::from(r.ucLocalAddr)),
+                port: port(r.dwLocalPort),
+                state: SockState::Bound,
+                pid: r.dwOwningPid,
+            });
+        }
+    }
+    rows
+}
+
+fn holder(r: &Row, now: u64) -> Holder {
+    let protocol = if r.proto == Proto::Udp { 17 } else { 6 };
+    Holder {
+        cookie: holder_cookie(protocol, r.addr, r.port, r.pid),
+        netns: WINDOWS_NETNS,
+        proto: r.proto,
+        addr: r.addr,
+        port: r.port,
+        state: r.state,
+        // Windows's default; the tables do not say.
+        v6only: None,
+        reuseaddr: None,
+        reuseport: Some(false),
+        bound_ifindex: None,
+        uid: 0,
+        inode: None,
+        owners: vec![r.pid],
+        owners_verified: true,
+        since_ns: now,
+        source: Source::Snapshot,
+    }
+}
+
+impl KernelView {
+    pub fn new() -> Self {
+        Self {
+            namespaces: Namespaces {
+                own: Some(WINDOWS_NETNS),
+            },
+            services: super::process::services_by_pid(),
+        }
+    }
+
+    pub fn for_reconciliation() -> Self {
+        Self::new()
+    }
+
+    pub fn process_info(&mut self, pid: u32) -> Option<ProcessInfo> {
+        super::process::process_info(pid, &self.services)
+    }
+
+    fn resolve(&mut self, rows: Vec<Row>) -> Resolved {
+        let now = crate::clock::now_unix_ns();
+        let holders: Vec<Holder> = rows.iter().map(|r| holder(r, now)).collect();
+        let mut pids: Vec<u32> = rows.iter().map(|r| r.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let processes = pids
+            .into_iter()
+            .filter_map(|p| self.process_info(p))
+            .collect();
+        Resolved { holders, processes }
+    }
+
+    /// Every listening TCP socket and bound UDP socket, with owners.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.services = super::process::services_by_pid();
+        let taken_ns = crate::clock::now_unix_ns();
+        let mut rows = tcp_rows(false);
+        rows.extend(udp_rows());
+        let r = self.resolve(rows);
+        Snapshot {
+            taken_ns,
+            holders: r.holders,
+            processes: r.processes,
+            netns: Default::default(),
+        }
+    }
+
+    /// The sockets of one port (every TCP state), for a query or a slow path.
+    pub fn port(&mut self, proto: Option<Proto>, port: u16) -> Resolved {
+        let mut rows = Vec::new();
+        if proto != Some(Proto::Udp) {
+            rows.extend(tcp_rows(true));
+        }
+        if proto != Some(Proto::Tcp) {
+            rows.extend(udp_rows());
+        }
+        rows.retain(|r| r.port == port);
+        self.resolve(rows)
+    }
+
+    pub fn owners_of(
+        &mut self,
+        _netns: u64,
+        proto: Proto,
+        port: u16,
+        cookie: u64,
+    ) -> Option<Resolved> {
+        let mut r = self.port(Some(proto), port);
+        r.holders.retain(|h| h.cookie == cookie);
+        (!r.holders.is_empty()).then_some(r)
+    }
+}
+
+fn host_addresses() -> Option<Vec<IpAddr>> {
+    let mut t: *mut MIB_UNICASTIPADDRESS_TABLE = std::ptr::null_mut();
+    // SAFETY: the API allocates the table; freed below.
+    let r = unsafe { GetUnicastIpAddressTable(AF_UNSPEC, &mut t) };
+    if r != 0 || t.is_null() {
+        return None;
+    }
+    let mut out = Vec::new();
+    // SAFETY: a successful call returned a table of NumEntries rows.
+    let tab = unsafe { &*t };
+    let first = tab.Table.as_ptr();
+    for i in 0..tab.NumEntries as usize {
+        // SAFETY: row i of NumEntries; the union's family says which arm.
+        let row = unsafe { &*first.add(i) };
+        let a = &row.Address;
+        unsafe {
+            match a.si_family {
+                AF_INET => out.push(IpAddr::V4(Ipv4Addr::from(
+                    a.Ipv4.sin_addr.S_un.S_addr.to_ne_bytes(),
+                ))),
+                AF_INET6 => out.push(IpAddr::V6(Ipv6Addr::from(a.Ipv6.sin6_addr.u.Byte))),
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: the table GetUnicastIpAddressTable allocated.
+    unsafe { FreeMibTable(t.cast()) };
+    Some(out)
+}
+
+impl HostFacts for KernelView {
+    fn unprivileged_port_start(&mut self, _: Option<u64>, _: u32) -> Option<u16> {
+        None
+    }
+
+    fn addresses(&mut self, _: Option<u64>, _: u32) -> Option<Vec<IpAddr>> {
+        host_addresses()
+    }
+
+    fn port_sockets(
+        &mut self,
+        _: Option<u64>,
+        _: u32,
+        proto: Proto,
+        port: u16,
+    ) -> Option<(Vec<Holder>, Vec<ProcessInfo>)> {
+        let r = self.port(Some(proto), port);
+        Some((r.holders, r.processes))
+    }
+
+    fn http_sys(&mut self) -> Option<HttpSys> {
+        Some(super::session::http_sys())
+    }
+}

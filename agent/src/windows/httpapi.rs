@@ -1,0 +1,84 @@
+//! http.sys's configuration, read through the HTTP Server API: the IP
+//! listen list (`netsh http show iplisten`). Read at start-up; changes
+//! after it arrive as HttpService events (ReadIpListEntry), which http.sys
+//! logs when it re-reads the list.
+
+use std::net::IpAddr;
+
+use windows_sys::Win32::Networking::HttpServer::{
+    HTTP_INITIALIZE_CONFIG, HTTP_SERVICE_CONFIG_IP_LISTEN_QUERY, HTTPAPI_VERSION, HttpInitialize,
+    HttpQueryServiceConfiguration, HttpServiceConfigIPListenList, HttpTerminate,
+};
+use windows_sys::Win32::Networking::WinSock::SOCKADDR_STORAGE;
+
+const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
+const ERROR_FILE_NOT_FOUND: u32 = 2;
+
+/// The listen list's addresses; empty when http.sys listens on every
+/// address (no list configured). Err names the failing call.
+pub fn listen_list() -> Result<Vec<IpAddr>, String> {
+    let version = HTTPAPI_VERSION {
+        HttpApiMajorVersion: 2,
+        HttpApiMinorVersion: 0,
+    };
+    // SAFETY: plain initialisation for configuration calls.
+    let r = unsafe { HttpInitialize(version, HTTP_INITIALIZE_CONFIG, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(format!("HttpInitialize failed with error {r}"));
+    }
+    let out = query();
+    // SAFETY: paired with the successful HttpInitialize above.
+    unsafe { HttpTerminate(HTTP_INITIALIZE_CONFIG, std::ptr::null_mut()) };
+    out
+}
+
+fn query() -> Result<Vec<IpAddr>, String> {
+    let mut buf: Vec<u64> = vec![0; 512];
+    for _ in 0..3 {
+        let mut needed = 0u32;
+        // SAFETY: buf is writable for its size in bytes; no input, no overlapped.
+        let r = unsafe {
+            HttpQueryServiceConfiguration(
+                std::ptr::null_mut(),
+                HttpServiceConfigIPListenList,
+                std::ptr::null(),
+                0,
+                buf.as_mut_ptr().cast(),
+                (buf.len() * 8) as u32,
+                &mut needed,
+                std::ptr::null(),
+            )
+        };
+        match r {
+            0 => return Ok(parse(&buf)),
+            ERROR_FILE_NOT_FOUND => return Ok(Vec::new()),
+            ERROR_INSUFFICIENT_BUFFER => buf.resize((needed as usize).div_ceil(8) + 1, 0),
+            e => {
+                return Err(format!(
+                    "HttpQueryServiceConfiguration failed with error {e}"
+                ));
+            }
+        }
+    }
+    Err("HttpQueryServiceConfiguration kept asking for more room".into())
+}
+
+fn parse(buf: &[u64]) -> Vec<IpAddr> {
+    // SAFETY: the call succeeded, so the buffer starts with the query
+    // structure and holds AddrCount SOCKADDR_STORAGE entries.
+    let q = unsafe { &*(buf.as_ptr() as *const HTTP_SERVICE_CONFIG_IP_LISTEN_QUERY) };
+    let first = q.AddrList.as_ptr();
+    (0..q.AddrCount as usize)
+        .filter_map(|i| {
+            // SAFETY: entry i of AddrCount, inside the buffer.
+            let sa = unsafe { &*first.add(i) };
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (sa as *const SOCKADDR_STORAGE).cast::<u8>(),
+                    std::mem::size_of::<SOCKADDR_STORAGE>(),
+                )
+            };
+            crate::etw::sockaddr::decode(bytes).ok().map(|a| a.ip())
+        })
+        .collect()
+}

@@ -1,0 +1,48 @@
+//! The Windows event source and host view: ETW through ferrisetw, socket
+//! tables through the IP Helper API, http.sys through the HTTP Server API,
+//! and the service control manager. Built only for Windows; what it decodes
+//! is in `crate::etw`, which is tested on Linux.
+
+pub mod host;
+pub mod httpapi;
+pub mod process;
+pub mod service;
+pub mod session;
+pub mod who;
+
+pub use host::KernelView;
+pub use session::{
+    DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, LostCounts, ProbeConfig, Probes,
+    RingReader,
+};
+
+/// Windows has no network namespaces to name by path.
+pub fn cookie_of_path(path: &std::path::Path) -> std::io::Result<u64> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!(
+            "{}: network namespaces are Linux's; on Windows a watch covers the host",
+            path.display()
+        ),
+    ))
+}
+
+/// Nothing to give up: the ETW session needs the rights the service
+/// starts with for as long as it runs (see README, Windows).
+pub fn drop_to_runtime() -> std::io::Result<Vec<String>> {
+    Ok(Vec::new())
+}
+
+/// The Windows heap returns freed memory by itself.
+pub fn release_free_memory() {}
+
+/// A NUL-terminated UTF-16 string for the Win32 API.
+pub(crate) fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+/// FILETIME (100 ns since 1601) to Unix nanoseconds.
+pub(crate) fn filetime_to_unix_ns(ft: u64) -> u64 {
+    const EPOCH_DIFF_100NS: u64 = 116_444_736_000_000_000;
+    ft.saturating_sub(EPOCH_DIFF_100NS).saturating_mul(100)
+}

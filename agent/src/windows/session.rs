@@ -1,0 +1,410 @@
+//! The ETW session: one real-time session named `bindwatch` enabling
+//! Winsock-AFD, TCPIP and HttpService, read on a thread of its own. Each
+//! record is read into an [`EtwRecord`], joined into raw events by the
+//! shared [`Joiner`], named with its process's image, and queued for the
+//! event loop, which decodes them as it decodes the Linux ring buffer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bindwatch_common::{RAW_EVENT_SIZE, RawEvent};
+use ferrisetw::EventRecord;
+use ferrisetw::parser::{Parser, Pointer};
+use ferrisetw::provider::{EventFilter, Provider};
+use ferrisetw::schema_locator::SchemaLocator;
+use ferrisetw::trace::{TraceTrait, UserTrace, stop_trace_by_name};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::etw::record::fields;
+use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner, Value};
+
+/// The session's name: a session of this name left by a crash is stopped
+/// at start-up (ETW refuses a second one with "already exists").
+pub const SESSION_NAME: &str = "bindwatch";
+/// Default size of the queue between the ETW thread and the event loop, in
+/// bytes of raw events (the same setting as Linux's ring buffer).
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
+/// Most processes whose image names are cached for naming events.
+const NAME_CACHE: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+        }
+    }
+}
+
+/// One provider of the session, as the hooks of the Linux probes are shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookStatus {
+    pub hook: &'static str,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct HookIncident {
+    pub hook: &'static str,
+    pub what: &'static str,
+    pub reattached: std::result::Result<(), String>,
+}
+
+/// What the session could not deliver, since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    /// ETW's own losses (events and real-time buffers) and events dropped
+    /// because the queue to the event loop was full.
+    pub ringbuf_full: u64,
+    pub accept_map_full: u64,
+    /// Endpoints or TCPIP failures the joiner had no room for.
+    pub pending_map_full: u64,
+    /// ETW records that failed to decode (a field missing or malformed).
+    pub undecodable: u64,
+}
+
+/// State the ETW thread and the event loop share.
+struct Shared {
+    joiner: Mutex<Joiner>,
+    queue_full: AtomicU64,
+    names: Mutex<HashMap<u32, [u8; 16]>>,
+}
+
+static HTTP_SYS: OnceLock<Mutex<HttpSys>> = OnceLock::new();
+
+/// http.sys as the session last saw it (listen list and URL registrations).
+pub fn http_sys() -> HttpSys {
+    HTTP_SYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+fn comm_of(shared: &Shared, pid: u32) -> [u8; 16] {
+    let mut names = shared.names.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = names.get(&pid) {
+        return *c;
+    }
+    let mut c = [0u8; 16];
+    if let Some(n) = super::process::image_name(pid) {
+        let b = n.as_bytes();
+        let len = b.len().min(15);
+        c[..len].copy_from_slice(&b[..len]);
+    }
+    if names.len() >= NAME_CACHE {
+        names.clear();
+    }
+    names.insert(pid, c);
+    c
+}
+
+/// Reads the fields the joiner knows, in the types the manifests give them.
+fn read_record(
+    provider: EtwProvider,
+    record: &EventRecord,
+    locator: &SchemaLocator,
+) -> Option<EtwRecord> {
+    let schema = locator.event_schema(record).ok()?;
+    let parser = Parser::create(record, &schema);
+    let mut r = EtwRecord::new(provider, record.event_id(), &schema.task_name());
+    r.pid = record.process_id();
+    r.tid = record.thread_id();
+    r.time_ns = super::filetime_to_unix_ns(record.raw_timestamp() as u64);
+    for name in fields::NUMBERS {
+        let v = parser
+            .try_parse::<u32>(name)
+            .map(u64::from)
+            .or_else(|_| parser.try_parse::<u64>(name))
+            .or_else(|_| parser.try_parse::<Pointer>(name).map(|p| *p as u64))
+            .or_else(|_| parser.try_parse::<u16>(name).map(u64::from))
+            .or_else(|_| parser.try_parse::<u8>(name).map(u64::from));
+        if let Ok(v) = v {
+            r.fields.insert((*name).to_owned(), Value::U64(v));
+        }
+    }
+    for name in fields::ADDRESSES {
+        if let Ok(b) = parser.try_parse::<Vec<u8>>(name) {
+            r.fields.insert((*name).to_owned(), Value::Bytes(b));
+        }
+    }
+    for name in fields::STRINGS {
+        if r.fields.contains_key(*name) {
+            continue;
+        }
+        if let Ok(s) = parser.try_parse::<String>(name) {
+            r.fields.insert((*name).to_owned(), Value::Str(s));
+        }
+    }
+    Some(r)
+}
+
+fn on_record(
+    provider: EtwProvider,
+    record: &EventRecord,
+    locator: &SchemaLocator,
+    shared: &Shared,
+    tx: &mpsc::Sender<RawEvent>,
+) {
+    let Some(rec) = read_record(provider, record, locator) else {
+        return;
+    };
+    let mut out = Vec::new();
+    let res = {
+        let mut j = shared.joiner.lock().unwrap_or_else(|e| e.into_inner());
+        let res = j.on_record(&rec, &mut out);
+        if provider == EtwProvider::HttpService {
+            *HTTP_SYS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = j.http.clone();
+        }
+        res
+    };
+    if let Err(e) = res {
+        // Counted by the joiner (exported as malformed); logged at debug
+        // because a new Windows build can make every record of a kind fail.
+        tracing::debug!(error = %e, "ETW record not read");
+    }
+    send(shared, tx, out);
+}
+
+fn send(shared: &Shared, tx: &mpsc::Sender<RawEvent>, out: Vec<RawEvent>) {
+    for mut ev in out {
+        ev.comm = comm_of(shared, ev.pid);
+        if tx.try_send(ev).is_err() {
+            shared.queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The running session.
+pub struct Probes {
+    trace: Option<UserTrace>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<RawEvent>,
+    hooks: Vec<HookStatus>,
+}
+
+/// The event loop's end of the queue.
+pub struct RingReader {
+    rx: mpsc::Receiver<RawEvent>,
+}
+
+/// Most raw events handed over per batch.
+const BATCH: usize = 4096;
+
+fn bytes(ev: &RawEvent) -> &[u8] {
+    // SAFETY: RawEvent is repr(C) plain integers and arrays with no
+    // padding (its size is checked against the probes' at build time).
+    unsafe { std::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), RAW_EVENT_SIZE) }
+}
+
+impl RingReader {
+    pub fn new(rx: mpsc::Receiver<RawEvent>) -> std::io::Result<Self> {
+        Ok(Self { rx })
+    }
+
+    /// Waits for events, then passes every queued one to `f`.
+    pub async fn read_batch(&mut self, mut f: impl FnMut(&[u8])) -> std::io::Result<usize> {
+        let Some(first) = self.rx.recv().await else {
+            return Err(std::io::Error::other("the ETW session ended"));
+        };
+        f(bytes(&first));
+        let mut n = 1;
+        while n < BATCH {
+            match self.rx.try_recv() {
+                Ok(ev) => f(bytes(&ev)),
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Reads whatever is queued now, without waiting.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while let Ok(ev) = self.rx.try_recv() {
+            f(bytes(&ev));
+            n += 1;
+        }
+        n
+    }
+}
+
+/// ETW's loss counters for the session (ControlTrace query).
+fn session_losses() -> Option<u64> {
+    use windows_sys::Win32::System::Diagnostics::Etw::{
+        CONTROLTRACE_HANDLE, ControlTraceW, EVENT_TRACE_CONTROL_QUERY, EVENT_TRACE_PROPERTIES,
+    };
+    let size = std::mem::size_of::<EVENT_TRACE_PROPERTIES>() + 2 * 1024;
+    let mut buf = vec![0u64; size.div_ceil(8)];
+    let props = buf.as_mut_ptr().cast::<EVENT_TRACE_PROPERTIES>();
+    let name = super::wide(SESSION_NAME);
+    // SAFETY: buf is zeroed and large enough for the properties and the
+    // names ETW writes after them.
+    unsafe {
+        (*props).Wnode.BufferSize = size as u32;
+        (*props).LoggerNameOffset = std::mem::size_of::<EVENT_TRACE_PROPERTIES>() as u32;
+        let r = ControlTraceW(
+            CONTROLTRACE_HANDLE { Value: 0 },
+            name.as_ptr(),
+            props,
+            EVENT_TRACE_CONTROL_QUERY,
+        );
+        (r == 0).then(|| u64::from((*props).EventsLost) + u64::from((*props).RealTimeBuffersLost))
+    }
+}
+
+impl Probes {
+    /// Stops a session left by a crash, reads http.sys's listen list, and
+    /// starts the session with every provider enabled.
+    pub fn load(cfg: &ProbeConfig) -> Result<(Self, mpsc::Receiver<RawEvent>)> {
+        if stop_trace_by_name(SESSION_NAME).is_ok() {
+            tracing::warn!(
+                session = SESSION_NAME,
+                "stopped an ETW session left by an earlier run"
+            );
+        }
+        let mut joiner = Joiner::new();
+        match super::httpapi::listen_list() {
+            Ok(list) => joiner.http.set_listen_list(list),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read http.sys's IP listen list; taking it as empty")
+            }
+        }
+        *HTTP_SYS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = joiner.http.clone();
+        let capacity = (cfg.ring_buffer_bytes as usize / RAW_EVENT_SIZE).max(64);
+        let (tx, rx) = mpsc::channel(capacity);
+        let shared = Arc::new(Shared {
+            joiner: Mutex::new(joiner),
+            queue_full: AtomicU64::new(0),
+            names: Mutex::new(HashMap::new()),
+        });
+        let mut builder = UserTrace::new().named(SESSION_NAME.to_owned());
+        for p in EtwProvider::ALL {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            let provider = Provider::by_guid(p.guid())
+                .any(p.keywords())
+                .level(5)
+                .add_filter(EventFilter::ByEventIds(p.event_ids().to_vec()))
+                .add_callback(move |record: &EventRecord, locator: &SchemaLocator| {
+                    on_record(p, record, locator, &shared, &tx)
+                })
+                .build();
+            builder = builder.enable(provider);
+        }
+        let (trace, handle) = builder.start().map_err(|e| Error::Etw(format!("{e:?}")))?;
+        std::thread::Builder::new()
+            .name("bindwatch-etw".into())
+            .spawn(move || {
+                if let Err(e) = UserTrace::process_from_handle(handle) {
+                    tracing::error!(error = ?e, "ETW processing stopped");
+                }
+            })
+            .map_err(|e| Error::io("starting the ETW thread", e))?;
+        let hooks = EtwProvider::ALL
+            .iter()
+            .map(|p| HookStatus {
+                hook: p.name(),
+                attached: true,
+                error: None,
+            })
+            .collect();
+        Ok((
+            Self {
+                trace: Some(trace),
+                shared,
+                tx,
+                hooks,
+            },
+            rx,
+        ))
+    }
+
+    pub fn source_name(&self) -> String {
+        format!("ETW (session {SESSION_NAME})")
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    pub fn attached_count(&self) -> usize {
+        self.hooks.iter().filter(|h| h.attached).count()
+    }
+
+    /// Whether the session still runs (someone may stop it: `logman stop
+    /// bindwatch -ets`); a stopped session is reported, not restarted.
+    pub fn check_hooks(&mut self) -> Vec<HookIncident> {
+        if session_losses().is_some() || self.hooks.iter().all(|h| !h.attached) {
+            return Vec::new();
+        }
+        for h in &mut self.hooks {
+            h.attached = false;
+            h.error = Some("the ETW session was stopped".into());
+        }
+        vec![HookIncident {
+            hook: "etw-session",
+            what: "stopped",
+            reattached: Err("restart bindwatch to start a new session".into()),
+        }]
+    }
+
+    /// Loss counters. Reading them also releases TCPIP failures whose AFD
+    /// twin never came (binds by kernel-mode callers) when the host is quiet.
+    pub fn lost(&self) -> Result<LostCounts> {
+        let mut out = Vec::new();
+        let stats = {
+            let mut j = self.shared.joiner.lock().unwrap_or_else(|e| e.into_inner());
+            j.flush(crate::clock::now_unix_ns(), &mut out);
+            j.stats()
+        };
+        send(&self.shared, &self.tx, out);
+        Ok(LostCounts {
+            ringbuf_full: self.shared.queue_full.load(Ordering::Relaxed)
+                + session_losses().unwrap_or(0),
+            accept_map_full: 0,
+            pending_map_full: stats.endpoints_full + stats.pending_full,
+            undecodable: stats.malformed,
+        })
+    }
+
+    /// The Linux release hook needs pre-existing sockets; ETW does not.
+    pub fn seed_bound(&mut self, _socks: &[(u64, bindwatch_common::BoundSock)]) -> Result<usize> {
+        Ok(0)
+    }
+
+    pub fn accepts(&self) -> Result<HashMap<(u8, u16), u64>> {
+        Ok(self
+            .shared
+            .joiner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepts()
+            .clone())
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        if let Some(t) = self.trace.take()
+            && let Err(e) = t.stop()
+        {
+            tracing::warn!(error = ?e, "stopping the ETW session");
+        }
+    }
+}
