@@ -173,6 +173,11 @@ impl Correlator {
             DiagnosisKind::NoFreePort => {}
             _ => d = diagnose(&self.table, ev, &mut self.facts)?,
         }
+        // http.sys's answer names the processes it listens for, which only
+        // the host's facts know.
+        if d.holders.iter().any(|b| b.reason == crate::conflict::Reason::HttpSys) {
+            d = diagnose(&self.table, ev, &mut self.facts)?;
+        }
         if self.verify(&d) {
             d = diagnose(&self.table, ev, &mut self.facts)?;
         }
