@@ -175,7 +175,10 @@ impl Correlator {
         }
         // http.sys's answer names the processes it listens for, which only
         // the host's facts know.
-        if d.holders.iter().any(|b| b.reason == crate::conflict::Reason::HttpSys) {
+        if d.holders
+            .iter()
+            .any(|b| b.reason == crate::conflict::Reason::HttpSys)
+        {
             d = diagnose(&self.table, ev, &mut self.facts)?;
         }
         if self.verify(&d) {

@@ -203,9 +203,7 @@ pub struct RingReader {
 const BATCH: usize = 4096;
 
 fn bytes(ev: &RawEvent) -> &[u8] {
-    // SAFETY: RawEvent is repr(C) plain integers and arrays with no
-    // padding (its size is checked against the probes' at build time).
-    unsafe { std::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), RAW_EVENT_SIZE) }
+    ev.as_bytes()
 }
 
 impl RingReader {

@@ -336,3 +336,25 @@ fn non_ip_sockets_are_ignored_and_the_endpoint_map_is_bounded() {
     assert_eq!(j.endpoints(), ENDPOINT_CAPACITY);
     assert_eq!(j.stats().endpoints_full, 5);
 }
+
+#[test]
+fn joined_events_pass_the_shared_decoder_as_the_probes_records_do() {
+    let mut j = Joiner::new();
+    let mut out = Vec::new();
+    for r in [
+        create(EP, NGINX, T0),
+        bind(EP, NGINX, T0 + 10, true, "[::]:443", 0),
+        bind(EP, NGINX, T0 + 20, false, "[::]:443", 0),
+        listen(EP, NGINX, T0 + 30),
+    ] {
+        j.on_record(&r, &mut out).unwrap();
+    }
+    // The clock the Windows build's `Clock::new()` gives: no offset.
+    let mut d = crate::decode::Decoder::new(Clock::with_offset_ns(0));
+    let evs: Vec<Event> = out.iter().filter_map(|r| d.decode(r.as_bytes())).collect();
+    assert_eq!(evs.len(), 2);
+    assert_eq!(d.stats().rejected(), 0);
+    assert_eq!(evs[0].endpoint(), "[::]:443");
+    // Windows stamps are Unix time already: the clock adds nothing.
+    assert_eq!(evs[1].time_ns, T0 + 30);
+}
