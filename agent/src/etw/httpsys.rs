@@ -97,6 +97,77 @@ impl HttpSys {
     }
 }
 
+/// One request queue from `netsh http show servicestate view=requestq`:
+/// the registrations made before bindwatch started, which no event reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestQueue {
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub urls: Vec<String>,
+}
+
+/// Parses netsh's request-queue view (English output; other locales yield
+/// nothing, and registrations are then learned from events only).
+pub fn parse_request_queues(text: &str) -> Vec<RequestQueue> {
+    #[derive(PartialEq)]
+    enum List {
+        None,
+        Pids,
+        Urls,
+    }
+    let mut out: Vec<RequestQueue> = Vec::new();
+    let mut list = List::None;
+    for line in text.lines() {
+        let indented = line.starts_with(' ') || line.starts_with('\t');
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if !indented && let Some(name) = t.strip_prefix("Request queue name:") {
+            out.push(RequestQueue {
+                name: name.trim().to_owned(),
+                ..RequestQueue::default()
+            });
+            list = List::None;
+            continue;
+        }
+        let Some(q) = out.last_mut() else {
+            continue;
+        };
+        if t.eq_ignore_ascii_case("Process IDs:") {
+            list = List::Pids;
+        } else if t.eq_ignore_ascii_case("Registered URLs:") {
+            list = List::Urls;
+        } else if list == List::Pids
+            && let Ok(pid) = t.parse::<u32>()
+        {
+            q.pids.push(pid);
+        } else if list == List::Urls && t.contains("://") {
+            q.urls.push(t.to_owned());
+        } else {
+            list = List::None;
+        }
+    }
+    out
+}
+
+impl HttpSys {
+    /// Adds the registrations of netsh's request queues (each URL to the
+    /// queue's first worker process).
+    pub fn add_request_queues(&mut self, queues: &[RequestQueue], now_ns: u64) {
+        for q in queues {
+            let Some(&pid) = q.pids.first() else {
+                continue;
+            };
+            for url in &q.urls {
+                if !self.urls.contains_key(url) {
+                    self.add_url(url, pid, 0, now_ns);
+                }
+            }
+        }
+    }
+}
+
 /// The port of an http.sys URL prefix: `http://+:80/`, `https://*:443/app/`,
 /// `http://www.example.com/` (80).
 pub fn url_port(url: &str) -> Option<u16> {
@@ -171,6 +242,56 @@ mod tests {
         );
         assert_eq!(app_pool("w3wp.exe -ap Shop").as_deref(), Some("Shop"));
         assert_eq!(app_pool("nginx.exe"), None);
+    }
+
+    /// The shape of `netsh http show servicestate view=requestq` on an IIS host.
+    const NETSH: &str = "
+Snapshot of HTTP service state (Request Queue View):
+-----------------------------------------------------
+
+Request queue name: DefaultAppPool
+    Version: 2.0
+    State: Active
+    Request queue 503 verbosity level: Basic
+    Max requests: 1000
+    Number of active processes attached: 1
+    Controller process ID: 1880
+    Process IDs:
+        2120
+    URL groups:
+    URL group ID: FF00000040000001
+        State: Active
+        Request queue name: DefaultAppPool
+        Number of registered URLs: 2
+        Registered URLs:
+            HTTP://*:80/
+            HTTPS://*:443/
+
+Request queue name: Request queue is unnamed.
+    Version: 2.0
+    State: Active
+    Process IDs:
+        3300
+    URL groups:
+    URL group ID: FE00000040000002
+        Registered URLs:
+            HTTP://+:5985/WSMAN/
+";
+
+    #[test]
+    fn netsh_request_queues_give_the_registrations_made_before_start() {
+        let qs = parse_request_queues(NETSH);
+        assert_eq!(qs.len(), 2);
+        assert_eq!(qs[0].name, "DefaultAppPool");
+        assert_eq!(qs[0].pids, vec![2120]);
+        assert_eq!(qs[0].urls, vec!["HTTP://*:80/", "HTTPS://*:443/"]);
+        assert_eq!(qs[1].pids, vec![3300]);
+        let mut h = HttpSys::default();
+        h.add_request_queues(&qs, 5);
+        assert_eq!(h.urls_on_port(80)[0].pid, 2120);
+        assert_eq!(h.urls_on_port(443)[0].pid, 2120);
+        assert_eq!(h.urls_on_port(5985)[0].pid, 3300);
+        assert!(parse_request_queues("Momentaufnahme des HTTP-Dienststatus").is_empty());
     }
 
     #[test]

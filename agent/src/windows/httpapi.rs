@@ -82,3 +82,25 @@ fn parse(buf: &[u64]) -> Vec<IpAddr> {
         })
         .collect()
 }
+
+/// The request queues with their worker processes and URLs, as `netsh http
+/// show servicestate view=requestq` prints them (no documented API lists
+/// them). Empty when netsh fails or prints another locale.
+pub fn request_queues() -> Vec<crate::etw::httpsys::RequestQueue> {
+    let out = std::process::Command::new("netsh")
+        .args(["http", "show", "servicestate", "view=requestq"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            crate::etw::httpsys::parse_request_queues(&String::from_utf8_lossy(&o.stdout))
+        }
+        Ok(o) => {
+            tracing::warn!(status = %o.status, "netsh http show servicestate failed");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot run netsh for http.sys's request queues");
+            Vec::new()
+        }
+    }
+}

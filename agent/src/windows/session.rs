@@ -280,6 +280,16 @@ impl Probes {
                 tracing::warn!(error = %e, "cannot read http.sys's IP listen list; taking it as empty")
             }
         }
+        let queues = super::httpapi::request_queues();
+        joiner
+            .http
+            .add_request_queues(&queues, crate::clock::now_unix_ns());
+        tracing::info!(
+            queues = queues.len(),
+            urls = joiner.http.urls.len(),
+            listen_list = ?joiner.http.listen_list,
+            "http.sys state read"
+        );
         *HTTP_SYS
             .get_or_init(Default::default)
             .lock()
