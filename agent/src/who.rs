@@ -24,6 +24,31 @@ pub struct WhoAnswer {
     pub holders: Vec<HolderView>,
 }
 
+impl WhoAnswer {
+    /// The answer from sockets read off the host for this query (the
+    /// standalone `who` on either platform).
+    pub fn from_host(
+        query: WhoQuery,
+        mut holders: Vec<crate::holders::Holder>,
+        processes: Vec<crate::holders::ProcessInfo>,
+    ) -> Self {
+        holders.retain(|h| query.matches(h));
+        let mut table = crate::holders::HolderTable::new();
+        table.seed(crate::holders::Snapshot {
+            taken_ns: crate::clock::now_unix_ns(),
+            holders,
+            processes,
+            netns: Default::default(),
+        });
+        let holders = query.run(&table);
+        Self {
+            query,
+            source: AnswerSource::Kernel,
+            holders,
+        }
+    }
+}
+
 fn when(ns: u64) -> String {
     DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
         .map(|t| {

@@ -41,10 +41,8 @@ pub async fn from_daemon(base: &str, query: &WhoQuery) -> Option<WhoAnswer> {
 #[cfg(target_os = "linux")]
 pub fn standalone(query: WhoQuery) -> WhoAnswer {
     use crate::event::Proto;
-    use crate::holders::HolderTable;
     use crate::linux::kernel::KernelView;
     use crate::linux::sockdiag::{self, DiagQuery};
-    use crate::who::AnswerSource;
     let mut kv = KernelView::new();
     let protos: Vec<Proto> = match query.proto {
         Some(p) => vec![p],
@@ -67,19 +65,5 @@ pub fn standalone(query: WhoQuery) -> WhoAnswer {
         &queries,
         true,
     );
-    let mut table = HolderTable::new();
-    let mut snap = crate::holders::Snapshot {
-        taken_ns: crate::clock::now_unix_ns(),
-        holders: r.holders,
-        processes: r.processes,
-        netns: Default::default(),
-    };
-    snap.holders.retain(|h| query.matches(h));
-    table.seed(snap);
-    let holders = query.run(&table);
-    WhoAnswer {
-        query,
-        source: AnswerSource::Kernel,
-        holders,
-    }
+    WhoAnswer::from_host(query, r.holders, r.processes)
 }
