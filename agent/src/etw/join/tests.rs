@@ -377,6 +377,8 @@ mod arbitrary {
             ]
             .prop_map(U64),
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes),
+            prop_oneof![Just("0.0.0.0:80"), Just("10.0.0.6:80"), Just("[::]:443")]
+                .prop_map(|a| Bytes(sa(a))),
             "[ -~]{0,24}".prop_map(Str),
         ]
     }
