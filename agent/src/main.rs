@@ -197,6 +197,23 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// Writes to standard output; a reader that went away (`| head`) ends the
+/// command quietly instead of the panic `print!` would raise.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if stdout_gone(&e) => Ok(()),
+        r => Ok(r.context("writing to standard output")?),
+    }
+}
+
+fn stdout_gone(e: &std::io::Error) -> bool {
+    // Windows reports a closed pipe as ERROR_NO_DATA (232, BrokenPipe) or
+    // ERROR_PIPE_NOT_CONNECTED (233).
+    e.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(windows) && e.raw_os_error() == Some(233))
+}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -303,24 +320,30 @@ fn real_main() -> anyhow::Result<()> {
                 eprintln!("bindwatch: wrote {}", path.display());
                 return Ok(());
             }
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            use std::io::Write as _;
-            if a.json {
-                for r in &records {
-                    bindwatch::trace::write_json_line(&mut out, r)?;
+            let written = (|| -> std::io::Result<()> {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                use std::io::Write as _;
+                if a.json {
+                    for r in &records {
+                        bindwatch::trace::write_json_line(&mut out, r)?;
+                    }
+                } else {
+                    writeln!(out, "{}", bindwatch::timeline::HEADER)?;
+                    for r in &records {
+                        writeln!(out, "{}", bindwatch::timeline::row(r))?;
+                    }
                 }
-            } else {
-                writeln!(out, "{}", bindwatch::timeline::HEADER)?;
-                for r in &records {
-                    writeln!(out, "{}", bindwatch::timeline::row(r))?;
-                }
+                out.flush()
+            })();
+            match written {
+                Err(e) if stdout_gone(&e) => {}
+                r => r.context("writing to standard output")?,
             }
-            out.flush()?;
         }
         Command::CheckConfig { file } => {
             let c = bindwatch::config::Config::load(&file)?;
-            println!(
-                "{}: ok ({} watched port{}, {} alert target{})",
+            print_out(&format!(
+                "{}: ok ({} watched port{}, {} alert target{})\n",
                 file.display(),
                 c.watch.len(),
                 if c.watch.len() == 1 { "" } else { "s" },
@@ -330,7 +353,7 @@ fn real_main() -> anyhow::Result<()> {
                 } else {
                     "s"
                 }
-            );
+            ))?;
         }
         Command::Trace(a) => {
             init_logging("warn");
@@ -358,11 +381,12 @@ fn real_main() -> anyhow::Result<()> {
                 rt.block_on(bindwatch::cmd::who::from_daemon(&a.daemon, &query))
             };
             let answer = from_daemon.unwrap_or_else(|| bindwatch::cmd::who::standalone(query));
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+            let text = if a.json {
+                serde_json::to_string_pretty(&answer)? + "\n"
             } else {
-                print!("{}", bindwatch::who::render(&answer));
-            }
+                bindwatch::who::render(&answer)
+            };
+            print_out(&text)?;
         }
     }
     Ok(())

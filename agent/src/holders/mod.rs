@@ -163,8 +163,49 @@ impl HolderView {
     }
 }
 
-/// What a holder blocks: the addresses a bind of its port cannot take.
+/// What a holder blocks: the addresses a bind of its port cannot take,
+/// under the platform's rules.
 pub fn blocks(h: &Holder) -> Vec<String> {
+    match crate::conflict::RuleSet::NATIVE {
+        crate::conflict::RuleSet::Linux => blocks_linux(h),
+        crate::conflict::RuleSet::Windows => blocks_windows(h),
+    }
+}
+
+/// Under Windows's sharing rules (see `conflict::winsock`); the holder's
+/// options are not known there, so the conditions are spelled out.
+pub fn blocks_windows(h: &Holder) -> Vec<String> {
+    let p = h.port;
+    let ep = endpoint(h.addr, p);
+    let (family, any) = if h.addr.is_ipv4() {
+        ("IPv4", "0.0.0.0")
+    } else {
+        ("IPv6", "[::]")
+    };
+    if h.proto == Proto::Tcp && h.owners.contains(&crate::etw::httpsys::SYSTEM_PID) {
+        return vec![format!(
+            "{ep} for every other server: http.sys (add iplisten entries to leave other \
+             addresses free)"
+        )];
+    }
+    if h.addr.is_unspecified() {
+        vec![
+            format!("{ep} unless both sockets set SO_REUSEADDR"),
+            format!(
+                "every other {family} address on {} port {p} for other accounts (WSAEACCES), and \
+                 for everyone if it set SO_EXCLUSIVEADDRUSE",
+                h.proto
+            ),
+        ]
+    } else {
+        vec![
+            format!("{ep} unless both sockets set SO_REUSEADDR"),
+            format!("{any}:{p} (the wildcard) only for a socket asking SO_EXCLUSIVEADDRUSE"),
+        ]
+    }
+}
+
+fn blocks_linux(h: &Holder) -> Vec<String> {
     let p = h.port;
     let proto = h.proto;
     let mut v = Vec::new();

@@ -58,7 +58,12 @@ impl ProcessInfo {
         } else if let Some(u) = &self.unit {
             parts.push(u.clone());
         }
-        format!("{} ({})", self.comm, parts.join(", "))
+        let name = if self.comm.is_empty() {
+            "an unreadable process"
+        } else {
+            &self.comm
+        };
+        format!("{name} ({})", parts.join(", "))
     }
 }
 

@@ -375,3 +375,31 @@ fn access_denied_by_another_accounts_wildcard_socket_names_it() {
     assert_eq!(d.holders[0].holder.owners[0].pid, 700);
     assert_eq!(d.holders[0].reason, Reason::OtherAccount);
 }
+
+#[test]
+fn what_a_windows_holder_blocks_is_said_under_windows_rules() {
+    let mut h = Host::new();
+    h.iis();
+    h.bind(700, "stray.exe", "10.0.0.6:8080", 0, true);
+    h.bind(701, "any.exe", "0.0.0.0:9090", 0, true);
+    let text = |port: u16| -> Vec<String> {
+        let holder = h.table.iter().find(|x| x.port == port).unwrap();
+        super::blocks_windows(holder)
+    };
+    assert_eq!(
+        text(80),
+        vec![
+            "0.0.0.0:80 for every other server: http.sys (add iplisten entries to leave other addresses free)"
+        ]
+    );
+    assert_eq!(
+        text(8080),
+        vec![
+            "10.0.0.6:8080 unless both sockets set SO_REUSEADDR",
+            "0.0.0.0:8080 (the wildcard) only for a socket asking SO_EXCLUSIVEADDRUSE"
+        ]
+    );
+    assert!(
+        text(9090)[1].starts_with("every other IPv4 address on tcp port 9090 for other accounts")
+    );
+}
