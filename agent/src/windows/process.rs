@@ -91,6 +91,60 @@ fn command_line(pid: u32) -> Option<String> {
     None
 }
 
+/// The account a process runs as (`IIS APPPOOL\\DefaultAppPool`,
+/// `NT AUTHORITY\\SYSTEM`): what Windows's socket security compares.
+fn account(pid: u32) -> Option<String> {
+    use windows_sys::Win32::Security::{
+        GetTokenInformation, LookupAccountSidW, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    };
+    use windows_sys::Win32::System::Threading::OpenProcessToken;
+    let p = open(pid)?;
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: a process handle this module owns; token receives a handle.
+    if unsafe { OpenProcessToken(p.0, TOKEN_QUERY, &mut token) } == 0 {
+        return None;
+    }
+    let token = Handle(token);
+    let mut buf = vec![0u64; 64];
+    let mut len = 0u32;
+    // SAFETY: buf is writable for its size in bytes.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.0,
+            TokenUser,
+            buf.as_mut_ptr().cast(),
+            (buf.len() * 8) as u32,
+            &mut len,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    // SAFETY: on success the buffer starts with a TOKEN_USER.
+    let user = unsafe { &*(buf.as_ptr() as *const TOKEN_USER) };
+    let mut name = [0u16; 256];
+    let mut domain = [0u16; 256];
+    let (mut nlen, mut dlen) = (name.len() as u32, domain.len() as u32);
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: the SID inside buf; two writable buffers with their lengths.
+    let ok = unsafe {
+        LookupAccountSidW(
+            std::ptr::null(),
+            user.User.Sid,
+            name.as_mut_ptr(),
+            &mut nlen,
+            domain.as_mut_ptr(),
+            &mut dlen,
+            &mut kind,
+        )
+    };
+    (ok != 0).then(|| {
+        let n = String::from_utf16_lossy(&name[..nlen as usize]);
+        let d = String::from_utf16_lossy(&domain[..dlen as usize]);
+        if d.is_empty() { n } else { format!("{d}\\{n}") }
+    })
+}
+
 fn started_ns(pid: u32) -> Option<u64> {
     let h = open(pid)?;
     let zero = FILETIME {
@@ -191,7 +245,7 @@ pub fn process_info(pid: u32, services: &HashMap<u32, Vec<String>>) -> Option<Pr
         comm,
         exe,
         uid: 0,
-        user: None,
+        user: account(pid),
         unit: services.get(&pid).map(|v| v.join(",")),
         container: None,
         started_ns: started_ns(pid),
