@@ -129,9 +129,10 @@ pub fn judge(
     for &h in holder_options {
         for &r in req_options {
             let o = outcome(h, first_specific, r, second_specific);
+            // Certain only where the accounts are known to differ.
             let blocks = match o {
                 Outcome::Success => false,
-                Outcome::Check => same_account != Some(true),
+                Outcome::Check => same_account == Some(false),
                 _ => true,
             };
             always_blocks &= blocks;

@@ -222,7 +222,13 @@ fn judge_windows(
         Some(false) => &[WinOption::Default, WinOption::Exclusive],
         None => &WinOption::ALL,
     };
-    let same_account = None;
+    // Socket security compares accounts; known once both processes' details
+    // were read.
+    let account = |pid: u32| table.process(pid).and_then(|p| p.user.clone());
+    let same_account = match (account(ev.pid), h.owners.first().and_then(|&o| account(o))) {
+        (Some(a), Some(b)) => Some(a.eq_ignore_ascii_case(&b)),
+        _ => None,
+    };
     let v = winsock::judge(
         req,
         &WinOption::ALL,

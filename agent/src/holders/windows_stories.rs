@@ -374,6 +374,47 @@ fn access_denied_by_another_accounts_wildcard_socket_names_it() {
     assert_eq!(d.kind, DiagnosisKind::Conflict);
     assert_eq!(d.holders[0].holder.owners[0].pid, 700);
     assert_eq!(d.holders[0].reason, Reason::OtherAccount);
+    assert!(!d.holders[0].certain, "accounts not read yet");
+    // With both accounts read and different, the verdict is certain.
+    let mut account = |pid: u32, comm: &str, user: &str| {
+        h.table.set_process(ProcessInfo {
+            pid,
+            comm: comm.into(),
+            user: Some(user.into()),
+            ..ProcessInfo::default()
+        })
+    };
+    account(700, "sqlservr.exe", r"NT SERVICE\MSSQLSERVER");
+    account(800, "app.exe", r"CONTOSO\alice");
+    let d = h.diagnose(&ev);
+    assert_eq!(d.holders[0].reason, Reason::OtherAccount);
+    assert!(d.holders[0].certain);
+    assert!(
+        d.summary
+            .contains(r"sqlservr.exe (pid 700, NT SERVICE\MSSQLSERVER)"),
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn one_account_may_bind_a_specific_address_beside_its_own_wildcard() {
+    let mut h = Host::new();
+    h.bind(700, "svc.exe", "0.0.0.0:7000", 0, true);
+    for (pid, comm) in [(700, "svc.exe"), (800, "svc2.exe")] {
+        h.table.set_process(ProcessInfo {
+            pid,
+            comm: comm.into(),
+            user: Some(r"NT AUTHORITY\SYSTEM".into()),
+            ..ProcessInfo::default()
+        });
+    }
+    // The security check passes for one account: WSAEACCES can only mean
+    // the holder set SO_EXCLUSIVEADDRUSE, and the answer says so, unsure.
+    let ev = h.bind(800, "svc2.exe", "10.0.0.6:7000", STATUS_ACCESS_DENIED, true);
+    let d = h.diagnose(&ev);
+    assert_eq!(d.holders[0].reason, Reason::ExclusiveHolder);
+    assert!(!d.holders[0].certain);
 }
 
 #[test]
