@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod redact;
 pub mod report;
 pub mod serve;
+pub mod source;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;

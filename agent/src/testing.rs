@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use bindwatch_common::{AF_INET, AF_INET6, RawEvent, flags};
+use bindwatch_common::{RawEvent, flags};
 
 use crate::clock::Clock;
 use crate::event::Event;
@@ -15,16 +15,7 @@ use crate::event::Event;
 pub fn raw(kind: u8, addr: &str, port: u16, proto: u8, ret: i32) -> RawEvent {
     let mut r = RawEvent::zeroed();
     r.kind = kind;
-    match addr.parse::<IpAddr>().expect("an IP address") {
-        IpAddr::V4(v4) => {
-            r.family = AF_INET;
-            r.addr[..4].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            r.family = AF_INET6;
-            r.addr = v6.octets();
-        }
-    }
+    crate::etw::join::set_ip(&mut r, addr.parse::<IpAddr>().expect("an IP address"));
     r.protocol = proto;
     r.port = port;
     r.bound_port = port;

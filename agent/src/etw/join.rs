@@ -183,9 +183,22 @@ fn raw(k: u8, time_ns: u64, pid: u32, tid: u32, protocol: u8, addr: SocketAddr) 
     r.protocol = protocol;
     r.netns_cookie = WINDOWS_NETNS;
     r.fd = -1;
-    match addr.ip() {
+    set_ip(&mut r, addr.ip());
+    r.port = addr.port();
+    r.bound_port = addr.port();
+    if protocol != 0 {
+        r.flags |= flags::SOCK_INFO;
+    }
+    r
+}
+
+/// Puts an address into a raw event in the probes' form (Linux's family
+/// numbers; IPv4 in the first four bytes).
+pub fn set_ip(r: &mut RawEvent, ip: IpAddr) {
+    match ip {
         IpAddr::V4(a) => {
             r.family = AF_INET;
+            r.addr = [0; 16];
             r.addr[..4].copy_from_slice(&a.octets());
         }
         IpAddr::V6(a) => {
@@ -193,12 +206,6 @@ fn raw(k: u8, time_ns: u64, pid: u32, tid: u32, protocol: u8, addr: SocketAddr) 
             r.addr = a.octets();
         }
     }
-    r.port = addr.port();
-    r.bound_port = addr.port();
-    if protocol != 0 {
-        r.flags |= flags::SOCK_INFO;
-    }
-    r
 }
 
 fn protocol_of(protocol: Option<u64>, socket_type: Option<u64>) -> u8 {

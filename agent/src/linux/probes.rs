@@ -9,7 +9,6 @@ use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint};
 use aya::{Ebpf, EbpfLoader, Pod};
 use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
 use object::{Object, ObjectSection, ObjectSymbol};
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 
@@ -18,43 +17,9 @@ use crate::error::{Error, Result};
 pub static PROBE_OBJECT: &[u8] =
     aya::include_bytes_aligned!("../../../probes/bindwatch-probes.bpf.o");
 
-/// Default ring buffer size: room for ~65k events, enough for a burst of
-/// 100k bind/close cycles while the reader keeps pace.
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
-
-#[derive(Clone, Debug)]
-pub struct ProbeConfig {
-    /// Power of two, at least one page.
-    pub ring_buffer_bytes: u32,
-}
-
-impl Default for ProbeConfig {
-    fn default() -> Self {
-        Self {
-            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
-        }
-    }
-}
-
-/// Whether one hook is attached, and why not.
-#[derive(Clone, Debug, Serialize)]
-pub struct HookStatus {
-    pub hook: &'static str,
-    pub attached: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// What the probes could not deliver, summed over CPUs, since load.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct LostCounts {
-    pub ringbuf_full: u64,
-    pub accept_map_full: u64,
-    pub pending_map_full: u64,
-    /// Records the source could not decode before they reached the agent's
-    /// decoder (Windows: ETW records missing a field); always 0 here.
-    pub undecodable: u64,
-}
+pub use crate::source::{
+    DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, LostCounts, ProbeConfig,
+};
 
 #[repr(transparent)]
 #[derive(Clone, Copy)]
@@ -468,14 +433,6 @@ impl Probes {
 
 /// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
-
-/// A hook found not running, and whether attaching it again worked.
-#[derive(Debug)]
-pub struct HookIncident {
-    pub hook: &'static str,
-    pub what: &'static str,
-    pub reattached: std::result::Result<(), String>,
-}
 
 // Cgroup programs are attached as BPF links, which always coexist with
 // other programs on the cgroup (the kernel refuses attach flags on links), so

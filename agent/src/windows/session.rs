@@ -14,8 +14,11 @@ use ferrisetw::parser::{Parser, Pointer};
 use ferrisetw::provider::{EventFilter, Provider};
 use ferrisetw::schema_locator::SchemaLocator;
 use ferrisetw::trace::{TraceTrait, UserTrace, stop_trace_by_name};
-use serde::Serialize;
 use tokio::sync::mpsc;
+
+pub use crate::source::{
+    DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, LostCounts, ProbeConfig,
+};
 
 use crate::error::{Error, Result};
 use crate::etw::record::fields;
@@ -24,52 +27,8 @@ use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner, Value};
 /// The session's name: a session of this name left by a crash is stopped
 /// at start-up (ETW refuses a second one with "already exists").
 pub const SESSION_NAME: &str = "bindwatch";
-/// Default size of the queue between the ETW thread and the event loop, in
-/// bytes of raw events (the same setting as Linux's ring buffer).
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 /// Most processes whose image names are cached for naming events.
 const NAME_CACHE: usize = 4096;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeConfig {
-    pub ring_buffer_bytes: u32,
-}
-
-impl Default for ProbeConfig {
-    fn default() -> Self {
-        Self {
-            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
-        }
-    }
-}
-
-/// One provider of the session, as the hooks of the Linux probes are shown.
-#[derive(Clone, Debug, Serialize)]
-pub struct HookStatus {
-    pub hook: &'static str,
-    pub attached: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-pub struct HookIncident {
-    pub hook: &'static str,
-    pub what: &'static str,
-    pub reattached: std::result::Result<(), String>,
-}
-
-/// What the session could not deliver, since start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct LostCounts {
-    /// ETW's own losses (events and real-time buffers) and events dropped
-    /// because the queue to the event loop was full.
-    pub ringbuf_full: u64,
-    pub accept_map_full: u64,
-    /// Endpoints or TCPIP failures the joiner had no room for.
-    pub pending_map_full: u64,
-    /// ETW records that failed to decode (a field missing or malformed).
-    pub undecodable: u64,
-}
 
 /// State the ETW thread and the event loop share.
 struct Shared {

@@ -1,0 +1,58 @@
+//! What every event source reports about itself, whichever platform feeds
+//! the agent: its settings, the status of each hook (a probe program on
+//! Linux, an ETW provider on Windows), incidents found by its health check,
+//! and what it could not deliver.
+
+use serde::Serialize;
+
+/// Default size of the buffer between the source and the event loop: on
+/// Linux the ring buffer (room for ~65k events, enough for a burst of 100k
+/// bind/close cycles while the reader keeps pace); on Windows the queue
+/// from the ETW thread.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Whether one hook is attached, and why not.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookStatus {
+    pub hook: &'static str,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A hook found not running, and whether attaching it again worked.
+#[derive(Debug)]
+pub struct HookIncident {
+    pub hook: &'static str,
+    pub what: &'static str,
+    pub reattached: std::result::Result<(), String>,
+}
+
+/// What the source could not deliver, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    /// Linux: the ring buffer was full. Windows: ETW's own lost events and
+    /// buffers, and events dropped because the queue to the loop was full.
+    pub ringbuf_full: u64,
+    pub accept_map_full: u64,
+    /// Linux: the per-syscall pending maps. Windows: the joiner's endpoint
+    /// map or its TCPIP failures waiting for a twin.
+    pub pending_map_full: u64,
+    /// Records the source could not decode before they reached the agent's
+    /// decoder (Windows: ETW records missing a field); always 0 on Linux.
+    pub undecodable: u64,
+}
