@@ -119,8 +119,15 @@ impl Shutdown {
     }
 
     async fn recv(&mut self) {
+        // A service may have no console to take Ctrl-C from: a handler that
+        // cannot be installed must not read as a request to stop.
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = ctrl_c => {}
             _ = crate::windows::service::stop_requested() => {}
         }
     }
