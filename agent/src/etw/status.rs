@@ -26,8 +26,8 @@ pub fn failed(status: u32) -> bool {
 }
 
 /// The Winsock error an application sees for a bind that ended with
-/// `status` (the mapping AFD applies; see WINDOWS.md for which were
-/// verified). None for success and for statuses not mapped here.
+/// `status` (the mapping AFD applies, as documented publicly; not checked
+/// on a Windows host). None for success and for statuses not mapped here.
 pub fn winsock_of(status: u32) -> Option<u32> {
     Some(match status {
         STATUS_ADDRESS_ALREADY_EXISTS | STATUS_SHARING_VIOLATION => WSAEADDRINUSE,
