@@ -54,6 +54,11 @@ impl Default for KernelView {
 }
 
 /// Calls an IP Helper table function until the buffer is large enough.
+///
+/// `call` receives a writable buffer and its size in bytes, both valid for
+/// the duration of the call: that is the whole contract the `unsafe` calls
+/// to GetExtendedTcpTable/GetExtendedUdpTable below rely on. The buffer is
+/// u64-aligned, enough for every MIB_*TABLE_OWNER_PID layout.
 fn table(call: impl Fn(*mut core::ffi::c_void, *mut u32) -> u32) -> Option<Vec<u64>> {
     let mut size = 64 * 1024u32;
     for _ in 0..4 {

@@ -35,6 +35,8 @@ struct Shared {
     joiner: Mutex<Joiner>,
     queue_full: AtomicU64,
     names: Mutex<HashMap<u32, [u8; 16]>>,
+    /// Record kinds already reported as unreadable (warned once each).
+    warned: Mutex<std::collections::HashSet<(EtwProvider, u16)>>,
 }
 
 static HTTP_SYS: OnceLock<Mutex<HttpSys>> = OnceLock::new();
@@ -129,9 +131,18 @@ fn on_record(
         res
     };
     if let Err(e) = res {
-        // Counted by the joiner (exported as malformed); logged at debug
-        // because a new Windows build can make every record of a kind fail.
-        tracing::debug!(error = %e, "ETW record not read");
+        // Counted by the joiner (exported as malformed). A new Windows
+        // build can make every record of a kind fail: warn once per kind.
+        let first = shared
+            .warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((provider, rec.id));
+        if first {
+            tracing::warn!(error = %e, "ETW record not read (counted; further ones of this kind at debug)");
+        } else {
+            tracing::debug!(error = %e, "ETW record not read");
+        }
     }
     send(shared, tx, out);
 }
@@ -259,6 +270,7 @@ impl Probes {
             joiner: Mutex::new(joiner),
             queue_full: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
+            warned: Mutex::default(),
         });
         let mut builder = UserTrace::new().named(SESSION_NAME.to_owned());
         for p in EtwProvider::ALL {
