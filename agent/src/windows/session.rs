@@ -4,7 +4,7 @@
 //! shared [`Joiner`], named with its process's image, and queued for the
 //! event loop, which decodes them as it decodes the Linux ring buffer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -36,7 +36,7 @@ struct Shared {
     queue_full: AtomicU64,
     names: Mutex<HashMap<u32, [u8; 16]>>,
     /// Record kinds already reported as unreadable (warned once each).
-    warned: Mutex<std::collections::HashSet<(EtwProvider, u16)>>,
+    warned: Mutex<HashSet<(EtwProvider, u16)>>,
 }
 
 static HTTP_SYS: OnceLock<Mutex<HttpSys>> = OnceLock::new();
