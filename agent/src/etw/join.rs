@@ -171,6 +171,10 @@ pub struct Joiner {
     accepts: HashMap<(u8, u16), u64>,
     pub http: HttpSys,
     stats: JoinStats,
+    /// Record kinds that have failed to read, each warned of once: a new
+    /// Windows build can make every record of a kind fail. At most one
+    /// entry per (provider, event id).
+    failed_kinds: HashSet<(EtwProvider, u16)>,
 }
 
 fn raw(k: u8, time_ns: u64, pid: u32, tid: u32, protocol: u8, addr: SocketAddr) -> RawEvent {
@@ -239,16 +243,23 @@ impl Joiner {
     }
 
     /// Reads one record; events it completes go to `out`. An error names
-    /// the record and field; the record is dropped and counted.
+    /// the record and field; the record is dropped, counted, and logged
+    /// (a warning the first time for its kind).
     pub fn on_record(&mut self, r: &EtwRecord, out: &mut Vec<RawEvent>) -> Result<(), JoinError> {
         self.stats.records += 1;
         self.flush(r.time_ns, out);
         let before = out.len();
         let res = self.dispatch(r, out);
-        match &res {
-            Err(JoinError::Unknown { .. }) => self.stats.unknown += 1,
-            Err(_) => self.stats.malformed += 1,
-            Ok(()) => {}
+        if let Err(e) = &res {
+            match e {
+                JoinError::Unknown { .. } => self.stats.unknown += 1,
+                _ => self.stats.malformed += 1,
+            }
+            if self.failed_kinds.insert((r.provider, r.id)) {
+                tracing::warn!(error = %e, "ETW record not read (counted; further ones of this kind at debug)");
+            } else {
+                tracing::debug!(error = %e, "ETW record not read");
+            }
         }
         self.stats.emitted += (out.len() - before) as u64;
         res

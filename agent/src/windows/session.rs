@@ -4,7 +4,7 @@
 //! shared [`Joiner`], named with its process's image, and queued for the
 //! event loop, which decodes them as it decodes the Linux ring buffer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -35,8 +35,6 @@ struct Shared {
     joiner: Mutex<Joiner>,
     queue_full: AtomicU64,
     names: Mutex<HashMap<u32, [u8; 16]>>,
-    /// Record kinds already reported as unreadable (warned once each).
-    warned: Mutex<HashSet<(EtwProvider, u16)>>,
 }
 
 static HTTP_SYS: OnceLock<Mutex<HttpSys>> = OnceLock::new();
@@ -119,29 +117,15 @@ fn on_record(
         return;
     };
     let mut out = Vec::new();
-    let res = {
+    {
         let mut j = shared.joiner.lock().unwrap_or_else(|e| e.into_inner());
-        let res = j.on_record(&rec, &mut out);
+        // An error is counted and logged by the joiner; the record is dropped.
+        let _ = j.on_record(&rec, &mut out);
         if provider == EtwProvider::HttpService {
             *HTTP_SYS
                 .get_or_init(Default::default)
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = j.http.clone();
-        }
-        res
-    };
-    if let Err(e) = res {
-        // Counted by the joiner (exported as malformed). A new Windows
-        // build can make every record of a kind fail: warn once per kind.
-        let first = shared
-            .warned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((provider, rec.id));
-        if first {
-            tracing::warn!(error = %e, "ETW record not read (counted; further ones of this kind at debug)");
-        } else {
-            tracing::debug!(error = %e, "ETW record not read");
         }
     }
     send(shared, tx, out);
@@ -270,7 +254,6 @@ impl Probes {
             joiner: Mutex::new(joiner),
             queue_full: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
-            warned: Mutex::default(),
         });
         let mut builder = UserTrace::new().named(SESSION_NAME.to_owned());
         for p in EtwProvider::ALL {
