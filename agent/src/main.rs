@@ -31,6 +31,13 @@ enum Command {
     /// The forensic timeline, read from the state directory (works with the
     /// daemon stopped): `timeline --port 80 --since 2h`.
     Timeline(TimelineArgs),
+    /// Load the probes, attach every hook, say which this kernel allows
+    /// (and why not), then detach and exit: 1 when any hook was refused.
+    Probes {
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file and print the result.
     CheckConfig {
         /// The TOML file.
@@ -371,6 +378,24 @@ fn real_main() -> anyhow::Result<()> {
                 reconcile_every: std::time::Duration::from_secs(a.probe.reconcile_every),
             };
             rt.block_on(bindwatch::cmd::trace::trace(opts))?;
+        }
+        Command::Probes { json } => {
+            init_logging("error");
+            let report = bindwatch::cmd::probes::report(&Default::default())?;
+            let text = if json {
+                serde_json::to_string(&report)? + "\n"
+            } else {
+                report.render()
+            };
+            print_out(&text)?;
+            if !report.all_attached() {
+                anyhow::bail!(
+                    "{} of {} hooks refused by kernel {}",
+                    report.hooks.len() - report.attached(),
+                    report.hooks.len(),
+                    report.kernel
+                );
+            }
         }
         Command::Who(a) => {
             init_logging("error");

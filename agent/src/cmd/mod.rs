@@ -1,6 +1,7 @@
 //! The subcommands' event loops.
 
 pub mod correlate;
+pub mod probes;
 pub mod run;
 pub mod trace;
 pub mod who;

@@ -2,16 +2,14 @@
 //! holder and request (addresses, families, IPV6_V6ONLY, SO_REUSEADDR,
 //! SO_REUSEPORT, users, TCP listening or UDP), the real bind's outcome in a
 //! namespace of its own must be what `conflict()` predicts. Needs root (no
-//! eBPF); skips without it.
-
-mod support;
+//! eBPF).
 
 use std::net::SocketAddr;
 
 use bindwatch::conflict::{SockSpec, SockState, conflict};
 use bindwatch::event::Proto;
 use socket2::{Domain, Protocol, Socket, Type};
-use support::{Netns, can_run, drop_thread_to_uid};
+use support::{Netns, drop_thread_to_uid};
 
 fn make(spec: &SockSpec) -> Socket {
     let addr = SocketAddr::new(spec.addr, spec.port);
@@ -46,9 +44,6 @@ fn bind_as(ns: &Netns, spec: SockSpec) -> std::io::Result<Socket> {
 
 #[test]
 fn engine_agrees_with_the_kernel() {
-    if !can_run("conflict_rules_kernel") {
-        return;
-    }
     let addrs = [
         "0.0.0.0",
         "127.0.0.1",

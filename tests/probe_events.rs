@@ -1,16 +1,11 @@
 //! Real sockets in network namespaces of their own, seen by a real
-//! `bindwatch trace --json`. Needs root and eBPF: skips elsewhere, fails in
-//! CI (BINDWATCH_REQUIRE_EBPF=1) when the kernel refuses.
-
-mod support;
+//! `bindwatch trace --json`. Needs root and eBPF; fails without them.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
-use support::{
-    Netns, drop_thread_to_uid, final_loss, in_netns, of_kind, trace_in_netns, tracer_or_skip,
-};
+use support::{Netns, Tracer, drop_thread_to_uid, in_netns, of_kind, trace_in_netns};
 
 fn sock(addr: &str, ty: Type, reuseaddr: bool, reuseport: bool) -> Socket {
     let a: SocketAddr = addr.parse().unwrap();
@@ -38,7 +33,7 @@ fn find<'a>(events: &'a [Value], kind: &str, addr: &str, port: u64) -> Vec<&'a V
 
 #[test]
 fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
-    let Some((events, ())) = trace_in_netns("tcp_bind_listen_close", "tcp", || {
+    let (events, ()) = trace_in_netns("tcp", || {
         let holder = sock("127.0.0.1:8080", Type::STREAM, true, false);
         bind(&holder, "127.0.0.1:8080").unwrap();
         holder.listen(16).unwrap();
@@ -50,9 +45,7 @@ fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
         drop(v6);
         drop(holder);
-    }) else {
-        return;
-    };
+    });
 
     let binds = find(&events, "bind", "127.0.0.1", 8080);
     assert_eq!(binds.len(), 2, "{binds:#?}");
@@ -83,16 +76,14 @@ fn tcp_bind_listen_close_and_eaddrinuse_keeps_the_requested_address() {
 
 #[test]
 fn udp_bind_conflict_and_release() {
-    let Some((events, ())) = trace_in_netns("udp_bind_conflict_and_release", "udp", || {
+    let (events, ()) = trace_in_netns("udp", || {
         let resolver = std::net::UdpSocket::bind("127.0.0.53:53").unwrap();
         let err = std::net::UdpSocket::bind("0.0.0.0:53").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
         let v6 = std::net::UdpSocket::bind("[::1]:5353").unwrap();
         drop(v6);
         drop(resolver);
-    }) else {
-        return;
-    };
+    });
     let ok = find(&events, "bind", "127.0.0.53", 53);
     assert_eq!(ok.len(), 1, "{events:#?}");
     assert_eq!(ok[0]["proto"], "udp");
@@ -108,13 +99,11 @@ fn udp_bind_conflict_and_release() {
 
 #[test]
 fn eacces_for_a_privileged_port_as_an_unprivileged_user() {
-    let Some((events, ())) = trace_in_netns("eacces_unprivileged", "eacces", || {
+    let (events, ()) = trace_in_netns("eacces", || {
         drop_thread_to_uid(65534);
         let err = TcpListener::bind("0.0.0.0:80").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
-    }) else {
-        return;
-    };
+    });
     let b = find(&events, "bind", "0.0.0.0", 80);
     assert_eq!(b.len(), 1, "{events:#?}");
     assert_eq!(b[0]["error"], "EACCES");
@@ -123,13 +112,11 @@ fn eacces_for_a_privileged_port_as_an_unprivileged_user() {
 
 #[test]
 fn eaddrnotavail_for_an_address_the_namespace_lacks() {
-    let Some((events, ())) = trace_in_netns("eaddrnotavail", "notavail", || {
+    let (events, ()) = trace_in_netns("notavail", || {
         // TEST-NET-1: documentation space, on no interface of this namespace.
         let err = TcpListener::bind("192.0.2.1:8080").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));
-    }) else {
-        return;
-    };
+    });
     let b = find(&events, "bind", "192.0.2.1", 8080);
     assert_eq!(b.len(), 1, "{events:#?}");
     assert_eq!(b[0]["error"], "EADDRNOTAVAIL");
@@ -137,16 +124,14 @@ fn eaddrnotavail_for_an_address_the_namespace_lacks() {
 
 #[test]
 fn port_zero_bind_reports_the_port_the_kernel_chose() {
-    let Some((events, (tcp_port, udp_port))) = trace_in_netns("port_zero", "port0", || {
+    let (events, (tcp_port, udp_port)) = trace_in_netns("port0", || {
         let t = TcpListener::bind("127.0.0.1:0").unwrap();
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         (
             t.local_addr().unwrap().port(),
             u.local_addr().unwrap().port(),
         )
-    }) else {
-        return;
-    };
+    });
     let binds = find(&events, "bind", "127.0.0.1", 0);
     assert_eq!(binds.len(), 2, "{events:#?}");
     let tcp = binds.iter().find(|e| e["proto"] == "tcp").unwrap();
@@ -162,7 +147,7 @@ fn port_zero_bind_reports_the_port_the_kernel_chose() {
 
 #[test]
 fn reuse_flags_and_bound_device_are_seen() {
-    let Some((events, ())) = trace_in_netns("reuse_flags", "reuse", || {
+    let (events, ()) = trace_in_netns("reuse", || {
         let a = sock("[::]:7443", Type::STREAM, false, true);
         bind(&a, "[::]:7443").unwrap();
         let b = sock("[::]:7443", Type::STREAM, false, true);
@@ -170,9 +155,7 @@ fn reuse_flags_and_bound_device_are_seen() {
         let c = sock("127.0.0.1:7444", Type::DGRAM, true, true);
         c.bind_device(Some(b"lo")).unwrap();
         bind(&c, "127.0.0.1:7444").unwrap();
-    }) else {
-        return;
-    };
+    });
     let v6 = find(&events, "bind", "::", 7443);
     assert_eq!(v6.len(), 2, "{events:#?}");
     for e in &v6 {
@@ -195,36 +178,36 @@ fn reuse_flags_and_bound_device_are_seen() {
 
 #[test]
 fn accepts_are_counted_per_listening_port_in_the_kernel() {
-    let Some(tracer) = tracer_or_skip("accept_counts", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     const N: usize = 25;
     let ns = Netns::new("accept");
-    ns.run(|| {
-        let l = TcpListener::bind("127.0.0.1:7070").unwrap();
+    // Accept summaries are keyed by port alone (the state tracepoint names
+    // no namespace), so the listener takes a port the kernel picks at
+    // random rather than a fixed one another namespace might be serving.
+    let port = ns.run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
         for _ in 0..N {
-            let c = TcpStream::connect("127.0.0.1:7070").unwrap();
+            let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
             let (s, _) = l.accept().unwrap();
             drop((c, s));
         }
+        port
     });
     let events = tracer.stop();
-    let accepted: u64 = of_kind(&events, "accepts")
-        .iter()
-        .filter(|e| e["port"] == 7070)
-        .map(|e| e["delta"].as_u64().unwrap())
-        .sum();
+    let ours: Vec<&Value> = of_kind(&events, "accepts")
+        .into_iter()
+        .filter(|e| e["port"] == port)
+        .collect();
+    let accepted: u64 = ours.iter().map(|e| e["delta"].as_u64().unwrap()).sum();
     assert_eq!(accepted, N as u64, "{events:#?}");
     // Accepts come as per-port sums, never as one event per connection.
-    assert!(of_kind(&events, "accepts").len() <= 2);
-    assert_eq!(final_loss(&events)["lost_ringbuf_full"], 0);
+    assert!(ours.len() <= 2, "{ours:#?}");
 }
 
 #[test]
 fn namespaces_are_told_apart() {
-    let Some(tracer) = tracer_or_skip("namespaces_apart", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let a = Netns::new("nsa");
     let b = Netns::new("nsb");
     let (ca, cb) = (a.cookie(), b.cookie());

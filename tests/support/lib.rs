@@ -1,43 +1,76 @@
-//! Shared by the privileged integration tests: network namespaces of our
-//! own, a real `bindwatch trace --json` process, and the rule that decides
-//! whether a test runs, skips, or fails when the kernel refuses eBPF.
-#![allow(dead_code)]
+//! Shared by the system tests: network namespaces of their own, the real
+//! `bindwatch` binary (as a tracer or a daemon), real servers, and waiting
+//! on conditions with deadlines.
+//!
+//! There is no skip path: these tests need root, iproute2 and a kernel that
+//! loads the probes, and they fail (with one line saying what is missing)
+//! wherever that is not so. The unit tests beside the code need none of it.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// CI sets this: a test that cannot use eBPF fails instead of skipping.
-pub const REQUIRE_VAR: &str = "BINDWATCH_REQUIRE_EBPF";
-
-pub fn required() -> bool {
-    std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1")
+/// Fails the test at once, in one line, unless it runs as root with
+/// iproute2 installed. Called by everything that needs them.
+pub fn require_root() {
+    static CHECKED: Once = Once::new();
+    CHECKED.call_once(|| {
+        // SAFETY: plain syscall.
+        let euid = unsafe { libc::geteuid() };
+        assert!(
+            euid == 0,
+            "the system tests need root (eBPF, network namespaces); \
+             run them as root, or run only the unit tests: cargo test -p bindwatch"
+        );
+        assert!(
+            Command::new("ip").arg("-V").output().is_ok(),
+            "the system tests need iproute2 (`ip`): scripts/test installs it"
+        );
+    });
 }
 
-/// Returns false (and says why) when the test must skip; panics in CI.
-pub fn can_run(test: &str) -> bool {
-    // SAFETY: plain syscall.
-    let euid = unsafe { libc::geteuid() };
-    let why = if euid != 0 {
-        Some("not root".to_owned())
-    } else if Command::new("ip").arg("-V").output().is_err() {
-        Some("iproute2 (`ip`) is not installed".to_owned())
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) if required() => panic!("{test}: {why}, and {REQUIRE_VAR}=1 forbids skipping"),
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why} (set {REQUIRE_VAR}=1 to make this a failure)");
-            false
-        }
+/// The `bindwatch` binary under test: `BINDWATCH_BIN`, else the one cargo
+/// built beside this test (`cargo build --release -p bindwatch`, which
+/// scripts/system-tests runs first).
+pub fn bindwatch_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BINDWATCH_BIN") {
+        return PathBuf::from(p);
     }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/bindwatch
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary outside a target directory")
+        .join("bindwatch");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p bindwatch, or scripts/system-tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// A loopback address with a port nothing holds right now, for the test's
+/// own servers outside its namespaces (the daemon's HTTP, Prometheus,
+/// Alertmanager), so a listener already on the host cannot break a test.
+pub fn free_local_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").to_string()
 }
 
 static NS_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -49,6 +82,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Self {
+        require_root();
         let name = format!(
             "bwt-{tag}-{}-{}",
             std::process::id(),
@@ -138,14 +172,23 @@ pub struct Tracer {
     stderr_log: std::sync::Arc<std::sync::Mutex<String>>,
     // Read continuously: a full pipe would stall the tracer and overflow
     // the ring buffer, which is what the loss tests must not confuse.
-    stdout_reader: std::thread::JoinHandle<Vec<String>>,
+    stdout_reader: std::thread::JoinHandle<()>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The start-up line: mode and hooks attached.
+    pub started: String,
 }
 
 impl Tracer {
-    /// Starts the tracer and waits until its probes are attached. Err holds
-    /// what it printed when the kernel refused it.
-    pub fn start(extra: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+    /// Starts the tracer and waits until every probe is attached; fails the
+    /// test with what it printed when the kernel refused it.
+    pub fn start(extra: &[&str]) -> Self {
+        Self::try_start(extra).unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"))
+    }
+
+    /// As `start`, but Err holds what it printed when the kernel refused it.
+    pub fn try_start(extra: &[&str]) -> Result<Self, String> {
+        require_root();
+        let mut child = Command::new(bindwatch_bin())
             .arg("trace")
             .arg("--json")
             .args(extra)
@@ -155,16 +198,17 @@ impl Tracer {
             .map_err(|e| format!("spawn bindwatch: {e}"))?;
         let stderr = child.stderr.take().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
         let stdout_reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
         });
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("bindwatch: tracing;") {
                     let _ = tx.send(line.clone());
@@ -172,10 +216,11 @@ impl Tracer {
                 log2.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: the verifier is slow in the emulated guest kernels.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                if !line.contains("hooks 10/10 attached") {
+                if !all_hooks_attached(&line) {
                     let _ = child.kill();
                     return Err(format!(
                         "not every hook attached: {line}\n{}",
@@ -186,10 +231,13 @@ impl Tracer {
                     child,
                     stderr_log: log,
                     stdout_reader,
+                    lines,
+                    started: line,
                 });
             }
             if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
+                // Everything it printed: the pipe ends with the process.
+                let _ = stderr_reader.join();
                 return Err(format!(
                     "bindwatch trace exited ({status}): {}",
                     log.lock().unwrap()
@@ -205,52 +253,76 @@ impl Tracer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// N of "hooks N/N attached" in the start-up line.
+    pub fn hooks_attached(&self) -> usize {
+        self.started
+            .split_once("hooks ")
+            .and_then(|(_, r)| r.split_once('/'))
+            .and_then(|(n, _)| n.parse().ok())
+            .expect("hooks N/M in the start-up line")
+    }
+
+    /// Every JSON line printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        parse_lines(&self.lines.lock().unwrap())
+    }
+
+    /// Polls the events printed so far until `found` picks something out
+    /// of them; fails the test after `secs`.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        secs: u64,
+        mut found: impl FnMut(&[Value]) -> Option<T>,
+    ) -> T {
+        wait_for(what, secs, || found(&self.events()))
+    }
+
     /// SIGTERM, then every JSON line it printed (it drains the ring first).
     pub fn stop(mut self) -> Vec<Value> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let lines = self.stdout_reader.join().expect("stdout reader");
+        self.stdout_reader.join().expect("stdout reader");
         let status = self.child.wait().unwrap();
         assert!(
             status.success(),
             "bindwatch trace failed ({status}): {}",
             self.stderr_log.lock().unwrap()
         );
-        lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect()
+        parse_lines(&self.lines.lock().unwrap())
     }
 }
 
-/// Starts a tracer, or returns None when the test must skip; panics in CI.
-pub fn tracer_or_skip(test: &str, extra: &[&str]) -> Option<Tracer> {
-    if !can_run(test) {
-        return None;
-    }
-    match Tracer::start(extra) {
-        Ok(t) => Some(t),
-        Err(e) if required() => panic!("{test}: the kernel refused the probes: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: the kernel refused the probes: {e}");
-            None
-        }
-    }
+/// "hooks N/N attached" in the tracer's start-up line, with both Ns equal.
+fn all_hooks_attached(line: &str) -> bool {
+    line.split_once("hooks ")
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .and_then(|(frac, _)| frac.split_once('/'))
+        .is_some_and(|(a, b)| a == b && a.parse::<u32>().is_ok_and(|n| n > 0))
+}
+
+fn parse_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
 }
 
 /// Runs `f` in a fresh namespace while a tracer watches. Returns the
-/// events of that namespace and what `f` returned, or None when the test
-/// must skip (see `tracer_or_skip`).
+/// events of that namespace and what `f` returned.
 pub fn trace_in_netns<T: Send + 'static>(
-    test: &str,
     tag: &str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Option<(Vec<Value>, T)> {
-    let tracer = tracer_or_skip(test, &[])?;
+) -> (Vec<Value>, T) {
+    let tracer = Tracer::start(&[]);
     let ns = Netns::new(tag);
     let cookie = ns.cookie();
     let out = ns.run(f);
-    Some((in_netns(&tracer.stop(), cookie), out))
+    (in_netns(&tracer.stop(), cookie), out)
 }
 
 /// Events of one namespace.
@@ -439,28 +511,45 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(state: &Path, listen: &str, config: &str) -> Option<Self> {
+    /// Starts `bindwatch run` with `listen` and `config`, and waits until
+    /// `/readyz` answers; a daemon that never gets ready fails the test,
+    /// with its log.
+    pub fn start(state: &Path, listen: &str, config: &str) -> Self {
+        require_root();
         let cfg = state.with_extension("toml");
         std::fs::write(&cfg, format!("[http]\nlisten = \"{listen}\"\n{config}")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bindwatch"))
+        let log = state.with_extension("log");
+        let child = Command::new(bindwatch_bin())
             .args(["run", "--config", cfg.to_str().unwrap(), "--state-dir"])
             .arg(state)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(state.with_extension("log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let d = Self { child };
-        let ok = (0..300).any(|_| {
+        let mut d = Self { child };
+        d.wait_ready(listen, &log);
+        d
+    }
+
+    /// Waits (60 s: emulated guest kernels are slow) until `/readyz` says 200.
+    pub fn wait_ready(&mut self, listen: &str, log: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if curl(&format!("http://{listen}/readyz")).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the daemon exited ({status}) before it was ready:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never became ready:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
-            curl(&format!("http://{listen}/readyz")).is_some()
-        });
-        if ok {
-            Some(d)
-        } else if required() {
-            panic!("the daemon never became ready");
-        } else {
-            eprintln!("SKIPPED: the daemon did not start");
-            None
         }
     }
 
@@ -478,14 +567,20 @@ impl Drop for Daemon {
     }
 }
 
-pub fn curl(url: &str) -> Option<String> {
+/// GET `url` with curl; Err says what failed (connection, HTTP status).
+pub fn curl(url: &str) -> Result<String, String> {
     let out = Command::new("curl")
-        .args(["-sf", "-m", "5", url])
+        .args(["-sSf", "-m", "5", url])
         .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| format!("curl: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "GET {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// A fresh directory for the test; returns a `state` path inside it.
@@ -532,20 +627,122 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T
 }
 
 /// The sum of a metric's series; `name{a="x",b="y"}` keeps the series
-/// carrying each of those labels, whatever their order.
+/// carrying each of those labels, whatever their order. A failed scrape or
+/// a metric with no such series fails the test: missing is not zero.
 pub fn metric(listen: &str, name: &str) -> f64 {
+    try_metric(listen, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As `metric`, but Err when the scrape fails or no series matches.
+pub fn try_metric(listen: &str, name: &str) -> Result<f64, String> {
     let (base, labels) = name.split_once('{').unwrap_or((name, ""));
     let labels: Vec<&str> = labels
         .trim_end_matches('}')
         .split(',')
         .filter(|l| !l.is_empty())
         .collect();
-    curl(&format!("http://{listen}/metrics"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            l.split(['{', ' ']).next() == Some(base) && labels.iter().all(|x| l.contains(x))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let text = curl(&format!("http://{listen}/metrics"))?;
+    let mut found = None;
+    for l in text.lines() {
+        if l.split(['{', ' ']).next() == Some(base) && labels.iter().all(|x| l.contains(x)) {
+            let v = l
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("unreadable sample: {l}"))?;
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found.ok_or_else(|| format!("no series {name} in /metrics of {listen}"))
+}
+
+/// GET `path` from the plain-HTTP server at `addr` with a request of our
+/// own (no process per request: some tests ask thousands of times).
+/// Returns the status and body; Err when the exchange fails.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: no status in {head:?}"))?;
+    // The API answers with a length or closes; chunked bodies are not
+    // decoded (none of its answers are chunked).
+    Ok((status, body.to_owned()))
+}
+
+/// A webhook endpoint on loopback that answers at once and keeps every
+/// request body it gets.
+pub fn webhook_receiver(port: u16) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = got.clone();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { continue };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&body));
+                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    got
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn all_hooks_attached_needs_every_hook() {
+        let line =
+            |h: &str| format!("bindwatch: tracing; hooks {h} attached; ring buffer 4096 bytes");
+        assert!(super::all_hooks_attached(&line("10/10")));
+        assert!(!super::all_hooks_attached(&line("9/10")));
+        assert!(!super::all_hooks_attached(&line("0/0")));
+        assert!(!super::all_hooks_attached("bindwatch: tracing"));
+    }
 }

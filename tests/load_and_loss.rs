@@ -1,16 +1,14 @@
 //! Volume and lifecycle: a 100k-cycle burst with nothing lost, loss counted
 //! when the ring buffer is made tiny, and no program left after the agent
-//! stops. Needs root and eBPF (see support::can_run). The tests of this
-//! binary run one at a time: they count host-wide programs and losses.
-
-mod support;
+//! stops. Needs root and eBPF. The tests of this binary run one at a time:
+//! each loads its own probes, and a burst in one would fill another's ring.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{Netns, final_loss, in_netns, of_kind, tracer_or_skip};
+use support::{Netns, Tracer, final_loss, in_netns, of_kind};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -39,20 +37,16 @@ fn count(events: &[Value], kind: &str, port: u64) -> usize {
 #[test]
 fn burst_of_100k_bind_close_cycles_loses_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(tracer) = tracer_or_skip("burst_100k", &["--port", "9601"]) else {
-        return;
-    };
+    let tracer = Tracer::start(&["--port", "9601"]);
     const N: usize = 100_000;
     let ns = Netns::new("burst");
     let cookie = ns.cookie();
     assert_eq!(bind_close_cycles(&ns, 9601, N), N);
     let all = tracer.stop();
-    let loss = final_loss(&all);
     let ours = in_netns(&all, cookie);
-    eprintln!("burst: {N} cycles, final report {loss}");
-    assert_eq!(loss["lost_ringbuf_full"], 0, "{loss}");
-    assert_eq!(loss["lost_pending_map_full"], 0, "{loss}");
-    assert_eq!(loss["malformed"], 0, "{loss}");
+    eprintln!("burst: {N} cycles, final report {}", final_loss(&all));
+    // Counted in the test's own namespace: the loss counters are the
+    // whole host's, and say nothing about these events in particular.
     assert_eq!(count(&ours, "bind", 9601), N, "every bind is accounted for");
     assert_eq!(
         count(&ours, "release", 9601),
@@ -64,12 +58,7 @@ fn burst_of_100k_bind_close_cycles_loses_nothing() {
 #[test]
 fn a_tiny_ring_buffer_counts_what_it_drops() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(tracer) = tracer_or_skip(
-        "tiny_ring",
-        &["--port", "9602", "--ring-buffer-bytes", "4096"],
-    ) else {
-        return;
-    };
+    let tracer = Tracer::start(&["--port", "9602", "--ring-buffer-bytes", "4096"]);
     const N: usize = 20_000;
     let ns = Netns::new("tiny");
     let cookie = ns.cookie();
@@ -80,58 +69,55 @@ fn a_tiny_ring_buffer_counts_what_it_drops() {
     let lost = loss["lost_ringbuf_full"].as_u64().unwrap();
     let seen = count(&ours, "bind", 9602) + count(&ours, "release", 9602);
     eprintln!("tiny ring: {N} cycles, {seen} of our events read, {lost} lost (host-wide)");
-    assert!(lost > 0, "a 4 KiB ring cannot hold this burst: {loss}");
+    // The test's own events went missing: dropped by the ring, not by luck
+    // elsewhere on the host...
+    assert!(
+        seen < 2 * N,
+        "a 4 KiB ring cannot hold this burst, yet all {seen} of ours arrived"
+    );
+    // ...and each of them is counted. The counter is host-wide (a dropped
+    // event cannot say whose it was), so this is a lower bound: it fails
+    // whenever fewer drops are counted than this namespace alone lost.
     assert!(
         seen as u64 + lost >= 2 * N as u64,
         "every event is either read or counted lost: read {seen}, lost {lost}"
     );
 }
 
-const OUR_PROGRAMS: &[&str] = &[
-    "sys_enter_bind",
-    "sys_exit_bind",
-    "bind4",
-    "bind6",
-    "post_bind4",
-    "post_bind6",
-    "sys_enter_listen",
-    "sys_exit_listen",
-    "inet_sock_set_s",
-    "sock_release",
-];
-
-fn our_program_ids() -> HashSet<u32> {
-    aya::programs::loaded_programs()
-        .flatten()
-        .filter(|p| {
-            p.name_as_str().is_some_and(|n| {
-                OUR_PROGRAMS
-                    .iter()
-                    .any(|o| o.starts_with(n) && !n.is_empty())
-            })
+/// The ids of the BPF programs `pid` holds open (its fdinfo's `prog_id`).
+fn programs_held_by(pid: u32) -> HashSet<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .map(|v| v.trim().parse().expect("prog_id"))
         })
-        .map(|p| p.id())
+        .collect()
+}
+
+fn loaded_program_ids() -> HashSet<u32> {
+    aya::programs::loaded_programs()
+        .map(|p| p.expect("listing the kernel's programs").id())
         .collect()
 }
 
 #[test]
 fn stopping_detaches_every_program() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !support::can_run("detach") {
-        return;
-    }
-    let before = our_program_ids();
-    let Some(tracer) = tracer_or_skip("detach", &["--port", "9603"]) else {
-        return;
-    };
-    let during: HashSet<u32> = our_program_ids().difference(&before).copied().collect();
-    assert_eq!(
-        during.len(),
-        OUR_PROGRAMS.len(),
-        "all hooks loaded: {during:?}"
+    let tracer = Tracer::start(&["--port", "9603"]);
+    // The tracer's own programs, found through its own descriptors.
+    let ours = programs_held_by(tracer.pid());
+    let hooks = tracer.hooks_attached();
+    assert!(
+        ours.len() >= hooks,
+        "the tracer holds a program for each of its {hooks} hooks: {ours:?}"
     );
+    assert!(ours.is_subset(&loaded_program_ids()));
     tracer.stop();
-    let left: Vec<u32> = our_program_ids().intersection(&during).copied().collect();
+    let left: Vec<u32> = loaded_program_ids().intersection(&ours).copied().collect();
     assert!(
         left.is_empty(),
         "programs left loaded after SIGTERM: {left:?}"

@@ -3,10 +3,7 @@
 //! this process), watched by a real `bindwatch trace --json`. Each asserts
 //! the holder's pid(s), the reason code, and that no other holder is named.
 
-mod support;
-
 use std::net::TcpListener;
-use std::time::Duration;
 
 use serde_json::Value;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -51,20 +48,15 @@ fn only_diagnosis<'a>(events: &'a [Value], addr: &str, port: u64) -> &'a Value {
 
 #[test]
 fn story_1_nginx_on_the_wildcard_blocks_a_specific_address() {
-    if !can_run("story_1") {
-        return;
-    }
     let ns = netns_with("s1", &["10.0.0.5/24", "10.0.0.6/24"]);
     // nginx starts before bindwatch: it is found in the kernel snapshot.
     let nginx = Server::nginx(&ns, &["0.0.0.0:80"], 80);
-    let Some(tracer) = tracer_or_skip("story_1", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let err = ns
         .run(|| TcpListener::bind("10.0.0.6:80").unwrap_err())
         .raw_os_error();
     assert_eq!(err, Some(libc::EADDRINUSE));
-    let events = tracer.stop();
+    let events = in_netns(&tracer.stop(), ns.cookie());
     let d = only_diagnosis(&events, "10.0.0.6", 80);
     assert_eq!(d["kind"], "conflict");
     // Master and worker share the listening socket: both are named.
@@ -82,13 +74,8 @@ fn story_1_nginx_on_the_wildcard_blocks_a_specific_address() {
 
 #[test]
 fn story_2_dual_stack_holder_blocks_ipv4_unless_v6only() {
-    if !can_run("story_2") {
-        return;
-    }
     let ns = netns_with("s2", &[]);
-    let Some(tracer) = tracer_or_skip("story_2", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let mut dual = Server::spawn(&ns, &["socat", "TCP6-LISTEN:443,ipv6only=0", "-"]);
     dual.wait_listening(&ns, 443);
     let mut v6 = Server::spawn(&ns, &["socat", "TCP6-LISTEN:8443,ipv6only=1", "-"]);
@@ -101,7 +88,7 @@ fn story_2_dual_stack_holder_blocks_ipv4_unless_v6only() {
     });
     assert_eq!(a.unwrap_err().raw_os_error(), Some(libc::EADDRINUSE));
     assert!(b.is_ok(), "IPV6_V6ONLY leaves IPv4 free");
-    let events = tracer.stop();
+    let events = in_netns(&tracer.stop(), ns.cookie());
     let d = only_diagnosis(&events, "0.0.0.0", 443);
     assert_eq!(
         blamed(d),
@@ -116,14 +103,12 @@ fn story_2_dual_stack_holder_blocks_ipv4_unless_v6only() {
 
 #[test]
 fn story_3_one_process_binds_the_same_port_twice() {
-    let Some((events, pid)) = trace_in_netns("story_3", "s3", || {
+    let (events, pid) = trace_in_netns("s3", || {
         let _http = TcpListener::bind("127.0.0.1:8443").unwrap();
         let err = TcpListener::bind("127.0.0.1:8443").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
         std::process::id()
-    }) else {
-        return;
-    };
+    });
     let d = only_diagnosis(&events, "127.0.0.1", 8443);
     assert_eq!(blamed(d), vec![(vec![pid], "same_address".to_owned())]);
     assert!(d["summary"].as_str().unwrap().contains("its own process"));
@@ -131,13 +116,8 @@ fn story_3_one_process_binds_the_same_port_twice() {
 
 #[test]
 fn story_4_a_stray_process_takes_the_port_while_nginx_restarts() {
-    if !can_run("story_4") {
-        return;
-    }
     let ns = netns_with("s4", &[]);
-    let Some(tracer) = tracer_or_skip("story_4", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let mut nginx = Server::nginx(&ns, &["80"], 80);
     let old = nginx.family();
     nginx.stop();
@@ -154,8 +134,14 @@ fn story_4_a_stray_process_takes_the_port_while_nginx_restarts() {
             &format!("{}/nginx.conf", nginx.dir.as_ref().unwrap().display()),
         ],
     );
-    std::thread::sleep(Duration::from_millis(800));
-    let events = tracer.stop();
+    let cookie = ns.cookie();
+    tracer.wait_for("nginx's failed bind on restart", 30, |evs| {
+        failures(evs, "0.0.0.0", 80)
+            .iter()
+            .any(|e| e["pid"] == restart.pid && e["netns_cookie"] == cookie)
+            .then_some(())
+    });
+    let events = in_netns(&tracer.stop(), cookie);
     let f = failures(&events, "0.0.0.0", 80);
     let mine: Vec<_> = f.iter().filter(|e| e["pid"] == restart.pid).collect();
     assert!(!mine.is_empty(), "nginx's failed bind is seen: {events:#?}");
@@ -178,13 +164,11 @@ fn story_4_a_stray_process_takes_the_port_while_nginx_restarts() {
 
 #[test]
 fn story_6_eacces_is_explained_by_the_sysctl_and_capability() {
-    let Some((events, ())) = trace_in_netns("story_6", "s6", || {
+    let (events, ()) = trace_in_netns("s6", || {
         drop_thread_to_uid(65534);
         let err = TcpListener::bind("0.0.0.0:80").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
-    }) else {
-        return;
-    };
+    });
     let d = only_diagnosis(&events, "0.0.0.0", 80);
     assert_eq!(d["kind"], "privileged_port");
     assert_eq!(d["unprivileged_port_start"], 1024);
@@ -205,16 +189,11 @@ fn story_6_eacces_is_explained_by_the_sysctl_and_capability() {
 
 #[test]
 fn story_7_eaddrnotavail_lists_the_namespace_addresses() {
-    if !can_run("story_7") {
-        return;
-    }
     let ns = netns_with("s7", &["10.0.0.5/24"]);
-    let Some(tracer) = tracer_or_skip("story_7", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let err = ns.run(|| TcpListener::bind("10.0.0.6:80").unwrap_err());
     assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));
-    let events = tracer.stop();
+    let events = in_netns(&tracer.stop(), ns.cookie());
     let d = only_diagnosis(&events, "10.0.0.6", 80);
     assert_eq!(d["kind"], "address_not_available");
     let addrs: Vec<&str> = d["addresses"]
@@ -230,14 +209,9 @@ fn story_7_eaddrnotavail_lists_the_namespace_addresses() {
 
 #[test]
 fn story_8_two_namespaces_each_hold_port_80_and_never_blame_each_other() {
-    if !can_run("story_8") {
-        return;
-    }
     let a = netns_with("s8a", &[]);
     let b = netns_with("s8b", &[]);
-    let Some(tracer) = tracer_or_skip("story_8", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let mut in_a = Server::spawn(&a, &["socat", "TCP4-LISTEN:80", "-"]);
     in_a.wait_listening(&a, 80);
     let mut in_b = Server::spawn(&b, &["socat", "TCP4-LISTEN:80", "-"]);
@@ -259,18 +233,13 @@ fn story_8_two_namespaces_each_hold_port_80_and_never_blame_each_other() {
 
 #[test]
 fn story_9_udp_resolver_on_127_0_0_53_blocks_the_wildcard() {
-    if !can_run("story_9") {
-        return;
-    }
     let ns = netns_with("s9", &[]);
-    let Some(tracer) = tracer_or_skip("story_9", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     let mut resolver = Server::spawn(&ns, &["socat", "UDP4-RECV:53,bind=127.0.0.53", "-"]);
     resolver.wait_udp(&ns, 53);
     let err = ns.run(|| std::net::UdpSocket::bind("0.0.0.0:53").unwrap_err());
     assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
-    let events = tracer.stop();
+    let events = in_netns(&tracer.stop(), ns.cookie());
     let d = only_diagnosis(&events, "0.0.0.0", 53);
     assert_eq!(
         blamed(d),
@@ -282,7 +251,7 @@ fn story_9_udp_resolver_on_127_0_0_53_blocks_the_wildcard() {
 
 #[test]
 fn story_10_reuseport_matching_mismatched_and_other_user() {
-    let Some((events, pid)) = trace_in_netns("story_10", "s10", || {
+    let (events, pid) = trace_in_netns("s10", || {
         // Matching: both set SO_REUSEPORT, same user: shared.
         let a = sock("0.0.0.0:9001", Type::STREAM, false, true);
         bind(&a, "0.0.0.0:9001").unwrap();
@@ -308,9 +277,7 @@ fn story_10_reuseport_matching_mismatched_and_other_user() {
         .unwrap();
         assert_eq!(other, Some(libc::EADDRINUSE));
         std::process::id()
-    }) else {
-        return;
-    };
+    });
     let d = only_diagnosis(&events, "0.0.0.0", 9001);
     // Both SO_REUSEPORT sockets of the group block the newcomer.
     let b = blamed(d);
@@ -329,13 +296,8 @@ fn story_10_reuseport_matching_mismatched_and_other_user() {
 
 #[test]
 fn holder_shared_by_parent_and_forked_child_names_both() {
-    if !can_run("fork_shared") {
-        return;
-    }
     let ns = netns_with("fork", &[]);
-    let Some(tracer) = tracer_or_skip("fork_shared", &[]) else {
-        return;
-    };
+    let tracer = Tracer::start(&[]);
     // Started after bindwatch: the bind event names only the master; the
     // worker inherits the socket by fork.
     let nginx = Server::nginx(&ns, &["8080"], 8080);
@@ -343,7 +305,7 @@ fn holder_shared_by_parent_and_forked_child_names_both() {
     assert_eq!(family.len(), 2, "master and one worker: {family:?}");
     let err = ns.run(|| TcpListener::bind("0.0.0.0:8080").unwrap_err());
     assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
-    let events = tracer.stop();
+    let events = in_netns(&tracer.stop(), ns.cookie());
     let d = only_diagnosis(&events, "0.0.0.0", 8080);
     assert_eq!(
         blamed(d),
@@ -355,19 +317,28 @@ fn holder_shared_by_parent_and_forked_child_names_both() {
 
 #[test]
 fn time_wait_blocks_without_so_reuseaddr_and_not_with_it() {
-    let Some((events, ())) = trace_in_netns("time_wait", "tw", || {
+    let (events, ()) = trace_in_netns("tw", || {
         // The server closes first, so its side of the connection (local
         // port 9100) lingers in TIME_WAIT after the listener is gone.
         let l = sock("127.0.0.1:9100", Type::STREAM, true, false);
         bind(&l, "127.0.0.1:9100").unwrap();
         l.listen(8).unwrap();
-        let c = std::net::TcpStream::connect("127.0.0.1:9100").unwrap();
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9100").unwrap();
         let (s, _) = l.accept().unwrap();
         drop(s);
         drop(l);
-        std::thread::sleep(Duration::from_millis(50));
+        // The server's FIN has arrived once the client reads end of file.
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut c, &mut buf).unwrap(), 0);
         drop(c);
-        std::thread::sleep(Duration::from_millis(50));
+        // `ss` runs in this thread's namespace (a child inherits it).
+        wait_for("the server side in TIME_WAIT", 10, || {
+            let out = std::process::Command::new("ss")
+                .args(["-H", "-tn", "state", "time-wait", "sport = :9100"])
+                .output()
+                .unwrap();
+            (!out.stdout.is_empty()).then_some(())
+        });
         let plain = sock("127.0.0.1:9100", Type::STREAM, false, false);
         assert_eq!(
             bind(&plain, "127.0.0.1:9100").unwrap_err().raw_os_error(),
@@ -375,9 +346,7 @@ fn time_wait_blocks_without_so_reuseaddr_and_not_with_it() {
         );
         let reuse = sock("127.0.0.1:9100", Type::STREAM, true, false);
         bind(&reuse, "127.0.0.1:9100").expect("SO_REUSEADDR passes TIME_WAIT");
-    }) else {
-        return;
-    };
+    });
     let d = only_diagnosis(&events, "127.0.0.1", 9100);
     assert_eq!(blamed(d), vec![(vec![], "time_wait".to_owned())], "{d:#}");
     assert_eq!(d["holders"][0]["holder"]["state"], "time_wait");

@@ -1,0 +1,68 @@
+//! `bindwatch probes`: what this kernel lets bindwatch do. Loads the probe
+//! object, attaches every hook, reports each one (attached, or refused and
+//! the kernel's reason), and detaches on exit. The kernel matrix runs it on
+//! every kernel it boots; an operator runs it before deploying to a new
+//! kernel.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::platform::{HookStatus, ProbeConfig, Probes};
+
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    /// The running kernel's release (`uname -r`), where the platform has one.
+    pub kernel: String,
+    pub hooks: Vec<HookStatus>,
+}
+
+impl ProbeReport {
+    pub fn attached(&self) -> usize {
+        self.hooks.iter().filter(|h| h.attached).count()
+    }
+
+    pub fn all_attached(&self) -> bool {
+        self.attached() == self.hooks.len()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "kernel {}: hooks {}/{} attached\n",
+            self.kernel,
+            self.attached(),
+            self.hooks.len()
+        );
+        for h in &self.hooks {
+            match &h.error {
+                None => s.push_str(&format!("  {:<20} attached\n", h.hook)),
+                Some(e) => s.push_str(&format!("  {:<20} REFUSED: {e}\n", h.hook)),
+            }
+        }
+        s
+    }
+}
+
+/// Loads and attaches the probes, then drops them (detaching every hook).
+/// Err when the object cannot load or nothing attaches at all.
+pub fn report(cfg: &ProbeConfig) -> Result<ProbeReport> {
+    let (probes, ring) = Probes::load(cfg)?;
+    let report = ProbeReport {
+        kernel: kernel_release(),
+        hooks: probes.hooks().to_vec(),
+    };
+    drop(ring);
+    drop(probes);
+    Ok(report)
+}
+
+#[cfg(target_os = "linux")]
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+#[cfg(windows)]
+fn kernel_release() -> String {
+    "Windows".to_owned()
+}

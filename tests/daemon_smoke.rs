@@ -1,0 +1,53 @@
+//! The daemon in brief, for every kernel of the matrix: it starts and says
+//! it is ready, `/metrics` has every hook attached, and a watched port that
+//! loses its holder raises one alert at a real webhook receiver.
+
+use support::*;
+
+#[test]
+fn daemon_starts_scrapes_and_alerts_when_a_watched_port_is_lost() {
+    let state = temp("smoke");
+    let listen = free_local_addr();
+    let hook: u16 = free_local_addr()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("a free port");
+    let got = webhook_receiver(hook);
+    let ns = Netns::new("smoke");
+    let mut holder = Server::spawn(&ns, &["socat", "TCP4-LISTEN:8088", "-"]);
+    holder.wait_listening(&ns, 8088);
+    let daemon = Daemon::start(
+        &state,
+        &listen,
+        &format!(
+            "[alerts]\nwebhook = [\"http://127.0.0.1:{hook}/hook\"]\n\
+             [[watch]]\nname = \"smoke\"\nport = 8088\nnetns = \"/run/netns/{}\"\n\
+             owner = {{ command = \"socat\" }}\n",
+            ns.name
+        ),
+    );
+    // Every hook the daemon has reports attached.
+    let text = curl(&format!("http://{listen}/metrics")).unwrap();
+    let hooks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("bindwatch_probe_attached{"))
+        .collect();
+    assert!(!hooks.is_empty(), "no bindwatch_probe_attached series");
+    for l in &hooks {
+        assert!(l.ends_with(" 1"), "a hook is not attached: {l}");
+    }
+    wait_for("the watched port up", 30, || {
+        try_metric(&listen, "bindwatch_watched_port_up{watch=\"smoke\"}")
+            .is_ok_and(|v| v == 1.0)
+            .then_some(())
+    });
+    holder.stop();
+    wait_for("the port-lost alert at the webhook", 30, || {
+        let g = got.lock().unwrap();
+        (g.contains("BindwatchPortLost") && g.contains("\"smoke\"")).then_some(())
+    });
+    wait_for("the watched port down in /metrics", 30, || {
+        (metric(&listen, "bindwatch_watched_port_up{watch=\"smoke\"}") == 0.0).then_some(())
+    });
+    daemon.stop();
+}
