@@ -1,0 +1,73 @@
+//! The command line's verbs, one file each: each has its arguments
+//! (`Args`) and `exec`, which turns them into a call on the library.
+//! Errors become `anyhow` only here. What the verbs share: logging set-up,
+//! writing to standard output, and the runtime.
+
+use anyhow::Context as _;
+
+pub mod check_config;
+pub mod probes;
+pub mod run;
+pub mod timeline;
+pub mod trace;
+pub mod who;
+
+/// A runtime on the calling thread, for the verbs that wait on I/O.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A service has no console: its log goes to a file in the state directory.
+#[cfg(windows)]
+pub fn init_file_logging(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("bindwatch.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .init();
+    Ok(())
+}
+
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // When the log cannot be written (its disk full), the subscriber's
+        // own report goes through eprintln!, which panics: the daemon must
+        // outlive its log.
+        .log_internal_errors(false)
+        .init();
+}
+
+/// Writes to standard output; a reader that went away (`| head`) ends the
+/// command quietly instead of the panic `print!` would raise.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if stdout_gone(&e) => Ok(()),
+        r => Ok(r.context("writing to standard output")?),
+    }
+}
+
+pub fn stdout_gone(e: &std::io::Error) -> bool {
+    // Windows reports a closed pipe as ERROR_NO_DATA (232, BrokenPipe) or
+    // ERROR_PIPE_NOT_CONNECTED (233).
+    e.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(windows) && e.raw_os_error() == Some(233))
+}
