@@ -8,10 +8,7 @@ use support::*;
 fn daemon_starts_scrapes_and_alerts_when_a_watched_port_is_lost() {
     let state = temp("smoke");
     let listen = free_local_addr();
-    let hook: u16 = free_local_addr()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("a free port");
+    let hook: u16 = free_local_port();
     let got = webhook_receiver(hook);
     let ns = Netns::new("smoke");
     let mut holder = Server::spawn(&ns, &["socat", "TCP4-LISTEN:8088", "-"]);

@@ -490,7 +490,7 @@ fn secrets_in_command_lines_are_masked_in_every_surface() {
     let state = temp("rel-redact");
     let dir = state.parent().unwrap().to_owned();
     let listen = &free_local_addr();
-    let hook_port = 17738;
+    let hook_port: u16 = free_local_port();
     let got = webhook_receiver(hook_port);
     let ns = Netns::new("redact");
     let export = dir.join("events.jsonl");
@@ -576,10 +576,7 @@ fn secrets_in_command_lines_are_masked_in_every_surface() {
 fn alert_targets_down_then_back_get_the_alert_and_overflow_is_counted() {
     let state = temp("rel-alerts");
     let listen = &free_local_addr();
-    let hook: u16 = free_local_addr()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("a free port");
+    let hook: u16 = free_local_port();
     let ns = Netns::new("alertsdown");
     // Nothing listens on the webhook port yet. A queue of 2 overflows.
     let daemon = Daemon::start(

@@ -13,13 +13,11 @@ fn main() {
     let cycles: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let udp = args.next().as_deref() == Some("udp");
     let rate: Option<f64> = args.next().and_then(|a| a.parse().ok());
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
+    let ty = if udp {
+        rustix::net::SocketType::DGRAM
+    } else {
+        rustix::net::SocketType::STREAM
     };
     let start = Instant::now();
     for i in 0..cycles {
@@ -33,28 +31,12 @@ fn main() {
                 }
             }
         }
-        // SAFETY: plain socket syscalls on a descriptor this loop owns.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_INET,
-                if udp {
-                    libc::SOCK_DGRAM
-                } else {
-                    libc::SOCK_STREAM
-                },
-                0,
-            );
-            assert!(fd >= 0);
-            let rc = libc::bind(
-                fd,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            assert_eq!(rc, 0);
-            if !udp {
-                assert_eq!(libc::listen(fd, 16), 0);
-            }
-            libc::close(fd);
+        // rustix: the same raw syscalls, without unsafe; the descriptor
+        // closes when `fd` drops.
+        let fd = rustix::net::socket(rustix::net::AddressFamily::INET, ty, None).expect("socket");
+        rustix::net::bind(&fd, &addr).expect("bind 127.0.0.1:0");
+        if !udp {
+            rustix::net::listen(&fd, 16).expect("listen");
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / cycles as f64;

@@ -19,10 +19,7 @@ use crate::event::{Event, Proto};
 use crate::holders::{Diagnosis, HolderView, WhoQuery};
 use crate::who::{AnswerSource, WhoAnswer};
 
-/// Where the daemon listens by default: loopback only, on a port outside
-/// the Prometheus exporter range (9100-9999, all allocated) and not a
-/// registered well-known service.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7685";
+pub use crate::serve::DEFAULT_LISTEN;
 /// Requests waiting for the event loop; past it, the API answers 503.
 pub const REQUEST_QUEUE: usize = 64;
 /// Most recent failed binds `/api/v1/conflicts` can return.

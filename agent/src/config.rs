@@ -3,17 +3,15 @@
 //! starts with. Unknown keys and bad values are errors that name the key and
 //! the line.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::event::Proto;
+pub use crate::alerts::settings::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
+pub use crate::error::ConfigError;
+pub use crate::metrics::MetricsConfig;
+pub use crate::serve::HttpConfig;
 
-/// Default HTTP address (see `api::DEFAULT_LISTEN`).
-fn default_listen() -> SocketAddr {
-    crate::api::DEFAULT_LISTEN.parse().expect("valid default")
-}
 /// Where the timeline lives unless configured.
 #[cfg(not(windows))]
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bindwatch";
@@ -29,27 +27,6 @@ fn default_ring() -> u32 {
 }
 fn default_reconcile() -> u64 {
     30
-}
-fn default_port_series() -> usize {
-    1024
-}
-fn default_holder_series() -> usize {
-    4096
-}
-fn default_resend() -> u64 {
-    60
-}
-fn default_queue() -> usize {
-    1024
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_conflict_window() -> u64 {
-    300
-}
-fn default_timeout_ms() -> u64 {
-    2000
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -131,36 +108,6 @@ impl Default for Config {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address of /metrics, /healthz, /readyz and the API.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// A file holding a bearer token; when set, every path but /healthz and
-    /// /readyz needs `Authorization: Bearer TOKEN` (Prometheus:
-    /// `authorization: {credentials_file: ...}`). The file must not be
-    /// readable by others.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            token_file: None,
-            tls_cert: None,
-            tls_key: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ProbesConfig {
     /// Kernel ring buffer size: a power of two, at least 4096.
     #[serde(default = "default_ring")]
@@ -187,72 +134,6 @@ impl Default for HoldersConfig {
     fn default() -> Self {
         Self {
             reconcile_every_secs: default_reconcile(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Most distinct `port` label values on per-port series (watched ports
-    /// and ports below 1024 qualify; the rest, and any past the bound, are
-    /// `port="other"`).
-    #[serde(default = "default_port_series")]
-    pub max_port_series: usize,
-    /// Most distinct (port, holder) pairs on failure series; past it,
-    /// `holder="other"`.
-    #[serde(default = "default_holder_series")]
-    pub max_holder_series: usize,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            max_port_series: default_port_series(),
-            max_holder_series: default_holder_series(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
-    /// Seconds between re-sends of a firing alert.
-    #[serde(default = "default_resend")]
-    pub resend_every_secs: u64,
-    /// Alert notifications waiting for delivery; past it they are dropped
-    /// (counted).
-    #[serde(default = "default_queue")]
-    pub queue: usize,
-    /// Attempts per notification beyond the first, with doubling backoff.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Timeout of one delivery attempt, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// A bind-conflict alert resolves this many seconds after the last
-    /// conflict, or, when the failing process was the expected owner (by
-    /// command name), as soon as the owner holds the port.
-    #[serde(default = "default_conflict_window")]
-    pub conflict_resolve_after_secs: u64,
-    /// Alertmanager base URLs (the v2 API is used).
-    #[serde(default)]
-    pub alertmanager: Vec<String>,
-    /// Plain JSON webhooks.
-    #[serde(default)]
-    pub webhook: Vec<String>,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        Self {
-            resend_every_secs: default_resend(),
-            queue: default_queue(),
-            retries: default_retries(),
-            timeout_ms: default_timeout_ms(),
-            conflict_resolve_after_secs: default_conflict_window(),
-            alertmanager: Vec::new(),
-            webhook: Vec::new(),
         }
     }
 }
@@ -323,118 +204,6 @@ impl Default for ExportConfig {
             keep: default_export_keep(),
         }
     }
-}
-
-/// A port whose holder is watched.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WatchConfig {
-    /// A name for alerts and metrics; defaults to `PORT/PROTO`.
-    #[serde(default)]
-    pub name: Option<String>,
-    pub port: u16,
-    #[serde(default = "default_proto")]
-    pub proto: WatchProto,
-    /// Only holders that would block a bind of this address count.
-    #[serde(default)]
-    pub address: Option<IpAddr>,
-    /// The network namespace: a path such as /run/netns/web or
-    /// /proc/PID/ns/net; the agent's own when absent.
-    #[serde(default)]
-    pub netns: Option<PathBuf>,
-    /// Who should hold it: any of these that is given must match one owner.
-    #[serde(default)]
-    pub owner: OwnerConfig,
-    /// Seconds nobody may hold the port before "port lost" fires.
-    #[serde(default)]
-    pub grace_secs: u64,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum WatchProto {
-    Tcp,
-    Udp,
-}
-
-fn default_proto() -> WatchProto {
-    WatchProto::Tcp
-}
-
-impl WatchProto {
-    pub fn proto(self) -> Proto {
-        match self {
-            Self::Tcp => Proto::Tcp,
-            Self::Udp => Proto::Udp,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OwnerConfig {
-    /// systemd unit, e.g. nginx.service.
-    #[serde(default)]
-    pub unit: Option<String>,
-    /// Command name (comm), e.g. nginx.
-    #[serde(default)]
-    pub command: Option<String>,
-    /// Executable path, e.g. /usr/sbin/nginx.
-    #[serde(default)]
-    pub exe: Option<PathBuf>,
-}
-
-impl OwnerConfig {
-    pub fn is_empty(&self) -> bool {
-        self.unit.is_none() && self.command.is_none() && self.exe.is_none()
-    }
-
-    /// `nginx.service or nginx or /usr/sbin/nginx`.
-    pub fn describe(&self) -> String {
-        let mut v = Vec::new();
-        if let Some(u) = &self.unit {
-            v.push(u.clone());
-        }
-        if let Some(c) = &self.command {
-            v.push(c.clone());
-        }
-        if let Some(e) = &self.exe {
-            v.push(e.display().to_string());
-        }
-        if v.is_empty() {
-            "anyone".to_owned()
-        } else {
-            v.join(" or ")
-        }
-    }
-}
-
-impl WatchConfig {
-    pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            format!(
-                "{}/{}",
-                self.port,
-                match self.proto {
-                    WatchProto::Tcp => "tcp",
-                    WatchProto::Udp => "udp",
-                }
-            )
-        })
-    }
-}
-
-/// A configuration error, naming the key and line.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
 }
 
 /// A privileged daemon must not take orders from a file anyone can write.

@@ -52,7 +52,7 @@ pub enum Error {
     Tls { path: String, reason: String },
 
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
 
     // The cause is printed by the chain (`{:#}` at the CLI edge), not here.
     #[error("{context}")]
@@ -70,6 +70,19 @@ impl Error {
             source,
         }
     }
+}
+
+/// A configuration error, naming the key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,27 +3,16 @@
 
 pub mod alerts;
 pub mod api;
-pub mod clock;
 pub mod config;
-pub mod conflict;
-pub mod decode;
-pub mod errno;
 pub mod error;
-pub mod etw;
-pub mod event;
 pub mod export;
-pub mod holders;
 pub mod metrics;
 pub mod redact;
 pub mod report;
 pub mod serve;
 pub mod source;
 pub mod store;
-#[cfg(test)]
-pub(crate) mod testing;
 pub mod timeline;
-pub mod trace;
-pub mod who;
 
 #[cfg(any(target_os = "linux", windows))]
 pub mod cmd;
@@ -35,3 +24,8 @@ pub mod platform;
 pub mod windows;
 
 pub use error::{Error, Result};
+
+// The core's modules, at the paths the daemon has always used.
+#[cfg(test)]
+pub(crate) use bindwatch_core::testing;
+pub use bindwatch_core::{clock, conflict, decode, errno, etw, event, holders, trace, who};

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::config::MetricsConfig;
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
+use serde::Deserialize;
 
 pub const OTHER: &str = "other";
 
@@ -459,6 +459,36 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+fn default_port_series() -> usize {
+    1024
+}
+fn default_holder_series() -> usize {
+    4096
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most distinct `port` label values on per-port series (watched ports
+    /// and ports below 1024 qualify; the rest, and any past the bound, are
+    /// `port="other"`).
+    #[serde(default = "default_port_series")]
+    pub max_port_series: usize,
+    /// Most distinct (port, holder) pairs on failure series; past it,
+    /// `holder="other"`.
+    #[serde(default = "default_holder_series")]
+    pub max_holder_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_port_series: default_port_series(),
+            max_holder_series: default_holder_series(),
+        }
     }
 }
 

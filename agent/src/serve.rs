@@ -9,7 +9,51 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
+
+/// Where the daemon listens by default: loopback only, on a port outside
+/// the Prometheus exporter range (9100-9999, all allocated) and not a
+/// registered well-known service.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7685";
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default")
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of /metrics, /healthz, /readyz and the API.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// A file holding a bearer token; when set, every path but /healthz and
+    /// /readyz needs `Authorization: Bearer TOKEN` (Prometheus:
+    /// `authorization: {credentials_file: ...}`). The file must not be
+    /// readable by others.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
 
 /// TLS connections served at once; more wait in the accept queue.
 pub const MAX_TLS_CONNECTIONS: usize = 256;

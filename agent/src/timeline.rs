@@ -26,7 +26,7 @@ pub const KINDS: &[&str] = &[
     "events_lost",
 ];
 
-const TCP_LISTEN: u8 = 10;
+const TCP_LISTEN: u8 = bindwatch_common::tcp_state::LISTEN as u8;
 
 fn base(ev: &Event, kind: &str, summary: String) -> Record {
     Record {
@@ -263,15 +263,9 @@ pub fn filter_from_params(
 pub const HEADER: &str =
     "TIME                     KIND             PROTO PORT   PID      COMM             SUMMARY";
 
-/// Local time with milliseconds.
+/// Local time with milliseconds (the timeline's way of showing a stamp).
 pub fn local_time(ns: u64) -> String {
-    DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
-        .map(|t| {
-            t.with_timezone(&Local)
-                .format("%Y-%m-%d %H:%M:%S%.3f")
-                .to_string()
-        })
-        .unwrap_or_default()
+    crate::clock::local(ns, crate::clock::Shown::Millis).unwrap_or_default()
 }
 
 /// One record as a table row.

@@ -65,6 +65,12 @@ pub fn repo() -> PathBuf {
         .to_owned()
 }
 
+/// A loopback port nothing holds right now (see `free_local_addr`).
+pub fn free_local_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
 /// A loopback address with a port nothing holds right now, for the test's
 /// own servers outside its namespaces (the daemon's HTTP, Prometheus,
 /// Alertmanager), so a listener already on the host cannot break a test.
@@ -147,11 +153,12 @@ pub fn netns_cookie_of(fd: i32) -> u64 {
 /// Drops this thread's credentials to `uid` (only this thread: the raw
 /// syscall bypasses glibc's process-wide setxid broadcast).
 pub fn drop_thread_to_uid(uid: u32) {
-    // SAFETY: plain syscalls on this thread.
-    unsafe {
-        assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
-        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-    }
+    // SAFETY: a plain syscall on this thread.
+    let gid = unsafe { libc::syscall(libc::SYS_setresgid, uid, uid, uid) };
+    assert_eq!(gid, 0, "setresgid: {}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    let uid = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+    assert_eq!(uid, 0, "setresuid: {}", std::io::Error::last_os_error());
 }
 
 pub fn run_ok(cmd: &str, args: &[&str]) {

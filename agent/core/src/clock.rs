@@ -61,6 +61,39 @@ pub fn now_unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// How a stamp is shown to a person, in the host's local time.
+#[derive(Clone, Copy, Debug)]
+pub enum Shown {
+    /// `06:04:53.514`: live output, where the day is today.
+    TimeOfDay,
+    /// `2026-11-22 06:04:59`.
+    Seconds,
+    /// `2026-11-22 06:04:59.123`: the timeline.
+    Millis,
+}
+
+/// The one formatter of Unix nanoseconds for people; None when the stamp
+/// is out of chrono's range.
+pub fn local(ns: u64, shown: Shown) -> Option<String> {
+    let fmt = match shown {
+        Shown::TimeOfDay => "%H:%M:%S%.3f",
+        Shown::Seconds => "%Y-%m-%d %H:%M:%S",
+        Shown::Millis => "%Y-%m-%d %H:%M:%S%.3f",
+    };
+    chrono::DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+        .map(|t| t.with_timezone(&chrono::Local).format(fmt).to_string())
+}
+
+/// RFC 3339 in UTC with milliseconds, for machines (Alertmanager).
+pub fn rfc3339_utc(ns: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(
+        (ns / 1_000_000_000) as i64,
+        (ns % 1_000_000_000) as u32,
+    )
+    .unwrap_or_default()
+    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Self::new()

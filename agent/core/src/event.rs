@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bindwatch_common::{AF_INET6, IPPROTO_TCP, IPPROTO_UDP, RawEvent, flags, kind};
+use bindwatch_common::{AF_INET6, IPPROTO_TCP, IPPROTO_UDP, Kind, RawEvent, flags};
 use serde::Serialize;
 
 use crate::clock::Clock;
@@ -159,11 +159,12 @@ fn comm_string(comm: &[u8; 16]) -> String {
 impl Event {
     /// Turns a validated raw record into an event.
     pub fn from_raw(raw: &RawEvent, clock: &Clock) -> Self {
-        let kind = match raw.kind {
-            kind::BIND => EventKind::Bind,
-            kind::LISTEN => EventKind::Listen,
-            kind::LISTEN_STOP => EventKind::ListenStop,
-            _ => EventKind::Release,
+        // `from_bytes` accepted only known kinds; the match is exhaustive.
+        let kind = match raw.kind().unwrap_or(Kind::Release) {
+            Kind::Bind => EventKind::Bind,
+            Kind::Listen => EventKind::Listen,
+            Kind::ListenStop => EventKind::ListenStop,
+            Kind::Release => EventKind::Release,
         };
         let addr = if raw.family == AF_INET6 {
             IpAddr::V6(Ipv6Addr::from(raw.addr))
@@ -260,7 +261,7 @@ mod tests {
 
     fn raw_bind() -> RawEvent {
         let mut r = RawEvent::zeroed();
-        r.kind = kind::BIND;
+        r.kind = bindwatch_common::kind::BIND;
         r.family = AF_INET;
         r.protocol = IPPROTO_TCP;
         r.flags = flags::SOCK_INFO | flags::REUSEADDR;

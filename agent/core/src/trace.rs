@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Local};
 use serde::Serialize;
 
 use crate::event::{Event, Proto};
@@ -128,10 +127,7 @@ impl LossReport {
 }
 
 fn clock_str(time_ns: u64) -> String {
-    let secs = (time_ns / 1_000_000_000) as i64;
-    let nanos = (time_ns % 1_000_000_000) as u32;
-    DateTime::from_timestamp(secs, nanos)
-        .map(|t| t.with_timezone(&Local).format("%H:%M:%S%.3f").to_string())
+    crate::clock::local(time_ns, crate::clock::Shown::TimeOfDay)
         .unwrap_or_else(|| time_ns.to_string())
 }
 

@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Local};
 use serde::{Deserialize, Serialize};
 
 use crate::holders::{HolderView, Source, WhoQuery};
@@ -50,13 +49,7 @@ impl WhoAnswer {
 }
 
 fn when(ns: u64) -> String {
-    DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
-        .map(|t| {
-            t.with_timezone(&Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_else(|| ns.to_string())
+    crate::clock::local(ns, crate::clock::Shown::Seconds).unwrap_or_else(|| ns.to_string())
 }
 
 /// A command line on one line: control characters shown as spaces, long

@@ -5,19 +5,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::Alert;
-use crate::config::AlertsConfig;
+use super::AlertsConfig;
 use crate::metrics::Metrics;
-
-fn rfc3339(ns: u64) -> String {
-    DateTime::<Utc>::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 /// Alertmanager's `postableAlert`.
 #[derive(Serialize)]
@@ -129,8 +122,8 @@ async fn run(
         let am = [AmAlert {
             labels: &a.labels,
             annotations: &a.annotations,
-            starts_at: rfc3339(a.starts_ns),
-            ends_at: rfc3339(ends),
+            starts_at: crate::clock::rfc3339_utc(a.starts_ns),
+            ends_at: crate::clock::rfc3339_utc(ends),
             generator_url: &generator,
         }];
         let mut delivered = 0;
@@ -153,8 +146,8 @@ async fn run(
             alert: WebhookAlert {
                 labels: &a.labels,
                 annotations: &a.annotations,
-                starts_at: rfc3339(a.starts_ns),
-                ends_at: a.ends_ns.map(rfc3339),
+                starts_at: crate::clock::rfc3339_utc(a.starts_ns),
+                ends_at: a.ends_ns.map(crate::clock::rfc3339_utc),
             },
         };
         for url in &cfg.webhook {

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{AlertsConfig, OwnerConfig, WatchConfig};
+pub mod settings;
+
 use crate::conflict::{SockSpec, SockState, overlap};
 use crate::event::{Event, Proto, endpoint};
 use crate::holders::{Diagnosis, HolderTable, HolderView, ProcessInfo};
 use crate::metrics::WatchedStatus;
+pub use settings::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum AlertKind {

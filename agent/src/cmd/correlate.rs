@@ -16,7 +16,7 @@ use crate::conflict::SockState;
 use crate::event::{Event, Proto};
 use crate::holders::Holder;
 use crate::holders::{
-    Diagnosis, DiagnosisKind, DriftReport, HolderTable, NoFacts, Snapshot, TableStats, diagnose,
+    Diagnosis, DriftReport, HolderTable, Snapshot, TableStats, diagnose_failed_bind,
 };
 use crate::platform::{KernelView, Probes};
 
@@ -154,36 +154,21 @@ impl Correlator {
         }
     }
 
-    /// Applies one event; for a failed bind, returns its diagnosis.
+    /// Applies one event; for a failed bind, returns its diagnosis (the
+    /// strategy is the core's: `holders::diagnose_failed_bind`).
     pub fn on_event(&mut self, ev: &Event) -> Option<Diagnosis> {
         let t0 = Instant::now();
         self.table.apply(ev);
         if !ev.failed() {
             return None;
         }
-        // The table alone first: the fast path, no /proc, no netlink.
-        let mut d = diagnose(&self.table, ev, &mut NoFacts)?;
-        match d.kind {
-            DiagnosisKind::Conflict => {
-                self.fast.record(t0.elapsed());
-                self.from_syscall.record(Duration::from_nanos(
-                    crate::clock::now_unix_ns().saturating_sub(ev.time_ns),
-                ));
-            }
-            DiagnosisKind::NoFreePort => {}
-            _ => d = diagnose(&self.table, ev, &mut self.facts)?,
-        }
-        // http.sys's answer names the processes it listens for, which only
-        // the host's facts know.
-        if d.holders
-            .iter()
-            .any(|b| b.reason == crate::conflict::Reason::HttpSys)
-        {
-            d = diagnose(&self.table, ev, &mut self.facts)?;
-        }
-        if self.verify(&d) {
-            d = diagnose(&self.table, ev, &mut self.facts)?;
-        }
+        let (fast, from_syscall) = (&mut self.fast, &mut self.from_syscall);
+        let d = diagnose_failed_bind(&mut self.table, ev, &mut self.facts, || {
+            fast.record(t0.elapsed());
+            from_syscall.record(Duration::from_nanos(
+                crate::clock::now_unix_ns().saturating_sub(ev.time_ns),
+            ));
+        })?;
         self.full.record(t0.elapsed());
         if self.recent.len() >= RECENT_CONFLICTS {
             self.recent.pop_front();
@@ -215,27 +200,6 @@ impl Correlator {
             // Configuration is the daemon's, not the table's.
             Request::Reload(_) => {}
         }
-    }
-
-    /// A holder known only from its bind event may be shared with children
-    /// forked since, and its IPV6_V6ONLY is unread: read both from the
-    /// kernel (rate-limited). True when the table changed.
-    fn verify(&mut self, d: &Diagnosis) -> bool {
-        let mut changed = false;
-        for b in &d.holders {
-            let h = &b.holder;
-            if h.owners_verified && b.certain {
-                continue;
-            }
-            let Some(r) = self.facts.owners_of(h.netns, h.proto, h.port, h.cookie) else {
-                continue;
-            };
-            if let Some(k) = r.holders.first() {
-                self.table.refresh_from_kernel(k, r.processes);
-                changed = true;
-            }
-        }
-        changed
     }
 
     /// The agent's own network namespace.

@@ -349,11 +349,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut shutdown = Shutdown::install()?;
     // Files bindwatch creates (timeline, exports) are its own: the timeline
     // names users and command lines.
-    // SAFETY: umask only sets this process's file creation mask.
     #[cfg(unix)]
-    unsafe {
-        libc::umask(0o077)
-    };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let (mut probes, ring) = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.probes.ring_buffer_bytes,
     })?;
@@ -402,14 +399,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (tx, mut requests) = tokio::sync::mpsc::channel(crate::api::REQUEST_QUEUE);
     let ready = Arc::new(AtomicBool::new(false));
     let db = cfg.state_dir.join(crate::store::DB_FILE);
-    let (store, writer, timeline_error) =
-        match crate::store::spawn_writer(db.clone(), cfg.timeline.retention()) {
-            Ok((s, h)) => (Some(s), Some(h), None),
-            Err(e) => {
-                tracing::error!(error = %e, "no timeline: events will not be recorded");
-                (None, None, Some(Arc::<str>::from(e.to_string())))
-            }
-        };
+    let (store, writer, timeline_error) = match crate::store::spawn_writer(
+        db.clone(),
+        cfg.timeline.retention(),
+        crate::platform::release_free_memory,
+    ) {
+        Ok((s, h)) => (Some(s), Some(h), None),
+        Err(e) => {
+            tracing::error!(error = %e, "no timeline: events will not be recorded");
+            (None, None, Some(Arc::<str>::from(e.to_string())))
+        }
+    };
     let app = crate::api::router(ApiState {
         requests: tx.clone(),
         ready: ready.clone(),

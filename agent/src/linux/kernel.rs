@@ -228,6 +228,17 @@ impl Default for KernelView {
 }
 
 impl HostFacts for KernelView {
+    fn owners_of(
+        &mut self,
+        netns: u64,
+        proto: Proto,
+        port: u16,
+        cookie: u64,
+    ) -> Option<(Holder, Vec<ProcessInfo>)> {
+        let r = KernelView::owners_of(self, netns, proto, port, cookie)?;
+        Some((r.holders.into_iter().next()?, r.processes))
+    }
+
     fn unprivileged_port_start(&mut self, netns: Option<u64>, pid: u32) -> Option<u16> {
         self.namespaces
             .get_or_find(netns, pid)?

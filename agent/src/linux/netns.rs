@@ -49,10 +49,10 @@ pub fn netns_cookie(fd: RawFd) -> std::io::Result<u64> {
 pub fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns on this thread with a valid nsfs descriptor.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
             Ok(f())
         })
         .join()
@@ -62,35 +62,19 @@ pub fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> std::io::Re
 
 /// The addresses of the calling thread's namespace.
 pub fn local_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and then free.
-    unsafe {
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return out;
-        }
-        let mut cur = ifap;
-        while !cur.is_null() {
-            let a = (*cur).ifa_addr;
-            if !a.is_null() {
-                match (*a).sa_family as i32 {
-                    libc::AF_INET => {
-                        let sin = &*(a as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(a as *const libc::sockaddr_in6);
-                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
+    let Ok(list) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpAddr> = list
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            if let Some(sin) = a.as_sockaddr_in() {
+                Some(IpAddr::V4(sin.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|sin6| IpAddr::V6(sin6.ip()))
             }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(ifap);
-    }
+        })
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -109,14 +93,12 @@ pub fn unprivileged_port_start() -> Option<u16> {
 pub fn cookie_of_path(path: &std::path::Path) -> std::io::Result<u64> {
     let file = File::open(path)?;
     let fd = in_netns(&file, || {
-        // SAFETY: plain socket(2); the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            // SAFETY: fd is a fresh descriptor we own.
-            Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-        }
+        rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .map_err(std::io::Error::from)
     })??;
     netns_cookie(fd.as_raw_fd())
 }

@@ -42,8 +42,9 @@ pub fn drop_to_runtime() -> Result<Vec<String>, caps::errors::CapsError> {
     caps::clear(None, CapSet::Inheritable)?;
     caps::set(None, CapSet::Effective, &keep)?;
     caps::set(None, CapSet::Permitted, &keep)?;
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if let Err(e) = rustix::thread::set_no_new_privs(true) {
+        tracing::warn!(error = %e, "could not set no_new_privs");
+    }
     let mut names: Vec<String> = keep.iter().map(|c| c.to_string()).collect();
     names.sort();
     Ok(names)

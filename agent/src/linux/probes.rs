@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint};
-use aya::{Ebpf, EbpfLoader, Pod};
+use aya::{Ebpf, EbpfLoader};
 use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -20,18 +20,6 @@ pub static PROBE_OBJECT: &[u8] =
 pub use crate::source::{
     DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, LostCounts, ProbeConfig,
 };
-
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct AcceptKeyPod(AcceptKey);
-// SAFETY: AcceptKey is repr(C) plain integers with explicit padding.
-unsafe impl Pod for AcceptKeyPod {}
-
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct BoundSockPod(BoundSock);
-// SAFETY: BoundSock is repr(C) plain integers without padding.
-unsafe impl Pod for BoundSockPod {}
 
 enum Hook {
     TracePoint(&'static str, &'static str),
@@ -148,35 +136,30 @@ fn ensure_tracefs() -> Result<()> {
     let src = c"nodev";
     let target = c"/sys/kernel/tracing";
     let fstype = c"tracefs";
-    // SAFETY: valid C strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Tracefs {
-            path: TRACEFS,
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    rustix::mount::mount(
+        src,
+        target,
+        fstype,
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| Error::Tracefs {
+        path: TRACEFS,
+        source: e.into(),
+    })?;
     tracing::info!(path = TRACEFS, "mounted tracefs");
     Ok(())
 }
 
 fn raise_memlock() {
-    let lim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    // None: unlimited.
+    let lim = rustix::process::Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: valid pointer to an rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+    if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Memlock, lim) {
         // Kernels since 5.11 account BPF memory to the cgroup instead.
-        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+        tracing::debug!(error = %e, "could not raise RLIMIT_MEMLOCK");
     }
 }
 
@@ -399,14 +382,14 @@ impl Probes {
             name: names::BOUND,
             reason: "not in the object".into(),
         })?;
-        let mut m: aya::maps::HashMap<_, u64, BoundSockPod> = aya::maps::HashMap::try_from(map)
+        let mut m: aya::maps::HashMap<_, u64, BoundSock> = aya::maps::HashMap::try_from(map)
             .map_err(|e| Error::Map {
                 name: names::BOUND,
                 reason: e.to_string(),
             })?;
         let mut n = 0;
         for (cookie, b) in socks {
-            if m.insert(cookie, BoundSockPod(*b), 0).is_ok() {
+            if m.insert(cookie, *b, 0).is_ok() {
                 n += 1;
             }
         }
@@ -418,14 +401,14 @@ impl Probes {
             name: names::ACCEPTS,
             reason: "not in the object".into(),
         })?;
-        let m: PerCpuHashMap<_, AcceptKeyPod, u64> =
+        let m: PerCpuHashMap<_, AcceptKey, u64> =
             PerCpuHashMap::try_from(map).map_err(|e| Error::Map {
                 name: names::ACCEPTS,
                 reason: e.to_string(),
             })?;
         let mut out = HashMap::new();
         for (k, v) in m.iter().flatten() {
-            out.insert((k.0.family, k.0.port), v.iter().sum());
+            out.insert((k.family, k.port), v.iter().sum());
         }
         Ok(out)
     }

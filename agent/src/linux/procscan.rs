@@ -107,17 +107,10 @@ impl Users {
 }
 
 fn lookup_user(uid: u32) -> Option<String> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into pwd and buf, both alive and sized.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points into buf, NUL-terminated.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// The effective uid, from /proc/PID/status.
@@ -141,9 +134,8 @@ fn boot_and_ticks() -> Option<(u64, u64)> {
             .trim()
             .parse()
             .ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        (ticks > 0).then_some((btime, ticks as u64))
+        let ticks = rustix::param::clock_ticks_per_second();
+        (ticks > 0).then_some((btime, ticks))
     })
 }
 

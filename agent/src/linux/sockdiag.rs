@@ -16,14 +16,15 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::event::Proto;
 
-/// TCP states, as `include/net/tcp_states.h` numbers them.
+/// TCP states as sock_diag reports them (one byte), from the one
+/// definition in `bindwatch_common::tcp_state`.
 pub mod state {
-    pub const ESTABLISHED: u8 = 1;
-    pub const TIME_WAIT: u8 = 6;
-    pub const CLOSE: u8 = 7;
-    pub const LISTEN: u8 = 10;
-    /// Bound, neither listening nor connected (dumped since Linux 6.9).
-    pub const BOUND_INACTIVE: u8 = 13;
+    use bindwatch_common::tcp_state as k;
+    pub const ESTABLISHED: u8 = k::ESTABLISHED as u8;
+    pub const TIME_WAIT: u8 = k::TIME_WAIT as u8;
+    pub const CLOSE: u8 = k::CLOSE as u8;
+    pub const LISTEN: u8 = k::LISTEN as u8;
+    pub const BOUND_INACTIVE: u8 = k::BOUND_INACTIVE as u8;
 }
 
 /// Every state a socket holding a local port can be in.

@@ -9,8 +9,9 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     FreeMibTable, GetExtendedTcpTable, GetExtendedUdpTable, GetUnicastIpAddressTable,
     MIB_TCP_STATE_LISTEN, MIB_TCP_STATE_TIME_WAIT, MIB_TCP6ROW_OWNER_PID, MIB_TCP6TABLE_OWNER_PID,
     MIB_TCPROW_OWNER_PID, MIB_TCPTABLE_OWNER_PID, MIB_UDP6ROW_OWNER_PID, MIB_UDP6TABLE_OWNER_PID,
-    MIB_UDPROW_OWNER_PID, MIB_UDPTABLE_OWNER_PID, MIB_UNICASTIPADDRESS_TABLE,
-    TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_LISTENER, UDP_TABLE_OWNER_PID,
+    MIB_UDPROW_OWNER_PID, MIB_UDPTABLE_OWNER_PID, MIB_UNICASTIPADDRESS_ROW,
+    MIB_UNICASTIPADDRESS_TABLE, TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_LISTENER,
+    UDP_TABLE_OWNER_PID,
 };
 use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, AF_UNSPEC};
 
@@ -92,6 +93,31 @@ fn tcp_state(s: u32) -> SockState {
     }
 }
 
+/// The rows of an IP Helper table that `table` filled: a `u32` count at
+/// the buffer's start, then that many `R` at `offset` (the table struct's
+/// `table` field). Read through the buffer's own pointer, so every row is
+/// within its provenance (a pointer taken from the struct's one-element
+/// array would cover the first row only), and never past its end, whatever
+/// the count says.
+fn rows_of<R: Copy>(buf: &[u64], offset: usize) -> Vec<R> {
+    let bytes = std::mem::size_of_val(buf);
+    let Some(&first) = buf.first() else {
+        return Vec::new();
+    };
+    // The count is the first u32 of the (little-endian) buffer.
+    let count = (first & 0xffff_ffff) as usize;
+    let room = bytes.saturating_sub(offset) / std::mem::size_of::<R>().max(1);
+    let base: *const u8 = buf.as_ptr().cast();
+    (0..count.min(room))
+        .map(|i| {
+            let row = base.wrapping_add(offset + i * std::mem::size_of::<R>());
+            // SAFETY: inside the buffer (bounded by `room`); IP Helper wrote
+            // every row below the count; read_unaligned needs no alignment.
+            unsafe { row.cast::<R>().read_unaligned() }
+        })
+        .collect()
+}
+
 /// TCP sockets: listeners only, or every state.
 fn tcp_rows(all: bool) -> Vec<Row> {
     let class = if all {
@@ -100,15 +126,13 @@ fn tcp_rows(all: bool) -> Vec<Row> {
         TCP_TABLE_OWNER_PID_LISTENER
     };
     let mut rows = Vec::new();
-    if let Some(buf) =
-        table(|p, s| unsafe { GetExtendedTcpTable(p, s, 0, AF_INET as u32, class, 0) })
-    {
-        // SAFETY: a successful call wrote the table at the buffer's start.
-        let t = unsafe { &*(buf.as_ptr() as *const MIB_TCPTABLE_OWNER_PID) };
-        let first = t.table.as_ptr();
-        for i in 0..t.dwNumEntries as usize {
-            // SAFETY: entry i of dwNumEntries.
-            let r: &MIB_TCPROW_OWNER_PID = unsafe { &*first.add(i) };
+    let v4_table = table(|p, s| {
+        // SAFETY: `p` and `s` are valid for the call (see `table`).
+        unsafe { GetExtendedTcpTable(p, s, 0, AF_INET as u32, class, 0) }
+    });
+    if let Some(buf) = v4_table {
+        let offset = std::mem::offset_of!(MIB_TCPTABLE_OWNER_PID, table);
+        for r in rows_of::<MIB_TCPROW_OWNER_PID>(&buf, offset) {
             rows.push(Row {
                 proto: Proto::Tcp,
                 addr: v4(r.dwLocalAddr),
@@ -118,15 +142,13 @@ fn tcp_rows(all: bool) -> Vec<Row> {
             });
         }
     }
-    if let Some(buf) =
-        table(|p, s| unsafe { GetExtendedTcpTable(p, s, 0, AF_INET6 as u32, class, 0) })
-    {
+    let v6_table = table(|p, s| {
         // SAFETY: as above.
-        let t = unsafe { &*(buf.as_ptr() as *const MIB_TCP6TABLE_OWNER_PID) };
-        let first = t.table.as_ptr();
-        for i in 0..t.dwNumEntries as usize {
-            // SAFETY: entry i of dwNumEntries.
-            let r: &MIB_TCP6ROW_OWNER_PID = unsafe { &*first.add(i) };
+        unsafe { GetExtendedTcpTable(p, s, 0, AF_INET6 as u32, class, 0) }
+    });
+    if let Some(buf) = v6_table {
+        let offset = std::mem::offset_of!(MIB_TCP6TABLE_OWNER_PID, table);
+        for r in rows_of::<MIB_TCP6ROW_OWNER_PID>(&buf, offset) {
             rows.push(Row {
                 proto: Proto::Tcp,
                 addr: IpAddr::V6(Ipv6Addr::from(r.ucLocalAddr)),
@@ -141,15 +163,13 @@ fn tcp_rows(all: bool) -> Vec<Row> {
 
 fn udp_rows() -> Vec<Row> {
     let mut rows = Vec::new();
-    if let Some(buf) = table(|p, s| unsafe {
-        GetExtendedUdpTable(p, s, 0, AF_INET as u32, UDP_TABLE_OWNER_PID, 0)
-    }) {
-        // SAFETY: a successful call wrote the table at the buffer's start.
-        let t = unsafe { &*(buf.as_ptr() as *const MIB_UDPTABLE_OWNER_PID) };
-        let first = t.table.as_ptr();
-        for i in 0..t.dwNumEntries as usize {
-            // SAFETY: entry i of dwNumEntries.
-            let r: &MIB_UDPROW_OWNER_PID = unsafe { &*first.add(i) };
+    let v4_table = table(|p, s| {
+        // SAFETY: `p` and `s` are valid for the call (see `table`).
+        unsafe { GetExtendedUdpTable(p, s, 0, AF_INET as u32, UDP_TABLE_OWNER_PID, 0) }
+    });
+    if let Some(buf) = v4_table {
+        let offset = std::mem::offset_of!(MIB_UDPTABLE_OWNER_PID, table);
+        for r in rows_of::<MIB_UDPROW_OWNER_PID>(&buf, offset) {
             rows.push(Row {
                 proto: Proto::Udp,
                 addr: v4(r.dwLocalAddr),
@@ -159,15 +179,13 @@ fn udp_rows() -> Vec<Row> {
             });
         }
     }
-    if let Some(buf) = table(|p, s| unsafe {
-        GetExtendedUdpTable(p, s, 0, AF_INET6 as u32, UDP_TABLE_OWNER_PID, 0)
-    }) {
+    let v6_table = table(|p, s| {
         // SAFETY: as above.
-        let t = unsafe { &*(buf.as_ptr() as *const MIB_UDP6TABLE_OWNER_PID) };
-        let first = t.table.as_ptr();
-        for i in 0..t.dwNumEntries as usize {
-            // SAFETY: entry i of dwNumEntries.
-            let r: &MIB_UDP6ROW_OWNER_PID = unsafe { &*first.add(i) };
+        unsafe { GetExtendedUdpTable(p, s, 0, AF_INET6 as u32, UDP_TABLE_OWNER_PID, 0) }
+    });
+    if let Some(buf) = v6_table {
+        let offset = std::mem::offset_of!(MIB_UDP6TABLE_OWNER_PID, table);
+        for r in rows_of::<MIB_UDP6ROW_OWNER_PID>(&buf, offset) {
             rows.push(Row {
                 proto: Proto::Udp,
                 addr: IpAddr::V6(Ipv6Addr::from(r.ucLocalAddr)),
@@ -283,21 +301,36 @@ fn host_addresses() -> Option<Vec<IpAddr>> {
         return None;
     }
     let mut out = Vec::new();
-    // SAFETY: a successful call returned a table of NumEntries rows.
-    let tab = unsafe { &*t };
-    let first = tab.Table.as_ptr();
-    for i in 0..tab.NumEntries as usize {
-        // SAFETY: row i of NumEntries; the union's family says which arm.
-        let row = unsafe { &*first.add(i) };
-        let a = &row.Address;
-        unsafe {
-            match a.si_family {
-                AF_INET => out.push(IpAddr::V4(Ipv4Addr::from(
-                    a.Ipv4.sin_addr.S_un.S_addr.to_ne_bytes(),
-                ))),
-                AF_INET6 => out.push(IpAddr::V6(Ipv6Addr::from(a.Ipv6.sin6_addr.u.Byte))),
-                _ => {}
+    // SAFETY: a successful call returned a table the API allocated.
+    let count = unsafe { (*t).NumEntries } as usize;
+    // Rows from the table's own pointer: their provenance is the whole
+    // allocation, not the one-element array's first row.
+    let first = t
+        .cast::<u8>()
+        .wrapping_add(std::mem::offset_of!(MIB_UNICASTIPADDRESS_TABLE, Table))
+        .cast::<MIB_UNICASTIPADDRESS_ROW>();
+    for i in 0..count {
+        // SAFETY: row i of NumEntries, inside the allocation.
+        let row = unsafe { first.wrapping_add(i).read_unaligned() };
+        let a = row.Address;
+        // SAFETY: every arm of the union starts with the family.
+        let family = unsafe { a.si_family };
+        match family {
+            AF_INET => {
+                // SAFETY: an IPv4 address (si_family).
+                let sin = unsafe { a.Ipv4 };
+                // SAFETY: every arm of the in_addr union is the same four bytes.
+                let v4 = unsafe { sin.sin_addr.S_un.S_addr };
+                out.push(IpAddr::V4(Ipv4Addr::from(v4.to_ne_bytes())));
             }
+            AF_INET6 => {
+                // SAFETY: an IPv6 address (si_family).
+                let sin6 = unsafe { a.Ipv6 };
+                // SAFETY: every arm of the in6_addr union is the same 16 bytes.
+                let v6 = unsafe { sin6.sin6_addr.u.Byte };
+                out.push(IpAddr::V6(Ipv6Addr::from(v6)));
+            }
+            _ => {}
         }
     }
     // SAFETY: the table GetUnicastIpAddressTable allocated.
@@ -306,6 +339,17 @@ fn host_addresses() -> Option<Vec<IpAddr>> {
 }
 
 impl HostFacts for KernelView {
+    fn owners_of(
+        &mut self,
+        netns: u64,
+        proto: Proto,
+        port: u16,
+        cookie: u64,
+    ) -> Option<(Holder, Vec<ProcessInfo>)> {
+        let r = KernelView::owners_of(self, netns, proto, port, cookie)?;
+        Some((r.holders.into_iter().next()?, r.processes))
+    }
+
     fn unprivileged_port_start(&mut self, _: Option<u64>, _: u32) -> Option<u16> {
         None
     }

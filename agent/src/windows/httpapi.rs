@@ -64,22 +64,27 @@ fn query() -> Result<Vec<IpAddr>, String> {
 }
 
 fn parse(buf: &[u64]) -> Vec<IpAddr> {
-    // SAFETY: the call succeeded, so the buffer starts with the query
-    // structure and holds AddrCount SOCKADDR_STORAGE entries.
-    let q = unsafe { &*(buf.as_ptr() as *const HTTP_SERVICE_CONFIG_IP_LISTEN_QUERY) };
-    let first = q.AddrList.as_ptr();
-    (0..q.AddrCount as usize)
-        .filter_map(|i| {
-            // SAFETY: entry i of AddrCount, inside the buffer.
-            let sa = unsafe { &*first.add(i) };
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    (sa as *const SOCKADDR_STORAGE).cast::<u8>(),
-                    std::mem::size_of::<SOCKADDR_STORAGE>(),
-                )
-            };
-            crate::etw::sockaddr::decode(bytes).ok().map(|a| a.ip())
-        })
+    // The query structure: a u32 count, then the SOCKADDR_STORAGE entries
+    // at the offset of `AddrList`. Read as bytes from the buffer itself,
+    // bounded by its length whatever the count says.
+    let bytes: &[u8] = {
+        let len = std::mem::size_of_val(buf);
+        // SAFETY: the u64 buffer viewed as its bytes: same allocation and
+        // length, u8 has no alignment or validity requirement.
+        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) }
+    };
+    let Some(count) = bytes.get(..4) else {
+        return Vec::new();
+    };
+    let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    let offset = std::mem::offset_of!(HTTP_SERVICE_CONFIG_IP_LISTEN_QUERY, AddrList);
+    let size = std::mem::size_of::<SOCKADDR_STORAGE>();
+    bytes
+        .get(offset..)
+        .unwrap_or_default()
+        .chunks_exact(size)
+        .take(count)
+        .filter_map(|sa| crate::etw::sockaddr::decode(sa).ok().map(|a| a.ip()))
         .collect()
 }
 

@@ -193,11 +193,13 @@ pub fn services_by_pid() -> HashMap<u32, Vec<String>> {
                 std::ptr::null(),
             )
         };
-        let entries = buf.as_ptr() as *const ENUM_SERVICE_STATUS_PROCESSW;
-        for i in 0..count as usize {
-            // SAFETY: the SCM wrote `count` entries at the buffer's start,
-            // their strings inside the same buffer.
-            let e = unsafe { &*entries.add(i) };
+        let entries = buf.as_ptr().cast::<ENUM_SERVICE_STATUS_PROCESSW>();
+        let room = buf.len() / std::mem::size_of::<ENUM_SERVICE_STATUS_PROCESSW>();
+        for i in 0..(count as usize).min(room) {
+            // SAFETY: the SCM wrote `count` entries at the buffer's start
+            // (bounded by its length); read_unaligned needs no alignment.
+            let e = unsafe { entries.wrapping_add(i).read_unaligned() };
+            // SAFETY: the name points into the same buffer, NUL-terminated.
             let name = unsafe { pwstr(e.lpServiceName) };
             out.entry(e.ServiceStatusProcess.dwProcessId)
                 .or_default()
@@ -222,8 +224,9 @@ unsafe fn pwstr(p: *const u16) -> String {
         return String::new();
     }
     let mut n = 0;
-    // SAFETY: NUL-terminated per the caller.
-    while unsafe { *p.add(n) } != 0 {
+    // SAFETY: NUL-terminated per the caller: every unit up to the NUL is
+    // readable.
+    while unsafe { p.wrapping_add(n).read_unaligned() } != 0 {
         n += 1;
     }
     // SAFETY: n units were just read.

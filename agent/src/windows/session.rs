@@ -202,19 +202,28 @@ fn session_losses() -> Option<u64> {
     let mut buf = vec![0u64; size.div_ceil(8)];
     let props = buf.as_mut_ptr().cast::<EVENT_TRACE_PROPERTIES>();
     let name = super::wide(SESSION_NAME);
-    // SAFETY: buf is zeroed and large enough for the properties and the
-    // names ETW writes after them.
-    unsafe {
-        (*props).Wnode.BufferSize = size as u32;
-        (*props).LoggerNameOffset = std::mem::size_of::<EVENT_TRACE_PROPERTIES>() as u32;
-        let r = ControlTraceW(
+    // The properties as a value, written into the zeroed buffer, which is
+    // large enough for them and the names ETW writes after them.
+    // SAFETY: buf is u64-aligned, zeroed and larger than the properties,
+    // which are plain data valid when zeroed.
+    let mut p: EVENT_TRACE_PROPERTIES = unsafe { props.read() };
+    p.Wnode.BufferSize = size as u32;
+    p.LoggerNameOffset = std::mem::size_of::<EVENT_TRACE_PROPERTIES>() as u32;
+    // SAFETY: as above: in bounds and aligned.
+    unsafe { props.write(p) };
+    // SAFETY: the properties and the room after them are writable; the name
+    // is NUL-terminated UTF-16.
+    let r = unsafe {
+        ControlTraceW(
             CONTROLTRACE_HANDLE { Value: 0 },
             name.as_ptr(),
             props,
             EVENT_TRACE_CONTROL_QUERY,
-        );
-        (r == 0).then(|| u64::from((*props).EventsLost) + u64::from((*props).RealTimeBuffersLost))
-    }
+        )
+    };
+    // SAFETY: as above; ETW filled the counters on success.
+    let done = unsafe { props.read() };
+    (r == 0).then(|| u64::from(done.EventsLost) + u64::from(done.RealTimeBuffersLost))
 }
 
 impl Probes {

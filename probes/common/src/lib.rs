@@ -2,7 +2,9 @@
 //!
 //! This crate is `no_std` and has no dependencies: the probes compile it for
 //! `bpfel-unknown-none`, the agent for the host. It knows nothing of tokio,
-//! serde or Prometheus. Whatever changes the byte layout of [`RawEvent`] or
+//! serde or Prometheus. With the `user` feature (the agent's, on Linux) it
+//! also says that its map types are plain old data for aya, beside the
+//! types themselves. Whatever changes the byte layout of [`RawEvent`] or
 //! the meaning of a field must bump [`LAYOUT_VERSION`]; the agent refuses a
 //! probe object built against another version.
 #![no_std]
@@ -55,6 +57,30 @@ pub mod kind {
     pub const RELEASE: u8 = 4;
 }
 
+/// `RawEvent::kind` as a type. Every kind the probes write is one of these,
+/// and the agent matches them exhaustively: a kind added here is a compile
+/// error wherever it is not yet handled.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bind = kind::BIND,
+    Listen = kind::LISTEN,
+    ListenStop = kind::LISTEN_STOP,
+    Release = kind::RELEASE,
+}
+
+impl Kind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            kind::BIND => Some(Self::Bind),
+            kind::LISTEN => Some(Self::Listen),
+            kind::LISTEN_STOP => Some(Self::ListenStop),
+            kind::RELEASE => Some(Self::Release),
+            _ => None,
+        }
+    }
+}
+
 /// Bits of `RawEvent::flags`.
 pub mod flags {
     pub const REUSEADDR: u32 = 1 << 0;
@@ -76,12 +102,18 @@ pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+/// TCP states as the kernel numbers them (include/net/tcp_states.h): the
+/// one definition, for the probes (the state tracepoint's `int` fields),
+/// the decoder, sock_diag and the timeline.
 pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_RECV: i32 = 3;
+    pub const TIME_WAIT: i32 = 6;
     pub const CLOSE: i32 = 7;
     pub const LISTEN: i32 = 10;
+    /// Bound, neither listening nor connected (sock_diag dumps it since
+    /// Linux 6.9).
+    pub const BOUND_INACTIVE: i32 = 13;
 }
 
 /// One event as the probes write it into the ring buffer.
@@ -131,6 +163,17 @@ pub struct RawEvent {
     pub version: u16,
     pub comm: [u8; 16],
 }
+
+// SAFETY: repr(C), plain integers valid for every bit pattern, padding
+// explicit (`_pad`) and zeroed by `zeroed()`.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RawEvent {}
+// SAFETY: repr(C), plain integers, padding explicit (`_pad`).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AcceptKey {}
+// SAFETY: repr(C), plain integers without padding (20 bytes, tested).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for BoundSock {}
 
 pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
 
@@ -203,13 +246,18 @@ impl RawEvent {
         if ev.version != LAYOUT_VERSION {
             return Err(DecodeError::Version { got: ev.version });
         }
-        if !(kind::BIND..=kind::RELEASE).contains(&ev.kind) {
+        if Kind::from_u8(ev.kind).is_none() {
             return Err(DecodeError::Kind { got: ev.kind });
         }
         if ev.family != AF_INET && ev.family != AF_INET6 {
             return Err(DecodeError::Family { got: ev.family });
         }
         Ok(ev)
+    }
+
+    /// The event's kind; always `Some` for an event `from_bytes` accepted.
+    pub const fn kind(&self) -> Option<Kind> {
+        Kind::from_u8(self.kind)
     }
 
     /// The event's bytes, as the probe would write them (tests and fuzzing).

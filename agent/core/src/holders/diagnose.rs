@@ -36,6 +36,18 @@ pub trait HostFacts {
     fn http_sys(&mut self) -> Option<HttpSys> {
         None
     }
+    /// The socket `cookie` on `port` as the host has it now, with every
+    /// process sharing it (forked children included); None when it is gone
+    /// or the host may not be asked now (implementations rate-limit this).
+    fn owners_of(
+        &mut self,
+        _netns: u64,
+        _proto: Proto,
+        _port: u16,
+        _cookie: u64,
+    ) -> Option<(Holder, Vec<super::ProcessInfo>)> {
+        None
+    }
 }
 
 /// No facts: the table alone.

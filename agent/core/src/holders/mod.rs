@@ -9,6 +9,7 @@
 pub mod diagnose;
 pub mod process;
 pub mod query;
+pub mod strategy;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use diagnose::{Blame, Diagnosis, DiagnosisKind, HostFacts, NoFacts, diagnose};
 pub use process::ProcessInfo;
 pub use query::WhoQuery;
+pub use strategy::diagnose_failed_bind;
 
 use crate::conflict::{SockSpec, SockState};
 use crate::event::{Event, EventKind, Proto, endpoint};

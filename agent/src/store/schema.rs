@@ -1,0 +1,141 @@
+//! Opening the database: soundness check, permissions, migrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{SCHEMA_VERSION, StoreError};
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: the records table and the indexes that serve time ranges by port,
+    // pid and command.
+    "CREATE TABLE records (
+        id INTEGER PRIMARY KEY,
+        time_ns INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        port INTEGER, proto TEXT, addr TEXT, pid INTEGER, comm TEXT,
+        netns INTEGER, error TEXT, holder_pid INTEGER, holder_comm TEXT,
+        reason TEXT, summary TEXT NOT NULL, detail TEXT NOT NULL
+     );
+     CREATE INDEX records_time ON records(time_ns);
+     CREATE INDEX records_port_time ON records(port, time_ns);
+     CREATE INDEX records_pid_time ON records(pid, time_ns);
+     CREATE INDEX records_comm_time ON records(comm, time_ns);",
+];
+
+fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| {
+        let path = path.display().to_string();
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                StoreError::Damaged {
+                    path,
+                    detail: source.to_string(),
+                }
+            }
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path }
+            }
+            _ => StoreError::Sqlite { path, source },
+        }
+    }
+}
+
+/// `PRAGMA quick_check` at start-up: a damaged file is reported, never
+/// written over.
+fn check_sound(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(sq(path))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Damaged {
+            path: path.display().to_string(),
+            detail: format!("quick_check: {verdict}"),
+        })
+    }
+}
+
+/// Opens (creating and migrating) the database for writing.
+pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        // Private: the timeline names processes, users and command lines.
+        // (On Windows the directory inherits ProgramData's ACL: readable by
+        // administrators and SYSTEM.)
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let conn = Connection::open(path).map_err(sq(path))?;
+    // A lock held elsewhere shows as busy on the first statement.
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sq(path))?;
+    check_sound(&conn, path)?;
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(sq(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sq(path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sq(path))?;
+    migrate(&conn, path)?;
+    // Taking the write lock now makes a second writer fail here, at start,
+    // with a clear message, rather than at its first batch.
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+        .map_err(sq(path))?;
+    restrict(path);
+    Ok(conn)
+}
+
+/// The database and its companions readable by the owner only, whatever
+/// the umask was when they were created.
+#[cfg(unix)]
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path) {}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sq(path))?;
+    if v > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: v,
+        });
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+        let tx = conn.unchecked_transaction().map_err(sq(path))?;
+        tx.execute_batch(m).map_err(sq(path))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(sq(path))?;
+        tx.commit().map_err(sq(path))?;
+    }
+    Ok(())
+}
+
+/// Opens the database read-only (the daemon may be writing).
+pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sq(path))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sq(path))?;
+    Ok(conn)
+}

@@ -1,0 +1,272 @@
+use rusqlite::Connection;
+
+use super::schema::MIGRATIONS;
+use super::writer::insert;
+use super::*;
+
+fn rec(t: u64, kind: &str, port: u16, comm: &str) -> Record {
+    Record {
+        time_ns: t,
+        kind: kind.into(),
+        port: Some(port),
+        proto: Some("tcp".into()),
+        comm: Some(comm.into()),
+        pid: Some(t as u32),
+        summary: format!("{kind} {port}"),
+        ..Record::default()
+    }
+}
+
+#[test]
+fn writes_in_batches_and_reads_back_by_filter() {
+    let dir = std::env::temp_dir().join(format!("bw-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join(DB_FILE);
+    let (tx, h) = spawn_writer(
+        path.clone(),
+        Retention {
+            max_age: Duration::from_secs(3600 * 24 * 365 * 100),
+            max_bytes: 1 << 30,
+        },
+        || {},
+    )
+    .unwrap();
+    for i in 0..100u64 {
+        tx.send(rec(
+            i,
+            if i % 2 == 0 { "listen" } else { "bind_failed" },
+            80 + (i % 3) as u16,
+            "nginx",
+        ));
+    }
+    drop(tx);
+    h.join().unwrap();
+    let c = open_ro(&path).unwrap();
+    let all = query(&c, &TimelineFilter::default()).unwrap();
+    assert_eq!(all.len(), 100);
+    assert!(all.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+    let f = TimelineFilter {
+        port: Some(80),
+        kinds: vec!["bind_failed".into()],
+        since_ns: Some(10),
+        until_ns: Some(60),
+        ..Default::default()
+    };
+    let got = query(&c, &f).unwrap();
+    assert!(!got.is_empty());
+    assert!(
+        got.iter().all(|r| r.port == Some(80)
+            && r.kind == "bind_failed"
+            && (10..=60).contains(&r.time_ns))
+    );
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retention_by_age_and_size() {
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch(MIGRATIONS[0]).unwrap();
+    {
+        let tx = c.unchecked_transaction().unwrap();
+        for i in 0..20_000u64 {
+            let mut r = rec(i * 1_000_000_000, "bind_failed", 80, "x");
+            r.summary = "y".repeat(200);
+            insert(&tx, &r).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let now = 20_000 * 1_000_000_000;
+    // Age: keep the last hour.
+    prune(
+        &c,
+        Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: u64::MAX,
+        },
+        now,
+    )
+    .unwrap();
+    let oldest: i64 = c
+        .query_row("SELECT MIN(time_ns) FROM records", [], |r| r.get(0))
+        .unwrap();
+    assert!(oldest as u64 >= now - 3600 * 1_000_000_000);
+    // Size: 256 KiB.
+    prune(
+        &c,
+        Retention {
+            max_age: Duration::from_secs(u32::MAX as u64),
+            max_bytes: 256 << 10,
+        },
+        now,
+    )
+    .unwrap();
+    assert!(used_bytes(&c).unwrap() <= 256 << 10);
+    let newest: i64 = c
+        .query_row("SELECT MAX(time_ns) FROM records", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(newest as u64, 19_999 * 1_000_000_000, "the newest survive");
+}
+
+#[test]
+fn a_flood_through_the_writer_stays_within_the_size_limit() {
+    let dir = std::env::temp_dir().join(format!("bw-flood-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join(DB_FILE);
+    let limit = 512 << 10;
+    let (tx, h) = spawn_writer(
+        path.clone(),
+        Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: limit,
+        },
+        || {},
+    )
+    .unwrap();
+    let now = crate::clock::now_unix_ns();
+    for i in 0..60_000u64 {
+        let mut r = rec(
+            now - 7200 * 1_000_000_000 + i * 100_000_000,
+            "bind_failed",
+            80,
+            "x",
+        );
+        r.summary = "z".repeat(100);
+        tx.send(r);
+    }
+    assert_eq!(tx.dropped(), 0, "ingestion kept up");
+    drop(tx);
+    h.join().unwrap();
+    let c = open_rw(&path).unwrap();
+    assert!(used_bytes(&c).unwrap() <= limit);
+    let oldest: i64 = c
+        .query_row("SELECT MIN(time_ns) FROM records", [], |r| r.get(0))
+        .unwrap();
+    assert!(oldest as u64 >= now - 3600 * 1_000_000_000, "age limit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ephemeral_binds_become_one_row_a_minute() {
+    let mut a = BindAggregator::default();
+    let min = 60_000_000_000u64;
+    for i in 0..1000 {
+        assert!(a.add(min * 5 + i, "curl", "tcp").is_empty());
+    }
+    let out = a.add(min * 6, "curl", "tcp");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].detail.value()["count"], 1000);
+    assert_eq!(out[0].time_ns, min * 5);
+}
+mod query_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            0u64..50,
+            prop::sample::select(vec!["bind_failed", "listen", "release"]),
+            prop::option::of(prop::sample::select(vec![53u16, 80, 443])),
+            prop::option::of(prop::sample::select(vec!["tcp", "udp"])),
+            prop::option::of(1u32..4),
+            prop::option::of(prop::sample::select(vec!["nginx", "socat"])),
+            prop::option::of(1u32..4),
+            prop::option::of(prop::sample::select(vec!["nginx", "socat"])),
+        )
+            .prop_map(|(t, kind, port, proto, pid, comm, hpid, hcomm)| Record {
+                time_ns: t,
+                kind: kind.into(),
+                port,
+                proto: proto.map(Into::into),
+                pid,
+                comm: comm.map(Into::into),
+                holder_pid: hpid,
+                holder_comm: hcomm.map(Into::into),
+                summary: kind.into(),
+                ..Record::default()
+            })
+    }
+
+    fn arb_filter() -> impl Strategy<Value = TimelineFilter> {
+        (
+            prop::option::of(prop::sample::select(vec![53u16, 80, 443, 8080])),
+            prop::option::of(prop::sample::select(vec!["tcp", "udp"])),
+            prop::option::of(1u32..5),
+            prop::option::of(prop::sample::select(vec!["nginx", "socat", "sshd"])),
+            prop::option::of(0u64..50),
+            prop::option::of(0u64..50),
+            prop::sample::subsequence(vec!["bind_failed", "listen", "release"], 0..=3),
+            0usize..40,
+        )
+            .prop_map(|(port, proto, pid, comm, since, until, kinds, limit)| {
+                TimelineFilter {
+                    port,
+                    proto: proto.map(Into::into),
+                    pid,
+                    comm: comm.map(Into::into),
+                    since_ns: since,
+                    until_ns: until,
+                    kinds: kinds.into_iter().map(Into::into).collect(),
+                    limit,
+                }
+            })
+    }
+
+    /// What `query` must return, computed the plain way.
+    fn reference(records: &[Record], f: &TimelineFilter) -> Vec<(u64, usize)> {
+        let mut hits: Vec<(u64, usize)> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                f.port.is_none_or(|p| r.port == Some(p))
+                    && f.proto.as_ref().is_none_or(|p| r.proto.as_ref() == Some(p))
+                    && f.pid
+                        .is_none_or(|p| r.pid == Some(p) || r.holder_pid == Some(p))
+                    && f.comm.as_ref().is_none_or(|c| {
+                        r.comm.as_ref() == Some(c) || r.holder_comm.as_ref() == Some(c)
+                    })
+                    && f.since_ns.is_none_or(|s| r.time_ns >= s)
+                    && f.until_ns.is_none_or(|u| r.time_ns <= u)
+                    && (f.kinds.is_empty() || f.kinds.contains(&r.kind))
+            })
+            .map(|(i, r)| (r.time_ns, i))
+            .collect();
+        // The latest `limit` (0: the default), oldest first; ties in
+        // time keep insertion order.
+        hits.sort();
+        let limit = if f.limit == 0 { 10_000 } else { f.limit };
+        hits.split_off(hits.len().saturating_sub(limit))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn query_returns_exactly_the_matching_records_in_order(
+            records in prop::collection::vec(arb_record(), 0..60),
+            filters in prop::collection::vec(arb_filter(), 1..8),
+        ) {
+            let mut conn = Connection::open_in_memory().unwrap();
+            for m in MIGRATIONS {
+                conn.execute_batch(m).unwrap();
+            }
+            // Each record's index in its summary, to compare identities.
+            let tagged: Vec<Record> = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Record { summary: i.to_string(), ..r.clone() })
+                .collect();
+            write_batch(&mut conn, &tagged).unwrap();
+            for f in &filters {
+                let got: Vec<(u64, usize)> = query(&conn, f)
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.time_ns, r.summary.parse().unwrap()))
+                    .collect();
+                prop_assert_eq!(got, reference(&tagged, f), "filter {:?}", f);
+            }
+        }
+    }
+}

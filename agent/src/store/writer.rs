@@ -1,0 +1,226 @@
+//! The writer thread: records from the event loop over a bounded
+//! channel, committed in batches, with retention enforced between them.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::{
+    BATCH_INTERVAL, BATCH_MAX, PRUNE_EVERY, Record, Retention, StoreError, WRITE_QUEUE, open_rw,
+    prune,
+};
+
+/// Writes records in one transaction: all of them or none.
+pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for r in batch {
+        insert(&tx, r)?;
+    }
+    tx.commit()
+}
+
+pub(super) fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO records (time_ns, kind, port, proto, addr, pid, comm, netns, error,
+                              holder_pid, holder_comm, reason, summary, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    st.execute(rusqlite::params![
+        r.time_ns as i64,
+        r.kind,
+        r.port,
+        r.proto,
+        r.addr,
+        r.pid,
+        r.comm,
+        r.netns.map(|n| n as i64),
+        r.error,
+        r.holder_pid,
+        r.holder_comm,
+        r.reason,
+        r.summary,
+        r.detail.as_str(),
+    ])?;
+    Ok(())
+}
+
+/// What the writer receives: a record, or the work of building one, done
+/// on the writer thread so the event loop only clones the event.
+pub enum Entry {
+    Ready(Box<Record>),
+    Build(Box<dyn FnOnce() -> Option<Record> + Send>),
+}
+
+/// The enqueueing side, owned by the event loop.
+#[derive(Clone)]
+pub struct StoreSender {
+    tx: SyncSender<Entry>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    health: std::sync::Arc<WriterHealth>,
+}
+
+/// Whether the writer's last commit worked, shared with health and metrics.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    failing: std::sync::atomic::AtomicBool,
+    errors: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterHealth {
+    fn failed(&self, e: &rusqlite::Error) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.failing.store(true, Relaxed);
+        self.errors.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    fn succeeded(&self) {
+        self.failing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// None while writes succeed; the last error while they fail.
+    pub fn failure(&self) -> Option<String> {
+        if self.is_failing() {
+            Some(
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default(),
+            )
+        } else {
+            None
+        }
+    }
+
+    /// Failed commits since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl StoreSender {
+    /// Never waits: a full queue drops the record (counted).
+    pub fn send(&self, r: Record) {
+        self.enqueue(Entry::Ready(Box::new(r)));
+    }
+
+    /// Like [`Self::send`], the record built on the writer thread.
+    pub fn send_built(&self, build: impl FnOnce() -> Option<Record> + Send + 'static) {
+        self.enqueue(Entry::Build(Box::new(build)));
+    }
+
+    fn enqueue(&self, e: Entry) {
+        if self.tx.try_send(e).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn health(&self) -> std::sync::Arc<WriterHealth> {
+        self.health.clone()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Starts the writer thread on `path`. The thread ends when every sender is
+/// dropped, after committing what it holds.
+/// `after_prune` runs on the writer thread after each pruning pass (the
+/// daemon gives freed heap back to the system there).
+pub fn spawn_writer(
+    path: PathBuf,
+    ret: Retention,
+    after_prune: fn(),
+) -> Result<(StoreSender, std::thread::JoinHandle<()>), StoreError> {
+    let mut conn = open_rw(&path)?;
+    let (tx, rx) = mpsc::sync_channel::<Entry>(WRITE_QUEUE);
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let health = std::sync::Arc::new(WriterHealth::default());
+    let (writer_dropped, writer_health) = (dropped.clone(), health.clone());
+    let handle = std::thread::Builder::new()
+        .name("timeline-writer".into())
+        .spawn(move || {
+            let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
+            let mut last_prune = Instant::now();
+            let mut open = true;
+            while open {
+                let deadline = Instant::now() + BATCH_INTERVAL;
+                while batch.len() < BATCH_MAX {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(Entry::Ready(r)) => batch.push(*r),
+                        Ok(Entry::Build(f)) => batch.extend(f()),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    match write_batch(&mut conn, &batch) {
+                        Ok(()) => {
+                            if writer_health.is_failing() {
+                                tracing::info!(records = batch.len(), "timeline writes resumed");
+                            }
+                            writer_health.succeeded();
+                            batch.clear();
+                        }
+                        Err(e) => {
+                            // Disk full, read-only, I/O error: keep the batch
+                            // and retry; past one queue's worth the oldest go
+                            // (counted), so memory stays bounded.
+                            if !writer_health.is_failing() {
+                                tracing::error!(error = %e, records = batch.len(), "timeline write failed; retrying every 500 ms");
+                            }
+                            writer_health.failed(&e);
+                            if batch.len() > WRITE_QUEUE {
+                                let excess = batch.len() - WRITE_QUEUE;
+                                batch.drain(..excess);
+                                writer_dropped.fetch_add(excess as u64, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                }
+                // Every second: at a busy host's write rate the size limit
+                // holds within a second's records, and each pass stays
+                // short, so the queue does not back up behind it.
+                if last_prune.elapsed() >= PRUNE_EVERY || !open {
+                    last_prune = Instant::now();
+                    match prune(&conn, ret, crate::clock::now_unix_ns()) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(records = n, "timeline pruned"),
+                        Err(e) => tracing::warn!(error = %e, "timeline pruning failed"),
+                    }
+                    // Busy periods leave this thread's allocator arena at
+                    // their peak (records, batches, SQLite's scratch).
+                    after_prune();
+                }
+            }
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        })
+        .map_err(|source| StoreError::Io {
+            path: "timeline writer thread".into(),
+            source,
+        })?;
+    Ok((
+        StoreSender {
+            tx,
+            dropped,
+            health,
+        },
+        handle,
+    ))
+}
