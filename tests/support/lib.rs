@@ -264,13 +264,11 @@ impl Tracer {
         self.child.id()
     }
 
-    /// N of "hooks N/N attached" in the start-up line.
+    /// N of "hooks N/M attached" in the start-up line.
     pub fn hooks_attached(&self) -> usize {
-        self.started
-            .split_once("hooks ")
-            .and_then(|(_, r)| r.split_once('/'))
-            .and_then(|(n, _)| n.parse().ok())
+        hooks(&self.started)
             .expect("hooks N/M in the start-up line")
+            .0 as usize
     }
 
     /// Every JSON line printed so far.
@@ -304,12 +302,17 @@ impl Tracer {
     }
 }
 
-/// "hooks N/N attached" in the tracer's start-up line, with both Ns equal.
+/// (N, M) of "hooks N/M attached" in the tracer's start-up line.
+fn hooks(line: &str) -> Option<(u32, u32)> {
+    let (_, rest) = line.split_once("hooks ")?;
+    let (frac, _) = rest.split_once(' ')?;
+    let (n, m) = frac.split_once('/')?;
+    Some((n.parse().ok()?, m.parse().ok()?))
+}
+
+/// Every hook attached: N = M, and at least one.
 fn all_hooks_attached(line: &str) -> bool {
-    line.split_once("hooks ")
-        .and_then(|(_, rest)| rest.split_once(' '))
-        .and_then(|(frac, _)| frac.split_once('/'))
-        .is_some_and(|(a, b)| a == b && a.parse::<u32>().is_ok_and(|n| n > 0))
+    hooks(line).is_some_and(|(n, m)| n == m && n > 0)
 }
 
 fn parse_lines(lines: &[String]) -> Vec<Value> {

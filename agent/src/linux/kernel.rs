@@ -194,31 +194,6 @@ impl KernelView {
             netns: self.namespaces.cookies().collect(),
         }
     }
-
-    /// The current owners of one socket (for a holder the table knows only
-    /// from its bind event), if the walk budget allows.
-    pub fn owners_of(
-        &mut self,
-        netns: u64,
-        proto: Proto,
-        port: u16,
-        cookie: u64,
-    ) -> Option<Resolved> {
-        if !self.take_walk() {
-            return None;
-        }
-        if !self.namespaces.contains(netns) {
-            self.namespaces.refresh();
-        }
-        let q = DiagQuery {
-            proto,
-            states: sockdiag::ALL_STATES,
-            port: Some(port),
-        };
-        let mut r = self.resolve(Some(&[netns]), &[q], true);
-        r.holders.retain(|h| h.cookie == cookie);
-        Some(r)
-    }
 }
 
 impl Default for KernelView {
@@ -235,8 +210,21 @@ impl HostFacts for KernelView {
         port: u16,
         cookie: u64,
     ) -> Option<(Holder, Vec<ProcessInfo>)> {
-        let r = KernelView::owners_of(self, netns, proto, port, cookie)?;
-        Some((r.holders.into_iter().next()?, r.processes))
+        // A /proc walk: only within the walk budget.
+        if !self.take_walk() {
+            return None;
+        }
+        if !self.namespaces.contains(netns) {
+            self.namespaces.refresh();
+        }
+        let q = DiagQuery {
+            proto,
+            states: sockdiag::ALL_STATES,
+            port: Some(port),
+        };
+        let r = self.resolve(Some(&[netns]), &[q], true);
+        let holder = r.holders.into_iter().find(|h| h.cookie == cookie)?;
+        Some((holder, r.processes))
     }
 
     fn unprivileged_port_start(&mut self, netns: Option<u64>, pid: u32) -> Option<u16> {

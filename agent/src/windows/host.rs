@@ -279,18 +279,6 @@ impl KernelView {
         rows.retain(|r| r.port == port);
         self.resolve(rows)
     }
-
-    pub fn owners_of(
-        &mut self,
-        _netns: u64,
-        proto: Proto,
-        port: u16,
-        cookie: u64,
-    ) -> Option<Resolved> {
-        let mut r = self.port(Some(proto), port);
-        r.holders.retain(|h| h.cookie == cookie);
-        (!r.holders.is_empty()).then_some(r)
-    }
 }
 
 fn host_addresses() -> Option<Vec<IpAddr>> {
@@ -341,13 +329,14 @@ fn host_addresses() -> Option<Vec<IpAddr>> {
 impl HostFacts for KernelView {
     fn owners_of(
         &mut self,
-        netns: u64,
+        _netns: u64,
         proto: Proto,
         port: u16,
         cookie: u64,
     ) -> Option<(Holder, Vec<ProcessInfo>)> {
-        let r = KernelView::owners_of(self, netns, proto, port, cookie)?;
-        Some((r.holders.into_iter().next()?, r.processes))
+        let r = self.port(Some(proto), port);
+        let holder = r.holders.into_iter().find(|h| h.cookie == cookie)?;
+        Some((holder, r.processes))
     }
 
     fn unprivileged_port_start(&mut self, _: Option<u64>, _: u32) -> Option<u16> {
