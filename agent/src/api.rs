@@ -1,5 +1,5 @@
 //! The daemon's HTTP surface: health, readiness and the JSON API. Handlers
-//! never touch the holder table; they send a [`Request`] to the event loop,
+//! never touch the holder table; they send a [`Request`] (`control`) to the event loop,
 //! which answers between batches, so the table needs no lock.
 
 use std::collections::HashMap;
@@ -15,33 +15,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::event::{Event, Proto};
-use crate::holders::{Diagnosis, HolderView, WhoQuery};
+use crate::event::Proto;
+use crate::holders::WhoQuery;
 use crate::who::{AnswerSource, WhoAnswer};
 
+use crate::control::{ConflictRecord, RECENT_CONFLICTS, Request};
 pub use crate::serve::DEFAULT_LISTEN;
-/// Requests waiting for the event loop; past it, the API answers 503.
-pub const REQUEST_QUEUE: usize = 64;
-/// Most recent failed binds `/api/v1/conflicts` can return.
-pub const RECENT_CONFLICTS: usize = 1000;
-
-/// A failed bind and what bindwatch made of it.
-#[derive(Clone, Debug, Serialize)]
-pub struct ConflictRecord {
-    pub event: Event,
-    pub diagnosis: Diagnosis,
-}
-
-pub enum Request {
-    Holders(WhoQuery, oneshot::Sender<Vec<HolderView>>),
-    Conflicts {
-        limit: usize,
-        port: Option<u16>,
-        reply: oneshot::Sender<Vec<ConflictRecord>>,
-    },
-    /// A new configuration (SIGHUP), already checked.
-    Reload(Box<crate::config::Config>),
-}
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -348,7 +327,13 @@ async fn read_timeline(
     s: &ApiState,
     params: &HashMap<String, String>,
     now: u64,
-) -> Result<(crate::store::TimelineFilter, Vec<crate::store::Record>), Response> {
+) -> Result<
+    (
+        crate::timeline::TimelineFilter,
+        Vec<crate::timeline::Record>,
+    ),
+    Response,
+> {
     let filter = crate::timeline::filter_from_params(params, now).map_err(|(p, e)| bad(&p, e))?;
     let Some(db) = s.timeline_db.clone() else {
         return Err(unavailable(
@@ -394,7 +379,7 @@ async fn ui(State(s): State<ApiState>, Params(mut params): Params) -> Response {
 
 #[derive(Serialize)]
 struct Timeline {
-    records: Vec<crate::store::Record>,
+    records: Vec<crate::timeline::Record>,
 }
 
 async fn timeline(State(s): State<ApiState>, Params(params): Params) -> Response {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::alerts::settings::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
+pub use crate::alerts::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
 pub use crate::error::ConfigError;
 pub use crate::metrics::MetricsConfig;
 pub use crate::serve::HttpConfig;

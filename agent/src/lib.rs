@@ -1,9 +1,10 @@
 //! bindwatch: watches every bind, listen and accept, and names the holder
 //! when a bind fails. The binary (`main.rs`) is a thin CLI over this library.
 
-pub mod alerts;
 pub mod api;
 pub mod config;
+pub mod control;
+pub mod deliver;
 pub mod error;
 pub mod export;
 pub mod metrics;
@@ -12,7 +13,6 @@ pub mod report;
 pub mod serve;
 pub mod source;
 pub mod store;
-pub mod timeline;
 
 #[cfg(any(target_os = "linux", windows))]
 pub mod cmd;
@@ -28,4 +28,6 @@ pub use error::{Error, Result};
 // The core's modules, at the paths the daemon has always used.
 #[cfg(test)]
 pub(crate) use bindwatch_core::testing;
-pub use bindwatch_core::{clock, conflict, decode, errno, etw, event, holders, trace, who};
+pub use bindwatch_core::{
+    alerts, clock, conflict, decode, errno, etw, event, holders, timeline, trace, who,
+};

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::alerts::WatchedStatus;
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
 use serde::Deserialize;
@@ -156,16 +157,6 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 pub struct Listening {
     pub proto: Proto,
     pub port: u16,
-}
-
-/// A watched port's state, for the gauges.
-pub struct WatchedStatus {
-    pub watch: String,
-    pub proto: Proto,
-    pub port: u16,
-    pub ok: bool,
-    /// (pid, command, unit) of each process holding it.
-    pub holders: Vec<(u32, String, String)>,
 }
 
 impl Metrics {

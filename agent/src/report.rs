@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::store::Record;
+use crate::timeline::Record;
 
 /// Most lanes drawn (the busiest ports first).
 pub const MAX_LANES: usize = 100;

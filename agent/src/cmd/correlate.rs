@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::api::{ConflictRecord, RECENT_CONFLICTS, Request};
+use crate::control::{ConflictRecord, RECENT_CONFLICTS, Request};
 use std::net::IpAddr;
 
 use bindwatch_common::{AF_INET, AF_INET6, BoundSock, IPPROTO_TCP, IPPROTO_UDP};

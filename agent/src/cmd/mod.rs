@@ -81,7 +81,7 @@ pub trait Sink {
         log_hook_incidents(incidents);
     }
     /// An API request; the table answers unless the sink handles it.
-    fn request(&mut self, req: crate::api::Request, c: &mut Correlator) {
+    fn request(&mut self, req: crate::control::Request, c: &mut Correlator) {
         c.answer(req)
     }
 }
@@ -179,7 +179,7 @@ pub async fn pump(
     tick: Duration,
     shutdown: &mut Shutdown,
     correlator: &mut Correlator,
-    mut requests: Option<&mut tokio::sync::mpsc::Receiver<crate::api::Request>>,
+    mut requests: Option<&mut tokio::sync::mpsc::Receiver<crate::control::Request>>,
 ) -> Result<()> {
     let mut decoder = Decoder::new(Clock::new());
     let mut accepts = AcceptDeltas::default();

@@ -9,17 +9,18 @@ use std::time::Duration;
 
 use super::correlate::Correlator;
 use super::{Shutdown, Sink, pump};
-use crate::alerts::deliver::Deliverer;
 use crate::alerts::{Alert, AlertEngine, Watch};
-use crate::api::{ApiState, Request};
+use crate::api::ApiState;
 use crate::config::Config;
+use crate::control::Request;
+use crate::deliver::Deliverer;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
 use crate::metrics::{Aggregate, Listening, Metrics};
 use crate::platform::{HookIncident, HookStatus, ProbeConfig, Probes, RingReader};
-use crate::store::{BindAggregator, Record, StoreSender};
-use crate::timeline::{Plan, alert_record, plan, record};
+use crate::store::{BindAggregator, StoreSender};
+use crate::timeline::{Plan, Record, alert_record, plan, record};
 use crate::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
@@ -105,7 +106,7 @@ impl Daemon {
     }
 
     fn agent_record(&self, kind: &str, summary: String, detail: serde_json::Value) {
-        let detail = crate::store::Detail::of(&detail);
+        let detail = crate::timeline::Detail::of(&detail);
         self.record(Record {
             time_ns: crate::clock::now_unix_ns(),
             kind: kind.into(),
@@ -396,7 +397,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| Error::io(format!("listening on {}", cfg.http.listen), e))?;
-    let (tx, mut requests) = tokio::sync::mpsc::channel(crate::api::REQUEST_QUEUE);
+    let (tx, mut requests) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
     let ready = Arc::new(AtomicBool::new(false));
     let db = cfg.state_dir.join(crate::store::DB_FILE);
     let (store, writer, timeline_error) = match crate::store::spawn_writer(

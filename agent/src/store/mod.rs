@@ -14,7 +14,6 @@
 
 mod aggregate;
 mod query;
-mod record;
 mod retention;
 mod schema;
 mod writer;
@@ -22,8 +21,7 @@ mod writer;
 use std::time::Duration;
 
 pub use aggregate::BindAggregator;
-pub use query::{TimelineFilter, query};
-pub use record::{Detail, Record};
+pub use query::query;
 pub use retention::{Retention, prune, used_bytes};
 pub use schema::{open_ro, open_rw};
 pub use writer::{Entry, StoreSender, WriterHealth, spawn_writer, write_batch};

@@ -2,20 +2,7 @@
 
 use rusqlite::{Connection, params_from_iter};
 
-use super::{Detail, Record};
-
-/// Which records to read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TimelineFilter {
-    pub port: Option<u16>,
-    pub proto: Option<String>,
-    pub pid: Option<u32>,
-    pub comm: Option<String>,
-    pub since_ns: Option<u64>,
-    pub until_ns: Option<u64>,
-    pub kinds: Vec<String>,
-    pub limit: usize,
-}
+use crate::timeline::{Detail, Record, TimelineFilter};
 
 /// Records matching `f`, oldest first (the last `limit` of them).
 pub fn query(conn: &Connection, f: &TimelineFilter) -> rusqlite::Result<Vec<Record>> {

@@ -3,6 +3,7 @@ use rusqlite::Connection;
 use super::schema::MIGRATIONS;
 use super::writer::insert;
 use super::*;
+use crate::timeline::{Record, TimelineFilter};
 
 fn rec(t: u64, kind: &str, port: u16, comm: &str) -> Record {
     Record {
@@ -163,6 +164,7 @@ fn ephemeral_binds_become_one_row_a_minute() {
 }
 mod query_properties {
     use super::*;
+    use crate::timeline::{Record, TimelineFilter};
     use proptest::prelude::*;
 
     fn arb_record() -> impl Strategy<Value = Record> {

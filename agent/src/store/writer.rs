@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::{
-    BATCH_INTERVAL, BATCH_MAX, PRUNE_EVERY, Record, Retention, StoreError, WRITE_QUEUE, open_rw,
-    prune,
+    BATCH_INTERVAL, BATCH_MAX, PRUNE_EVERY, Retention, StoreError, WRITE_QUEUE, open_rw, prune,
 };
+use crate::timeline::Record;
 
 /// Writes records in one transaction: all of them or none.
 pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {

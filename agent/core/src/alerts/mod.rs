@@ -1,8 +1,7 @@
 //! Watched ports and their three alerts: port lost, port taken, bind
 //! conflict. Pure: evaluated against the holder table on the event loop,
-//! producing notifications that [`deliver`] sends without blocking it.
-
-pub mod deliver;
+//! producing notifications that the daemon's delivery sends without
+//! blocking it.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +12,17 @@ pub mod settings;
 use crate::conflict::{SockSpec, SockState, overlap};
 use crate::event::{Event, Proto, endpoint};
 use crate::holders::{Diagnosis, HolderTable, HolderView, ProcessInfo};
-use crate::metrics::WatchedStatus;
 pub use settings::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
+
+/// A watched port's state, for the gauges.
+pub struct WatchedStatus {
+    pub watch: String,
+    pub proto: Proto,
+    pub port: u16,
+    pub ok: bool,
+    /// (pid, command, unit) of each process holding it.
+    pub holders: Vec<(u32, String, String)>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum AlertKind {

@@ -8,8 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::Alert;
-use super::AlertsConfig;
+use crate::alerts::{Alert, AlertsConfig};
 use crate::metrics::Metrics;
 
 /// Alertmanager's `postableAlert`.

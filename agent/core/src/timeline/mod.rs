@@ -1,5 +1,10 @@
 //! What the timeline records of events and alerts, the filters operators
-//! type (`--since 2h`), and the table they read.
+//! type (`--since 2h`), and the table they read. The daemon's `store`
+//! keeps the records; this module decides what they say.
+
+mod record;
+
+pub use record::{Detail, Record};
 
 use std::collections::HashMap;
 
@@ -8,7 +13,19 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
 use crate::alerts::Alert;
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
-use crate::store::{Detail, Record, TimelineFilter};
+
+/// Which records to read (the CLI and the API build it; the store runs it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimelineFilter {
+    pub port: Option<u16>,
+    pub proto: Option<String>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub since_ns: Option<u64>,
+    pub until_ns: Option<u64>,
+    pub kinds: Vec<String>,
+    pub limit: usize,
+}
 
 /// Record kinds, as `--kind` takes them.
 pub const KINDS: &[&str] = &[

@@ -15,7 +15,8 @@ impl Detail {
             .unwrap_or_default()
     }
 
-    pub(super) fn from_text(s: String) -> Self {
+    /// Text read back from the store (already JSON when written).
+    pub fn from_text(s: String) -> Self {
         serde_json::value::RawValue::from_string(s)
             .map(Self)
             .unwrap_or_default()

@@ -1,9 +1,22 @@
 use bindwatch_common::{IPPROTO_TCP, kind};
 
 use super::*;
-use crate::config::{AlertsConfig, Config};
 use crate::holders::{NoFacts, diagnose};
 use crate::testing;
+
+/// The `[[watch]]` and `[alerts]` tables of a configuration file, as the
+/// daemon's `config` composes them.
+#[derive(serde::Deserialize)]
+struct Sample {
+    #[serde(default)]
+    watch: Vec<WatchConfig>,
+    #[serde(default)]
+    alerts: AlertsConfig,
+}
+
+fn parse(text: &str) -> Sample {
+    toml::from_str(text).unwrap()
+}
 
 fn ev(k: u8, cookie: u64, pid: u32, comm: &str, port: u16, ret: i32) -> Event {
     let mut r = testing::with_comm(testing::raw(k, "0.0.0.0", port, IPPROTO_TCP, ret), comm);
@@ -23,11 +36,7 @@ fn listen(t: &mut HolderTable, cookie: u64, pid: u32, comm: &str) {
 }
 
 fn engine() -> AlertEngine {
-    let cfg = Config::parse(
-        "[[watch]]\nname = \"web\"\nport = 80\n[watch.owner]\ncommand = \"nginx\"\n",
-        "t",
-    )
-    .unwrap();
+    let cfg = parse("[[watch]]\nname = \"web\"\nport = 80\n[watch.owner]\ncommand = \"nginx\"\n");
     let w = cfg
         .watch
         .into_iter()
@@ -96,11 +105,7 @@ fn nginx_loses_port_80_and_a_stray_takes_it() {
 
 #[test]
 fn firing_alerts_are_resent_and_grace_delays_port_lost() {
-    let cfg = Config::parse(
-        "[alerts]\nresend_every_secs = 10\n[[watch]]\nport = 80\ngrace_secs = 5\n",
-        "t",
-    )
-    .unwrap();
+    let cfg = parse("[alerts]\nresend_every_secs = 10\n[[watch]]\nport = 80\ngrace_secs = 5\n");
     let w = cfg
         .watch
         .into_iter()
@@ -127,12 +132,10 @@ fn a_reload_keeps_firing_alerts_and_resolves_those_of_removed_watches() {
         vec![("BindwatchPortLost".into(), true)]
     );
     // Same watch, another one added: nothing re-fires for "web".
-    let cfg = Config::parse(
+    let cfg = parse(
         "[[watch]]\nname = \"web\"\nport = 80\n[watch.owner]\ncommand = \"nginx\"\n\
          [[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n",
-        "t",
-    )
-    .unwrap();
+    );
     let w: Vec<Watch> = cfg
         .watch
         .into_iter()
@@ -147,11 +150,7 @@ fn a_reload_keeps_firing_alerts_and_resolves_those_of_removed_watches() {
     );
     assert_eq!(out[0].labels["watch"], "dns");
     // "web" removed: its alert resolves.
-    let cfg = Config::parse(
-        "[[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n",
-        "t",
-    )
-    .unwrap();
+    let cfg = parse("[[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n");
     let w: Vec<Watch> = cfg
         .watch
         .into_iter()
