@@ -124,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/holders", get(holders))
+        .route("/api/v1/check", get(check))
         .route("/api/v1/conflicts", get(conflicts))
         .route("/api/v1/timeline", get(timeline))
         .route("/ui", get(ui))
@@ -321,6 +322,112 @@ async fn holders(State(s): State<ApiState>, Params(params): Params) -> Response 
     }
 }
 
+async fn check(State(s): State<ApiState>, Params(params): Params) -> Response {
+    let req = match parse_check_query(&params) {
+        Ok(q) => q,
+        Err((p, e)) => return bad(&p, e),
+    };
+    let (tx, rx) = oneshot::channel();
+    if s.requests.try_send(Request::Check(req, tx)).is_err() {
+        return unavailable("the event loop is busy; retry");
+    }
+    match rx.await {
+        Ok(mut answer) => {
+            answer.answered_by = crate::holders::AnsweredBy::Daemon;
+            Json(answer).into_response()
+        }
+        Err(_) => unavailable("the daemon is stopping"),
+    }
+}
+
+/// `/api/v1/check`: port (required), addr (the IPv4 wildcard when absent),
+/// proto (tcp), reuseaddr, reuseport, v6only (true/false), uid (0), netns
+/// (a cookie; the daemon's own when absent). Err names the parameter.
+pub fn parse_check_query(
+    params: &HashMap<String, String>,
+) -> Result<crate::holders::BindRequest, (String, String)> {
+    const KNOWN: [&str; 8] = [
+        "port",
+        "addr",
+        "proto",
+        "reuseaddr",
+        "reuseport",
+        "v6only",
+        "uid",
+        "netns",
+    ];
+    for k in params.keys() {
+        if !KNOWN.contains(&k.as_str()) {
+            return Err((
+                k.clone(),
+                format!("unknown parameter {:?}: use {}", echo(k), KNOWN.join(", ")),
+            ));
+        }
+    }
+    let port = params
+        .get("port")
+        .ok_or_else(|| ("port".to_owned(), "port is required".to_owned()))?
+        .parse::<u16>()
+        .map_err(|_| ("port".to_owned(), "port must be 0-65535".to_owned()))?;
+    let flag = |name: &str| -> Result<bool, (String, String)> {
+        match params.get(name).map(String::as_str) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(v) => Err((
+                name.to_owned(),
+                format!("{name} {:?} is not true or false", echo(v)),
+            )),
+        }
+    };
+    let number = |name: &str| -> Result<Option<u64>, (String, String)> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    (
+                        name.to_owned(),
+                        format!("{name} {:?} is not a number", echo(v)),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let proto = match params.get("proto") {
+        None => Proto::Tcp,
+        Some(p) => Proto::parse(p).ok_or_else(|| {
+            (
+                "proto".to_owned(),
+                format!("proto {:?} is not tcp or udp", echo(p)),
+            )
+        })?,
+    };
+    let addr = match params.get("addr") {
+        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Some(a) => a.parse::<IpAddr>().map_err(|_| {
+            (
+                "addr".to_owned(),
+                format!("addr {:?} is not an IP address", echo(a)),
+            )
+        })?,
+    };
+    let uid = match number("uid")? {
+        None => 0,
+        Some(u) => {
+            u32::try_from(u).map_err(|_| ("uid".to_owned(), "uid is too large".to_owned()))?
+        }
+    };
+    Ok(crate::holders::BindRequest {
+        proto,
+        addr,
+        port,
+        reuseaddr: flag("reuseaddr")?,
+        reuseport: flag("reuseport")?,
+        v6only: flag("v6only")?,
+        uid,
+        netns: number("netns")?,
+    })
+}
+
 /// Timeline records for query parameters; Err is the response to send (a
 /// 400 naming the parameter, or a 503).
 async fn read_timeline(
@@ -441,6 +548,29 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn check_query_names_the_bad_parameter() {
+        let q =
+            parse_check_query(&p(&[("port", "80"), ("reuseport", "true"), ("uid", "33")])).unwrap();
+        assert_eq!(
+            (q.port, q.reuseport, q.uid, q.proto),
+            (80, true, 33, Proto::Tcp)
+        );
+        assert!(q.addr.is_unspecified());
+        for (params, name) in [
+            (p(&[]), "port"),
+            (p(&[("port", "70000")]), "port"),
+            (p(&[("port", "80"), ("reuseaddr", "yes")]), "reuseaddr"),
+            (p(&[("port", "80"), ("uid", "-1")]), "uid"),
+            (p(&[("port", "80"), ("uid", "99999999999")]), "uid"),
+            (p(&[("port", "80"), ("netns", "ns1")]), "netns"),
+            (p(&[("port", "80"), ("addr", "localhost")]), "addr"),
+            (p(&[("port", "80"), ("colour", "red")]), "colour"),
+        ] {
+            assert_eq!(parse_check_query(&params).unwrap_err().0, name);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::event::Event;
-use crate::holders::{Diagnosis, HolderView, WhoQuery};
+use crate::holders::{BindRequest, CheckAnswer, Diagnosis, HolderView, WhoQuery};
 
 /// Requests waiting for the event loop; past it, the API answers 503.
 pub const REQUEST_QUEUE: usize = 64;
@@ -31,6 +31,8 @@ pub enum Request {
         port: Option<u16>,
         reply: oneshot::Sender<Vec<ConflictRecord>>,
     },
+    /// Whether a bind would succeed now (`/api/v1/check`, `bindwatch check`).
+    Check(BindRequest, oneshot::Sender<CheckAnswer>),
     /// A new configuration (SIGHUP), already checked.
     Reload(Box<Config>),
 }

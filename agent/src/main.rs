@@ -26,6 +26,10 @@ enum Command {
     /// Who holds a port now, and what they block: `who 80`, `who 53/udp`,
     /// `who 10.0.0.6:80`.
     Who(cli::who::Args),
+    /// Would this bind succeed now? `check :80`, `check 10.0.0.6:80
+    /// --reuseport --user www-data`. Exit 0: yes; 1: no (who blocks it, why,
+    /// what to change); 2: bad input.
+    Check(cli::check::Args),
     /// The forensic timeline, read from the state directory (works with the
     /// daemon stopped): `timeline --port 80 --since 2h`.
     Timeline(cli::timeline::Args),
@@ -45,6 +49,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
+        Command::Check(a) => return cli::check::exec(a),
         Command::Run(a) => cli::run::exec(a),
         Command::Trace(a) => cli::trace::exec(a),
         Command::Who(a) => cli::who::exec(a),

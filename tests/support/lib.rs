@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod rules;
+
 /// Fails the test at once, in one line, unless it runs as root with
 /// iproute2 installed. Called by everything that needs them.
 pub fn require_root() {

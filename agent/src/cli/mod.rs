@@ -5,6 +5,7 @@
 
 use anyhow::Context as _;
 
+pub mod check;
 pub mod check_config;
 pub mod probes;
 pub mod run;

@@ -181,10 +181,15 @@ impl Correlator {
     }
 
     /// Answers an API request from the table (between batches).
-    pub fn answer(&self, req: Request) {
+    pub fn answer(&mut self, req: Request) {
         match req {
             Request::Holders(q, reply) => {
                 let _ = reply.send(q.run(&self.table));
+            }
+            Request::Check(q, reply) => {
+                // A request without a namespace is judged in the daemon's.
+                let me = std::process::id();
+                let _ = reply.send(crate::holders::check(&self.table, &q, me, &mut self.facts));
             }
             Request::Conflicts { limit, port, reply } => {
                 let v: Vec<ConflictRecord> = self

@@ -1,5 +1,6 @@
 //! The subcommands' event loops.
 
+pub mod check;
 pub mod correlate;
 pub mod probes;
 pub mod run;

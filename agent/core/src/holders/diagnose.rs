@@ -122,7 +122,7 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    fn new(kind: DiagnosisKind, summary: String) -> Self {
+    pub(super) fn new(kind: DiagnosisKind, summary: String) -> Self {
         Self {
             kind,
             summary,
@@ -344,6 +344,7 @@ fn blame_all<'a>(
     table: &HolderTable,
     ev: &Event,
     req: &SockSpec,
+    req_v6only_known: bool,
     http: Option<&HttpSys>,
     candidates: impl Iterator<Item = &'a Holder>,
 ) -> Vec<Blame> {
@@ -351,7 +352,7 @@ fn blame_all<'a>(
         .filter_map(|h| {
             let (reason, certain, explanation, hint) = match table.rules {
                 RuleSet::Linux => {
-                    let (reason, certain) = judge(req, false, h)?;
+                    let (reason, certain) = judge(req, req_v6only_known, h)?;
                     (
                         reason,
                         certain,
@@ -380,6 +381,18 @@ fn blame_all<'a>(
 }
 
 fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
+    in_use_for(table, ev, &request(ev), false, facts)
+}
+
+/// EADDRINUSE for `req`, whose IPV6_V6ONLY is known when a caller states
+/// it (`bindwatch check`) and unknown for a bind the probes saw.
+pub(super) fn in_use_for(
+    table: &HolderTable,
+    ev: &Event,
+    req: &SockSpec,
+    req_v6only_known: bool,
+    facts: &mut dyn HostFacts,
+) -> Diagnosis {
     let ep = endpoint(ev.addr, ev.port);
     if ev.port == 0 {
         let mut d = Diagnosis::new(
@@ -396,7 +409,6 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
         );
         return d;
     }
-    let req = request(ev);
     let http = match table.rules {
         RuleSet::Windows => facts.http_sys(),
         RuleSet::Linux => None,
@@ -406,7 +418,8 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
         Some(ns) => blame_all(
             table,
             ev,
-            &req,
+            req,
+            req_v6only_known,
             http,
             table.on_port((ns, ev.proto, ev.port)),
         ),
@@ -425,7 +438,7 @@ fn in_use(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnos
                 scratch.insert(h);
             }
             scratch.rules = table.rules;
-            blames = blame_all(&scratch, ev, &req, http, scratch.iter());
+            blames = blame_all(&scratch, ev, req, req_v6only_known, http, scratch.iter());
         }
     }
     let key = ev.netns_cookie.map(|ns| (ns, ev.proto, ev.port));
@@ -526,6 +539,7 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
             table,
             ev,
             &req,
+            false,
             http.as_ref(),
             table.on_port((ns, ev.proto, ev.port)),
         ),
@@ -567,6 +581,15 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
 
 fn not_available(ev: &Event, facts: &mut dyn HostFacts, rules: RuleSet) -> Diagnosis {
     let addrs = facts.addresses(ev.netns_cookie, ev.tid);
+    not_available_among(ev, addrs, rules)
+}
+
+/// EADDRNOTAVAIL, given the namespace's addresses (None: unknown).
+pub(super) fn not_available_among(
+    ev: &Event,
+    addrs: Option<Vec<IpAddr>>,
+    rules: RuleSet,
+) -> Diagnosis {
     let family: Vec<IpAddr> = addrs
         .iter()
         .flatten()

@@ -6,6 +6,7 @@
 //! correction is counted as drift. Pure: no I/O. Failed binds are diagnosed
 //! against it in [`diagnose`] without touching /proc.
 
+pub mod check;
 pub mod diagnose;
 pub mod process;
 pub mod query;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use check::{AnsweredBy, BindRequest, CheckAnswer, check};
 pub use diagnose::{Blame, Diagnosis, DiagnosisKind, HostFacts, NoFacts, diagnose};
 pub use process::ProcessInfo;
 pub use query::WhoQuery;
