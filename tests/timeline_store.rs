@@ -363,3 +363,161 @@ fn kill_9_during_a_burst_keeps_the_database_sound_and_complete() {
     assert_eq!(out.lines().count(), 3, "two starts recorded:\n{out}");
     let _ = std::fs::remove_dir_all(state.parent().unwrap());
 }
+
+/// "Who held the port at that moment?" across a holder's restart and the
+/// daemon's: the interval of a holder that outlives a restart of bindwatch
+/// is one interval, a moment while bindwatch was down is answered from both
+/// sides of the gap, and the failures around the moment are listed.
+#[test]
+fn at_a_moment_across_holder_and_daemon_restarts() {
+    const PORT: u16 = 7481;
+    let state = temp("tl-at");
+    let ns = Netns::new("tlat");
+    let listen = free_local_addr();
+    let now = bindwatch::clock::now_unix_ns;
+    let recorded = |listen: &str, what: &str, pred: &dyn Fn(&Value) -> bool| {
+        wait_for(what, 30, || {
+            let v: Value = serde_json::from_str(
+                &curl(&format!("http://{listen}/api/v1/timeline?port={PORT}")).ok()?,
+            )
+            .ok()?;
+            v["records"].as_array()?.iter().any(pred).then_some(())
+        })
+    };
+    let daemon = Daemon::start(&state, &listen, "");
+    let socat = |ns: &Netns| {
+        let mut s = Server::spawn(ns, &["socat", &format!("TCP4-LISTEN:{PORT}"), "-"]);
+        s.wait_listening(ns, PORT);
+        s
+    };
+    let mut first = socat(&ns);
+    let first_pid = first.pid;
+    recorded(&listen, "the first holder's listen", &|r| {
+        r["kind"] == "listen" && r["pid"] == first_pid
+    });
+    let t_first = now();
+    first.stop();
+    recorded(&listen, "the first holder's stop", &|r| {
+        r["kind"] == "listen_stop" && r["pid"] == first_pid
+    });
+    let mut second = socat(&ns);
+    let second_pid = second.pid;
+    recorded(&listen, "the second holder's listen", &|r| {
+        r["kind"] == "listen" && r["pid"] == second_pid
+    });
+    let t_second = now();
+    daemon.stop();
+    let t_down = now();
+    let daemon = Daemon::start(&state, &listen, "");
+    let err = ns.run(|| std::net::TcpListener::bind(("0.0.0.0", PORT)).unwrap_err());
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    recorded(&listen, "the failed bind", &|r| {
+        r["kind"] == "bind_failed" && r["holder_comm"] == "socat"
+    });
+    let t_fail = now();
+    // The API answers the same question.
+    let api: Value = serde_json::from_str(
+        &curl(&format!(
+            "http://{listen}/api/v1/timeline?port={PORT}&at={}",
+            bindwatch::clock::rfc3339_utc(t_down)
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (status, body) = http_get(
+        &listen,
+        &format!("/api/v1/timeline?port={PORT}&at=whenever"),
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at"), "{body}");
+    daemon.stop();
+
+    let at = |t: u64| -> Value {
+        let out = timeline(
+            &state,
+            &[
+                "--port",
+                &PORT.to_string(),
+                "--at",
+                &bindwatch::clock::rfc3339_utc(t),
+                "--json",
+            ],
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let holders = |v: &Value| -> Vec<Value> { v["holders"].as_array().unwrap().clone() };
+
+    let v = at(t_first);
+    let h = holders(&v);
+    assert_eq!(h.len(), 1, "{v:#}");
+    assert_eq!(
+        (&h[0]["pid"], &h[0]["since"], &h[0]["until"]),
+        (&first_pid.into(), &"recorded".into(), &"released".into()),
+        "{v:#}"
+    );
+
+    for (t, watching) in [(t_second, true), (t_down, false)] {
+        let v = at(t);
+        let h = holders(&v);
+        assert_eq!(v["watching"], watching, "{v:#}");
+        assert_eq!(
+            h.len(),
+            1,
+            "one interval across the daemon's restart: {v:#}"
+        );
+        assert_eq!(h[0]["pid"], second_pid, "{v:#}");
+        assert_eq!(h[0]["since"], "recorded", "{v:#}");
+        assert_eq!(h[0]["until"], "still_held", "{v:#}");
+        assert_eq!(h[0]["restarts_spanned"], 1, "{v:#}");
+    }
+    assert_eq!(
+        holders(&api),
+        holders(&at(t_down)),
+        "the API and the CLI agree"
+    );
+
+    let v = at(t_fail);
+    let fails = v["failures"].as_array().unwrap();
+    assert!(fails.iter().any(|f| f["holder_pid"] == second_pid), "{v:#}");
+    let text = timeline(
+        &state,
+        &[
+            "--port",
+            &PORT.to_string(),
+            "--at",
+            &bindwatch::clock::rfc3339_utc(t_down),
+        ],
+    );
+    assert!(
+        text.contains(&format!("held by socat (pid {second_pid})")),
+        "{text}"
+    );
+    assert!(
+        text.contains("found again across 1 bindwatch restart(s)"),
+        "{text}"
+    );
+    assert!(text.contains("bindwatch was not running then"), "{text}");
+    // The picture marks the moment; the held records keep the holder's bar
+    // whole across the daemon's restart.
+    let html = state.parent().unwrap().join("timeline-at.html");
+    timeline(
+        &state,
+        &[
+            "--port",
+            &PORT.to_string(),
+            "--at",
+            &bindwatch::clock::rfc3339_utc(t_down),
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    );
+    let dom = chromium_dom(&format!("file://{}", html.display()), None);
+    assert_eq!(count(&dom, r#"id="at""#), 1, "the moment is marked once");
+    assert_eq!(
+        count(&dom, &format!(r#"data-label="socat ({second_pid})""#)),
+        1,
+        "one bar for the second holder"
+    );
+    second.stop();
+}

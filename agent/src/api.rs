@@ -428,6 +428,50 @@ pub fn parse_check_query(
     })
 }
 
+/// `/api/v1/timeline?port=80&at=TIME[&proto=tcp]`: the holders of the
+/// port at that moment with their intervals, and the failures around it.
+async fn timeline_at(
+    s: &ApiState,
+    params: &HashMap<String, String>,
+    at: &str,
+    now: u64,
+) -> Response {
+    let at_ns = match crate::timeline::parse_time(at, now) {
+        Ok(t) => t,
+        Err(e) => return bad("at", e),
+    };
+    let filter = match crate::timeline::filter_from_params(params, now) {
+        Ok(f) => f,
+        Err((p, e)) => return bad(&p, e),
+    };
+    if let Some(extra) = params
+        .keys()
+        .find(|k| !["port", "proto"].contains(&k.as_str()))
+    {
+        return bad(
+            extra,
+            format!("{extra:?} does not go with at: use port and proto"),
+        );
+    }
+    let Some(port) = filter.port else {
+        return bad("port", "at needs a port".to_owned());
+    };
+    let Some(db) = s.timeline_db.clone() else {
+        return unavailable("no timeline: the state directory is not writable");
+    };
+    let proto = filter.proto.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
+        crate::store::query_at(&conn, port, proto.as_deref(), at_ns).map_err(|e| e.to_string())
+    })
+    .await;
+    match res {
+        Ok(Ok(records)) => Json(crate::timeline::holders_at(&records, port, at_ns)).into_response(),
+        Ok(Err(e)) => unavailable(&e),
+        Err(e) => unavailable(&e.to_string()),
+    }
+}
+
 /// Timeline records for query parameters; Err is the response to send (a
 /// 400 naming the parameter, or a 503).
 async fn read_timeline(
@@ -466,6 +510,14 @@ async fn read_timeline(
 async fn ui(State(s): State<ApiState>, Params(mut params): Params) -> Response {
     params.entry("since".into()).or_insert_with(|| "1h".into());
     let now = crate::clock::now_unix_ns();
+    let at_ns = match params
+        .remove("at")
+        .map(|a| crate::timeline::parse_time(&a, now))
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return bad("at", e),
+    };
     let (filter, records) = match read_timeline(&s, &params, now).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -479,6 +531,7 @@ async fn ui(State(s): State<ApiState>, Params(mut params): Params) -> Response {
         &records,
         filter.since_ns.unwrap_or(0),
         filter.until_ns.unwrap_or(now),
+        at_ns,
         Some(10),
     );
     axum::response::Html(html).into_response()
@@ -489,8 +542,12 @@ struct Timeline {
     records: Vec<crate::timeline::Record>,
 }
 
-async fn timeline(State(s): State<ApiState>, Params(params): Params) -> Response {
-    match read_timeline(&s, &params, crate::clock::now_unix_ns()).await {
+async fn timeline(State(s): State<ApiState>, Params(mut params): Params) -> Response {
+    let now = crate::clock::now_unix_ns();
+    if let Some(at) = params.remove("at") {
+        return timeline_at(&s, &params, &at, now).await;
+    }
+    match read_timeline(&s, &params, now).await {
         Ok((_, records)) => Json(Timeline { records }).into_response(),
         Err(r) => r,
     }

@@ -57,6 +57,9 @@ pub struct Picture {
     pub lanes: Vec<Lane>,
     pub records: usize,
     pub failures: u64,
+    /// The moment asked about (`--at`), marked across the lanes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_ns: Option<u64>,
 }
 
 /// Builds the lanes of a window from its records (oldest first).
@@ -82,7 +85,7 @@ pub fn picture(records: &[Record], from_ns: u64, to_ns: u64) -> Picture {
         let pid = r.pid.unwrap_or(0);
         let label = r.comm.clone().unwrap_or_else(|| "?".into());
         match r.kind.as_str() {
-            "listen" | "bind" => {
+            "listen" | "bind" | "held" => {
                 if let std::collections::hash_map::Entry::Vacant(v) =
                     open.entry(key).or_default().entry(pid)
                 {
@@ -167,6 +170,7 @@ pub fn picture(records: &[Record], from_ns: u64, to_ns: u64) -> Picture {
         out.push(lane);
     }
     Picture {
+        at_ns: None,
         from_ns,
         to_ns,
         lanes: out,
@@ -220,6 +224,11 @@ for (let i = 0; i <= 4; i++) {
   const t = P.from_ns + span * i / 4;
   el('text', {x: x(t), y: 12, class: 'axis', 'text-anchor': i == 0 ? 'start' : i == 4 ? 'end' : 'middle'}, svg, when(t).slice(11, 19));
 }
+if (P.at_ns) {
+  const ax = x(P.at_ns);
+  el('line', {id: 'at', x1: ax, x2: ax, y1: 14, y2: H - 6, stroke: '#222', 'stroke-dasharray': '4 3'}, svg);
+  el('text', {x: ax + 3, y: H - 8, class: 'axis'}, svg, 'at ' + when(P.at_ns).slice(11, 23));
+}
 P.lanes.forEach((l, i) => {
   const y = TOP + i * LANE;
   const g = el('g', {class: 'lane', 'data-port': l.port, 'data-proto': l.proto}, svg);
@@ -249,9 +258,11 @@ pub fn render_html(
     records: &[Record],
     from_ns: u64,
     to_ns: u64,
+    at_ns: Option<u64>,
     refresh_secs: Option<u32>,
 ) -> String {
-    let pic = picture(records, from_ns, to_ns);
+    let mut pic = picture(records, from_ns, to_ns);
+    pic.at_ns = at_ns;
     // `</` inside the JSON would end the script element.
     let data = serde_json::to_string(&pic)
         .unwrap_or_default()
@@ -349,7 +360,7 @@ mod tests {
         assert!(marks <= MAX_MARKS, "{marks}");
         let counted: u64 = p.lanes.iter().flat_map(|l| &l.marks).map(|m| m.count).sum();
         assert_eq!(counted, 100_000, "every failure counted in some mark");
-        let html = render_html("t", &recs, 0, 100_000, None);
+        let html = render_html("t", &recs, 0, 100_000, None, None);
         assert!(html.matches("<tr>").count() <= MAX_ROWS + 1);
         assert!(
             !html.contains("http://") || !html.contains("src=\"http"),
@@ -361,7 +372,7 @@ mod tests {
     fn script_breakouts_are_escaped() {
         let mut x = r(1, "bind_failed", 80, 1, "</script><b>");
         x.summary = "</script><script>alert(1)</script>".into();
-        let html = render_html("t", &[x], 0, 10, None);
+        let html = render_html("t", &[x], 0, 10, None, None);
         assert!(!html.contains("</script><script>alert(1)"));
     }
 }

@@ -23,8 +23,13 @@ pub struct Args {
     since: Option<String>,
     #[arg(long)]
     until: Option<String>,
+    /// Who held --port at this moment, since and until when, and the
+    /// failures around it (same forms as --since); with --html, the moment
+    /// is marked in the picture.
+    #[arg(long)]
+    at: Option<String>,
     /// Record kinds, comma-separated (bind_failed, listen, listen_stop,
-    /// release, bind, binds_aggregated, alert_firing, alert_resolved,
+    /// release, bind, held, binds_aggregated, alert_firing, alert_resolved,
     /// agent_start, agent_stop, probe_status, events_lost).
     #[arg(long)]
     kind: Option<String>,
@@ -65,6 +70,25 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         );
     }
     let conn = bindwatch::store::open_ro(&db)?;
+    let at_ns =
+        a.at.as_deref()
+            .map(|t| bindwatch::timeline::parse_time(t, bindwatch::clock::now_unix_ns()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    if let (Some(at_ns), None) = (at_ns, &a.html) {
+        let Some(port) = filter.port else {
+            anyhow::bail!("--at needs --port");
+        };
+        let records = bindwatch::store::query_at(&conn, port, filter.proto.as_deref(), at_ns)
+            .with_context(|| format!("reading {}", db.display()))?;
+        let answer = bindwatch::timeline::holders_at(&records, port, at_ns);
+        let text = if a.json {
+            serde_json::to_string_pretty(&answer)? + "\n"
+        } else {
+            answer.render()
+        };
+        return super::print_out(&text);
+    }
     let records = bindwatch::store::query(&conn, &filter)
         .with_context(|| format!("reading {}", db.display()))?;
     if let Some(path) = &a.html {
@@ -84,7 +108,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         };
         std::fs::write(
             path,
-            bindwatch::report::render_html(&title, &records, from, to, None),
+            bindwatch::report::render_html(&title, &records, from, to, at_ns, None),
         )
         .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bindwatch: wrote {}", path.display());

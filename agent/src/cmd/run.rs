@@ -105,15 +105,17 @@ impl Daemon {
         }
     }
 
-    fn agent_record(&self, kind: &str, summary: String, detail: serde_json::Value) {
+    fn agent_record(&self, kind: &str, summary: String, detail: serde_json::Value) -> u64 {
         let detail = crate::timeline::Detail::of(&detail);
+        let time_ns = crate::clock::now_unix_ns();
         self.record(Record {
-            time_ns: crate::clock::now_unix_ns(),
+            time_ns,
             kind: kind.into(),
             summary,
             detail,
             ..Record::default()
         });
+        time_ns
     }
 
     fn evaluate(&mut self, c: &mut Correlator) {
@@ -491,17 +493,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         own_netns: own,
         generator,
     };
-    daemon.agent_record(
+    let started_ns = crate::clock::now_unix_ns();
+    let (held, left_out) = crate::timeline::held_records(&correlator.table, started_ns);
+    let started = daemon.agent_record(
         "agent_start",
         format!(
-            "bindwatch {} started; hooks {}/{} attached; {} sockets held",
+            "bindwatch {} started; hooks {}/{} attached; {} sockets held, {} holding a port{}",
             env!("CARGO_PKG_VERSION"),
             probes.attached_count(),
             probes.hooks().len(),
-            correlator.table.len()
+            correlator.table.len(),
+            held.len() + left_out,
+            if left_out > 0 {
+                format!(
+                    " ({left_out} past the first {} not listed)",
+                    crate::timeline::MAX_HELD_RECORDS
+                )
+            } else {
+                String::new()
+            }
         ),
         serde_json::to_value(probes.hooks()).unwrap_or_default(),
     );
+    // What held a port at this start, stamped with the start's time: how a
+    // holder's interval continues across a restart (`timeline --at`).
+    for mut r in held {
+        r.time_ns = started;
+        daemon.record(r);
+    }
     for h in probes.hooks().iter().filter(|h| !h.attached) {
         daemon.agent_record(
             "probe_status",

@@ -70,3 +70,55 @@ pub fn query(conn: &Connection, f: &TimelineFilter) -> rusqlite::Result<Vec<Reco
     v.reverse();
     Ok(v)
 }
+
+/// The records `timeline --at` rebuilds holder intervals from (see
+/// `timeline::holders_at`): the port's lifecycle records, bindwatch's
+/// starts and stops, and the port's failures around the moment; oldest
+/// first, a start before the sockets it found.
+pub fn query_at(
+    conn: &Connection,
+    port: u16,
+    proto: Option<&str>,
+    at_ns: u64,
+) -> rusqlite::Result<Vec<Record>> {
+    let kinds = |k: &[&str]| k.iter().map(|s| s.to_string()).collect();
+    let agent = query(
+        conn,
+        &TimelineFilter {
+            kinds: kinds(crate::timeline::AGENT_KINDS),
+            limit: AT_LIMIT,
+            ..TimelineFilter::default()
+        },
+    )?;
+    let lifecycle = query(
+        conn,
+        &TimelineFilter {
+            port: Some(port),
+            proto: proto.map(str::to_owned),
+            kinds: kinds(crate::timeline::LIFECYCLE_KINDS),
+            limit: AT_LIMIT,
+            ..TimelineFilter::default()
+        },
+    )?;
+    let around = crate::timeline::FAILURES_AROUND_NS;
+    let failures = query(
+        conn,
+        &TimelineFilter {
+            port: Some(port),
+            proto: proto.map(str::to_owned),
+            kinds: kinds(&["bind_failed"]),
+            since_ns: Some(at_ns.saturating_sub(around)),
+            until_ns: Some(at_ns.saturating_add(around)),
+            limit: 1000,
+            ..TimelineFilter::default()
+        },
+    )?;
+    let mut all: Vec<Record> = agent.into_iter().chain(lifecycle).chain(failures).collect();
+    // Stable: at equal times a start stays before the sockets it found.
+    all.sort_by_key(|r| r.time_ns);
+    Ok(all)
+}
+
+/// Most records of each kind group `query_at` reads (the latest); an
+/// interval whose start lies beyond them begins "before" its first record.
+pub const AT_LIMIT: usize = 100_000;

@@ -2,8 +2,12 @@
 //! type (`--since 2h`), and the table they read. The daemon's `store`
 //! keeps the records; this module decides what they say.
 
+mod at;
 mod record;
 
+pub use at::{
+    AGENT_KINDS, AtAnswer, FAILURES_AROUND_NS, Interval, LIFECYCLE_KINDS, Since, Until, holders_at,
+};
 pub use record::{Detail, Record};
 
 use std::collections::HashMap;
@@ -34,6 +38,7 @@ pub const KINDS: &[&str] = &[
     "listen",
     "listen_stop",
     "release",
+    "held",
     "binds_aggregated",
     "alert_firing",
     "alert_resolved",
@@ -143,6 +148,56 @@ pub fn record(ev: &Event, d: Option<&Diagnosis>) -> Option<Record> {
             format!("{} {} released by {who}", ev.proto, ev.endpoint()),
         ),
     })
+}
+
+/// Most `held` records written at one start (the busiest host's listeners
+/// beyond it are counted in the `agent_start` summary, not listed).
+pub const MAX_HELD_RECORDS: usize = 10_000;
+
+/// The sockets found holding a port when bindwatch starts (TCP listeners,
+/// UDP sockets bound to a port), one `held` record each, stamped `time_ns`
+/// (the `agent_start` record's): what lets a holder's interval continue
+/// across a restart of bindwatch. Returns the records and how many were
+/// left out past [`MAX_HELD_RECORDS`].
+pub fn held_records(table: &crate::holders::HolderTable, time_ns: u64) -> (Vec<Record>, usize) {
+    use crate::conflict::SockState;
+    let mut out = Vec::new();
+    let mut left_out = 0;
+    for h in table.iter() {
+        let holds = match h.proto {
+            Proto::Tcp => h.state == SockState::Listen,
+            Proto::Udp => h.port != 0,
+            Proto::Unknown => false,
+        };
+        if !holds {
+            continue;
+        }
+        if out.len() >= MAX_HELD_RECORDS {
+            left_out += 1;
+            continue;
+        }
+        let v = table.view(h);
+        let owner = v.owners.first();
+        out.push(Record {
+            time_ns,
+            kind: "held".into(),
+            port: Some(h.port),
+            proto: Some(h.proto.as_str().into()),
+            addr: Some(h.addr.to_string()),
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.clone()),
+            netns: Some(h.netns),
+            summary: format!(
+                "{} {} held by {} when bindwatch started",
+                h.proto,
+                v.endpoint,
+                v.owner_label()
+            ),
+            detail: Detail::of(&v),
+            ..Record::default()
+        });
+    }
+    (out, left_out)
 }
 
 /// An alert notification as a record.
