@@ -312,10 +312,11 @@ async fn holders(State(s): State<ApiState>, Params(params): Params) -> Response 
         return unavailable("the event loop is busy; retry");
     }
     match rx.await {
-        Ok(holders) => Json(WhoAnswer {
+        Ok((holders, notes)) => Json(WhoAnswer {
             query,
             source: AnswerSource::Daemon,
             holders,
+            notes,
         })
         .into_response(),
         Err(_) => unavailable("the daemon is stopping"),

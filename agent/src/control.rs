@@ -24,7 +24,8 @@ pub struct ConflictRecord {
 
 pub enum Request {
     /// Who holds what the query names (`/api/v1/holders`, `bindwatch who`).
-    Holders(WhoQuery, oneshot::Sender<Vec<HolderView>>),
+    /// With the warnings about their ports (`who::ephemeral_notes`).
+    Holders(WhoQuery, oneshot::Sender<(Vec<HolderView>, Vec<String>)>),
     /// The most recent failed binds, newest last.
     Conflicts {
         limit: usize,

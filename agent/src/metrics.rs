@@ -104,6 +104,7 @@ pub struct Metrics {
     watched_failures: IntCounterVec,
     holder_info: IntGaugeVec,
     watched_up: IntGaugeVec,
+    ephemeral_risk: IntGaugeVec,
     accepts: IntCounterVec,
     lost: IntCounterVec,
     malformed: prometheus::IntCounter,
@@ -159,7 +160,21 @@ pub struct Listening {
     pub port: u16,
 }
 
+/// Most `bindwatch_port_in_ephemeral_range` series.
+pub const MAX_EPHEMERAL_SERIES: usize = 100;
+
 impl Metrics {
+    /// The ports at risk from outbound connections, replacing the last set
+    /// (the first [`MAX_EPHEMERAL_SERIES`]).
+    pub fn set_ephemeral_risks(&mut self, risks: &[(Proto, u16)]) {
+        self.ephemeral_risk.reset();
+        for (proto, port) in risks.iter().take(MAX_EPHEMERAL_SERIES) {
+            self.ephemeral_risk
+                .with_label_values(&[proto.as_str(), &port.to_string()])
+                .set(1);
+        }
+    }
+
     pub fn new(cfg: &MetricsConfig, watched: impl IntoIterator<Item = u16>) -> Self {
         let r = Registry::new();
         let m = Self {
@@ -210,6 +225,13 @@ impl Metrics {
                 "bindwatch_watched_port_up",
                 "1 when a watched port is held by its expected owner, else 0.",
                 &["watch", "proto", "port"],
+            ),
+            ephemeral_risk: gauge(
+                &r,
+                "bindwatch_port_in_ephemeral_range",
+                "1 for each watched or listening port inside its namespace's ip_local_port_range \
+                 and not reserved: an outbound connection can take it (checked at start and reload).",
+                &["proto", "port"],
             ),
             accepts: counter(
                 &r,

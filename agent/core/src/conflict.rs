@@ -124,6 +124,9 @@ pub enum Reason {
     /// An open connection (accepted from an old listener, or connected)
     /// still uses the port.
     Connection,
+    /// An outbound connection (or its TIME_WAIT) was given the port by the
+    /// kernel: it lies inside the namespace's ephemeral range, unreserved.
+    EphemeralPort,
     /// Windows: the holder set SO_EXCLUSIVEADDRUSE.
     ExclusiveHolder,
     /// Windows: the new socket set SO_EXCLUSIVEADDRUSE, which no other
@@ -157,6 +160,7 @@ impl Reason {
             Self::ReusePortOtherUser => "reuseport_other_user",
             Self::TimeWait => "time_wait",
             Self::Connection => "connection",
+            Self::EphemeralPort => "ephemeral_port",
             Self::ExclusiveHolder => "exclusive_holder",
             Self::ExclusiveRequest => "exclusive_request",
             Self::ReuseAddrNotShared => "reuseaddr_not_shared",
@@ -203,6 +207,9 @@ impl Reason {
             ),
             Self::Connection => format!(
                 "an open connection on {h} still uses the port, and SO_REUSEADDR is not set on both sockets"
+            ),
+            Self::EphemeralPort => format!(
+                "an outbound connection was given {h} as its source port by the kernel, which covers {r}"
             ),
             Self::ExclusiveHolder => format!(
                 "the holder of {h} set SO_EXCLUSIVEADDRUSE: no other socket may bind an address it covers, {r} included"
@@ -252,6 +259,11 @@ impl Reason {
             Self::Connection => {
                 "set SO_REUSEADDR on the server's listening socket, or wait for the old \
                  connections to close"
+            }
+            Self::EphemeralPort => {
+                "reserve the port (net.ipv4.ip_local_reserved_ports) so the kernel never hands \
+                 it to an outbound connection, or move the service out of \
+                 net.ipv4.ip_local_port_range"
             }
             Self::ExclusiveHolder => {
                 "stop the holder or bind it to the addresses it needs; SO_EXCLUSIVEADDRUSE \

@@ -21,6 +21,41 @@ pub struct WhoAnswer {
     pub query: WhoQuery,
     pub source: AnswerSource,
     pub holders: Vec<HolderView>,
+    /// Risks beside the answer: a held port inside its namespace's
+    /// ephemeral range, unreserved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A warning for each listening port of `holders` an outbound connection
+/// could take in its namespace (inside ip_local_port_range, unreserved).
+pub fn ephemeral_notes(
+    holders: &[HolderView],
+    facts: &mut dyn crate::holders::HostFacts,
+) -> Vec<String> {
+    use crate::conflict::SockState;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for h in holders {
+        let listens = match h.proto {
+            crate::event::Proto::Tcp => h.state == SockState::Listen,
+            _ => false,
+        };
+        if !listens || !seen.insert((h.netns, h.proto.as_str(), h.port)) {
+            continue;
+        }
+        if let Some(e) = facts
+            .ephemeral_ports(Some(h.netns), 0)
+            .filter(|e| e.hands_out(h.port))
+        {
+            out.push(format!(
+                "netns {}: {}",
+                h.netns,
+                e.warning(h.proto.as_str(), h.port)
+            ));
+        }
+    }
+    out
 }
 
 impl WhoAnswer {
@@ -44,6 +79,7 @@ impl WhoAnswer {
             query,
             source: AnswerSource::Kernel,
             holders,
+            notes: Vec::new(),
         }
     }
 }
@@ -163,6 +199,9 @@ pub fn render(a: &WhoAnswer) -> String {
                 if i == 0 { "blocks   " } else { "         " }
             );
         }
+    }
+    for n in &a.notes {
+        let _ = writeln!(s, "\nnote: {n}");
     }
     s
 }

@@ -16,7 +16,7 @@ use crate::conflict::SockState;
 use crate::event::{Event, Proto};
 use crate::holders::Holder;
 use crate::holders::{
-    Diagnosis, DriftReport, HolderTable, Snapshot, TableStats, diagnose_failed_bind,
+    Diagnosis, DriftReport, HolderTable, HostFacts, Snapshot, TableStats, diagnose_failed_bind,
 };
 use crate::platform::{KernelView, Probes};
 
@@ -184,7 +184,9 @@ impl Correlator {
     pub fn answer(&mut self, req: Request) {
         match req {
             Request::Holders(q, reply) => {
-                let _ = reply.send(q.run(&self.table));
+                let holders = q.run(&self.table);
+                let notes = crate::who::ephemeral_notes(&holders, &mut self.facts);
+                let _ = reply.send((holders, notes));
             }
             Request::Check(q, reply) => {
                 // A request without a namespace is judged in the daemon's.
@@ -205,6 +207,34 @@ impl Correlator {
             // Configuration is the daemon's, not the table's.
             Request::Reload(_) => {}
         }
+    }
+
+    /// Watched ports and TCP listeners whose port the kernel may give to an
+    /// outbound connection in their namespace (inside ip_local_port_range,
+    /// not reserved), each with its warning. Read at start and on reload.
+    pub fn ephemeral_risks(&mut self, watched: &[(u64, Proto, u16)]) -> Vec<(Proto, u16, String)> {
+        let mut ports: std::collections::BTreeSet<(u64, Proto, u16)> =
+            watched.iter().copied().collect();
+        ports.extend(
+            self.table
+                .iter()
+                .filter(|h| h.proto == Proto::Tcp && h.state == SockState::Listen)
+                .map(|h| (h.netns, h.proto, h.port)),
+        );
+        let me = std::process::id();
+        let mut ranges = std::collections::HashMap::new();
+        let mut out: Vec<(Proto, u16, String)> = Vec::new();
+        for (ns, proto, port) in ports {
+            let eph = ranges
+                .entry(ns)
+                .or_insert_with(|| self.facts.ephemeral_ports(Some(ns), me));
+            if let Some(e) = eph.as_ref().filter(|e| e.hands_out(port))
+                && !out.iter().any(|(p, q, _)| (*p, *q) == (proto, port))
+            {
+                out.push((proto, port, e.warning(proto.as_str(), port)));
+            }
+        }
+        out
     }
 
     /// The agent's own network namespace.

@@ -118,6 +118,32 @@ impl Daemon {
         time_ns
     }
 
+    /// Ports an outbound connection could take before their service binds
+    /// them: logged (the first 20) and exported as a gauge.
+    fn report_ephemeral(&self, c: &mut Correlator) {
+        let watched: Vec<(u64, Proto, u16)> = self
+            .alerts
+            .watches
+            .iter()
+            .filter_map(|w| Some((w.netns?, w.cfg.proto.proto(), w.cfg.port)))
+            .collect();
+        let risks = c.ephemeral_risks(&watched);
+        for (proto, port, warning) in risks.iter().take(20) {
+            tracing::warn!(%proto, port, "{warning}");
+        }
+        if risks.len() > 20 {
+            tracing::warn!(
+                more = risks.len() - 20,
+                "more ports inside the ephemeral range (bindwatch_port_in_ephemeral_range)"
+            );
+        }
+        let ports: Vec<(Proto, u16)> = risks.iter().map(|(p, q, _)| (*p, *q)).collect();
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_ephemeral_risks(&ports);
+    }
+
     fn evaluate(&mut self, c: &mut Correlator) {
         let pids = self.alerts.incomplete_owners(&c.table);
         if !pids.is_empty() {
@@ -158,6 +184,7 @@ impl Daemon {
             watches = self.alerts.watches.len(),
             "configuration reloaded"
         );
+        self.report_ephemeral(c);
         self.evaluate(c);
     }
 }
@@ -532,6 +559,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             serde_json::to_value(h).unwrap_or_default(),
         );
     }
+    daemon.report_ephemeral(&mut correlator);
     daemon.evaluate(&mut correlator);
     // Probes attached, listener bound, files open: from here on only what
     // reading the kernel's sockets and /proc needs (README, Security).

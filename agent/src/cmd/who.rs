@@ -65,5 +65,7 @@ pub fn standalone(query: WhoQuery) -> WhoAnswer {
         &queries,
         true,
     );
-    WhoAnswer::from_host(query, r.holders, r.processes)
+    let mut answer = WhoAnswer::from_host(query, r.holders, r.processes);
+    answer.notes = crate::who::ephemeral_notes(&answer.holders, &mut kv);
+    answer
 }

@@ -10,7 +10,7 @@ use super::procscan::{self, SocketFd, Users};
 use super::sockdiag::{self, DiagQuery, KernelSock, state};
 use crate::conflict::SockState;
 use crate::event::Proto;
-use crate::holders::{Holder, HostFacts, ProcessInfo, Snapshot, Source};
+use crate::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
 
 /// How many full /proc descriptor walks the diagnosis's slow path may make
 /// per second; past it, owners are reported as unverified.
@@ -162,6 +162,7 @@ impl KernelView {
                 owners: pids,
                 since_ns: now,
                 source: Source::Snapshot,
+                remote: k.remote,
             });
         }
         Resolved {
@@ -231,6 +232,12 @@ impl HostFacts for KernelView {
         self.namespaces
             .get_or_find(netns, pid)?
             .run(netns::unprivileged_port_start)?
+    }
+
+    fn ephemeral_ports(&mut self, netns: Option<u64>, pid: u32) -> Option<EphemeralPorts> {
+        self.namespaces
+            .get_or_find(netns, pid)?
+            .run(netns::ephemeral_ports)?
     }
 
     fn addresses(&mut self, netns: Option<u64>, pid: u32) -> Option<Vec<IpAddr>> {

@@ -89,6 +89,15 @@ pub fn unprivileged_port_start() -> Option<u16> {
         .ok()
 }
 
+/// The calling thread's namespace's ephemeral range and reserved ports.
+pub fn ephemeral_ports() -> Option<crate::holders::EphemeralPorts> {
+    let read = |f: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{f}")).ok();
+    crate::holders::EphemeralPorts::parse(
+        &read("ip_local_port_range")?,
+        &read("ip_local_reserved_ports").unwrap_or_default(),
+    )
+}
+
 /// The cookie of the namespace at `path` (/run/netns/NAME, /proc/PID/ns/net).
 pub fn cookie_of_path(path: &std::path::Path) -> std::io::Result<u64> {
     let file = File::open(path)?;

@@ -218,6 +218,7 @@ fn holder(r: &Row, now: u64) -> Holder {
         owners_verified: true,
         since_ns: now,
         source: Source::Snapshot,
+        remote: None,
     }
 }
 

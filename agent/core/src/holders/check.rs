@@ -134,6 +134,10 @@ pub struct CheckAnswer {
     /// What to change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// A risk even when the bind would succeed now: the port lies inside
+    /// the namespace's ephemeral range, unreserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Diagnosis>,
 }
@@ -148,6 +152,7 @@ impl CheckAnswer {
             certain,
             summary: d.summary.clone(),
             hint: d.hint.clone(),
+            note: None,
             diagnosis: Some(d),
         }
     }
@@ -174,6 +179,9 @@ impl CheckAnswer {
                 s.push_str(&format!("  fix: {h}\n"));
             }
         }
+        if let Some(n) = &self.note {
+            s.push_str(&format!("  note: {n}\n"));
+        }
         s
     }
 }
@@ -195,6 +203,31 @@ fn bindable(addr: IpAddr, have: &[IpAddr]) -> bool {
 /// (connections, TIME_WAIT), the host. `tid` names the namespace when
 /// `req.netns` is None.
 pub fn check(
+    table: &HolderTable,
+    req: &BindRequest,
+    tid: u32,
+    facts: &mut dyn HostFacts,
+) -> CheckAnswer {
+    let mut answer = verdict(table, req, tid, facts);
+    // The reason itself names an outbound connection; otherwise warn of
+    // the next one.
+    let named = answer.diagnosis.as_ref().is_some_and(|d| {
+        d.holders
+            .iter()
+            .any(|b| b.reason == crate::conflict::Reason::EphemeralPort)
+    });
+    if req.port != 0
+        && !named
+        && let Some(eph) = facts
+            .ephemeral_ports(req.netns, tid)
+            .filter(|e| e.hands_out(req.port))
+    {
+        answer.note = Some(eph.warning(req.proto.as_str(), req.port));
+    }
+    answer
+}
+
+fn verdict(
     table: &HolderTable,
     req: &BindRequest,
     tid: u32,
@@ -248,6 +281,7 @@ pub fn check(
         certain: true,
         summary: format!("nothing holds or blocks {}", endpoint(req.addr, req.port)),
         hint: None,
+        note: None,
         diagnosis: None,
     }
 }

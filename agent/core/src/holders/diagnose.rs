@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::{Departed, Holder, HolderTable, HolderView};
+use super::{Departed, EphemeralPorts, Holder, HolderTable, HolderView};
 use crate::conflict::winsock::{self, WinOption};
 use crate::conflict::{Reason, RuleSet, SockSpec, SockState, conflict};
 use crate::etw::httpsys::{HttpSys, SYSTEM_PID, app_pool};
@@ -32,6 +32,10 @@ pub trait HostFacts {
         proto: Proto,
         port: u16,
     ) -> Option<(Vec<Holder>, Vec<super::ProcessInfo>)>;
+    /// The namespace's ephemeral range and reserved ports.
+    fn ephemeral_ports(&mut self, _netns: Option<u64>, _tid: u32) -> Option<EphemeralPorts> {
+        None
+    }
     /// Windows: http.sys's listen list and URL registrations.
     fn http_sys(&mut self) -> Option<HttpSys> {
         None
@@ -461,6 +465,7 @@ pub(super) fn in_use_for(
         }
         return d;
     }
+    name_ephemeral(table, ev, facts, &mut blames);
     let first = &blames[0];
     let who = if first.reason == Reason::HttpSys {
         "http.sys (pid 4, System)".to_owned()
@@ -485,6 +490,47 @@ pub(super) fn in_use_for(
     d.hint = Some(first.hint.clone());
     d.holders = blames;
     d
+}
+
+/// A connection (or its TIME_WAIT) on a port inside the namespace's
+/// ephemeral range is taken to be an outbound connection the kernel gave
+/// the port to: its own reason, the peer, and the fix (reserve the port).
+/// By addresses alone it cannot be told from a connection accepted by an
+/// old listener on that port; inside the range the outbound case is named.
+fn name_ephemeral(
+    table: &HolderTable,
+    ev: &Event,
+    facts: &mut dyn HostFacts,
+    blames: &mut [Blame],
+) {
+    let linked = |r: Reason| matches!(r, Reason::Connection | Reason::TimeWait);
+    if table.rules != RuleSet::Linux || !blames.iter().any(|b| linked(b.reason)) {
+        return;
+    }
+    let Some(eph) = facts
+        .ephemeral_ports(ev.netns_cookie, ev.tid)
+        .filter(|e| e.hands_out(ev.port))
+    else {
+        return;
+    };
+    for b in blames.iter_mut().filter(|b| linked(b.reason)) {
+        b.reason = Reason::EphemeralPort;
+        let peer = b
+            .holder
+            .remote
+            .as_deref()
+            .map(|r| format!(" to {r}"))
+            .unwrap_or_default();
+        b.explanation = format!(
+            "{} was given {} by the kernel as the source port of an outbound connection{peer}: \
+             port {} lies inside the namespace's {} and is not reserved",
+            b.holder.owner_label(),
+            b.holder.endpoint,
+            ev.port,
+            eph.describe()
+        );
+        b.hint = eph.fix(ev.port);
+    }
 }
 
 fn privileged(ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod diagnose;
+pub mod ephemeral;
 pub mod process;
 pub mod query;
 pub mod strategy;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{AnsweredBy, BindRequest, CheckAnswer, check};
 pub use diagnose::{Blame, Diagnosis, DiagnosisKind, HostFacts, NoFacts, diagnose};
+pub use ephemeral::EphemeralPorts;
 pub use process::ProcessInfo;
 pub use query::WhoQuery;
 pub use strategy::diagnose_failed_bind;
@@ -73,6 +75,8 @@ pub struct Holder {
     pub owners_verified: bool,
     pub since_ns: u64,
     pub source: Source,
+    /// The peer of a connection, when the host's tables say.
+    pub remote: Option<(IpAddr, u16)>,
 }
 
 impl Holder {
@@ -113,6 +117,7 @@ impl Holder {
             owners_verified: false,
             since_ns: ev.time_ns,
             source: Source::Event,
+            remote: None,
         }
     }
 
@@ -145,6 +150,9 @@ pub struct HolderView {
     /// Unix ns: when it was bound (source `event`) or first seen (`snapshot`).
     pub since_ns: u64,
     pub source: Source,
+    /// The peer of a connection (`ADDR:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// What binds this socket blocks, in words.
     pub blocks: Vec<String>,
 }
@@ -275,6 +283,7 @@ fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>]) -> HolderView {
         owners_verified: h.owners_verified,
         since_ns: h.since_ns,
         source: h.source,
+        remote: h.remote.map(|(a, p)| endpoint(a, p)),
         blocks: blocks(h),
     }
 }

@@ -172,6 +172,7 @@ impl HostFacts for Facts {
                 owners_verified: true,
                 since_ns: 0,
                 source: Source::Snapshot,
+                remote: None,
             }],
             vec![],
         ))
@@ -235,6 +236,7 @@ fn snap_holder(cookie: u64, port: u16, owners: Vec<u32>) -> Holder {
         owners_verified: true,
         since_ns: 5,
         source: Source::Snapshot,
+        remote: None,
     }
 }
 
@@ -336,6 +338,7 @@ prop_compose! {
             v6only, reuseaddr: ra, reuseport: rp, bound_ifindex: None, uid,
             inode: None, owners: vec![cookie as u32], owners_verified: true, since_ns: 0,
             source: Source::Snapshot,
+            remote: None,
         }
     }
 }

@@ -253,7 +253,11 @@ pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
             _ => None,
         };
         if let Some(mul) = secs {
-            return Ok(now_ns.saturating_sub(n * mul * 1_000_000_000));
+            // Past u64 nanoseconds (about 584 years) is refused, not wrapped.
+            return n
+                .checked_mul(mul * 1_000_000_000)
+                .map(|ago| now_ns.saturating_sub(ago))
+                .ok_or_else(|| format!("{s:?} reaches too far back: at most about 500 years"));
         }
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -371,6 +375,14 @@ mod tests {
         let e = parse_time("yesterday", now).unwrap_err();
         assert!(e.contains("yesterday"), "{e}");
         assert!(parse_time("5y", now).is_err());
+        // Found by fuzzing with overflow checks: this wrapped to 1977.
+        let e = parse_time("20000000000s", now).unwrap_err();
+        assert!(e.contains("too far back"), "{e}");
+        assert_eq!(
+            parse_time("18000000000s", now).unwrap(),
+            0,
+            "before 1970: the epoch"
+        );
     }
 
     #[test]
