@@ -112,3 +112,15 @@ pub fn describe(holder: &SockSpec, req: &SockSpec) -> String {
         req.uid
     )
 }
+
+/// Fails unless the whole matrix ran and nothing disagreed with the
+/// kernel (the first 40 disagreements shown).
+pub fn assert_all_agree(checked: usize, disagreements: &[String]) {
+    assert!(checked >= 3000, "too few cases ran: {checked}");
+    assert!(
+        disagreements.is_empty(),
+        "{} of {checked} disagree:\n{}",
+        disagreements.len(),
+        disagreements[..disagreements.len().min(40)].join("\n")
+    );
+}
