@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use bindwatch::event::Proto;
 use bindwatch::holders::BindRequest;
 use clap::Args as ClapArgs;
@@ -59,6 +59,7 @@ fn parse_target(s: &str) -> anyhow::Result<(IpAddr, u16)> {
 
 #[cfg(unix)]
 fn uid_of(user: Option<&str>) -> anyhow::Result<u32> {
+    use anyhow::Context as _;
     let Some(u) = user else {
         return Ok(nix::unistd::getuid().as_raw());
     };
@@ -81,6 +82,7 @@ fn uid_of(user: Option<&str>) -> anyhow::Result<u32> {
 
 #[cfg(target_os = "linux")]
 fn netns_of(path: Option<&std::path::Path>) -> anyhow::Result<Option<u64>> {
+    use anyhow::Context as _;
     let path = path.unwrap_or(std::path::Path::new("/proc/self/ns/net"));
     let cookie = bindwatch::linux::netns::cookie_of_path(path)
         .with_context(|| format!("reading the network namespace {}", path.display()))?;
