@@ -45,7 +45,7 @@ pub fn ephemeral_notes(
             continue;
         }
         if let Some(e) = facts
-            .ephemeral_ports(Some(h.netns), 0)
+            .ephemeral_ports(Some(h.netns), 0, h.proto)
             .filter(|e| e.hands_out(h.port))
         {
             out.push(format!(

@@ -226,8 +226,8 @@ impl Correlator {
         let mut out: Vec<(Proto, u16, String)> = Vec::new();
         for (ns, proto, port) in ports {
             let eph = ranges
-                .entry(ns)
-                .or_insert_with(|| self.facts.ephemeral_ports(Some(ns), me));
+                .entry((ns, proto))
+                .or_insert_with(|| self.facts.ephemeral_ports(Some(ns), me, proto));
             if let Some(e) = eph.as_ref().filter(|e| e.hands_out(port))
                 && !out.iter().any(|(p, q, _)| (*p, *q) == (proto, port))
             {

@@ -234,7 +234,12 @@ impl HostFacts for KernelView {
             .run(netns::unprivileged_port_start)?
     }
 
-    fn ephemeral_ports(&mut self, netns: Option<u64>, pid: u32) -> Option<EphemeralPorts> {
+    fn ephemeral_ports(
+        &mut self,
+        netns: Option<u64>,
+        pid: u32,
+        _proto: Proto,
+    ) -> Option<EphemeralPorts> {
         self.namespaces
             .get_or_find(netns, pid)?
             .run(netns::ephemeral_ports)?

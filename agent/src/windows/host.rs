@@ -19,7 +19,7 @@ use crate::conflict::SockState;
 use crate::etw::HttpSys;
 use crate::etw::join::{WINDOWS_NETNS, holder_cookie};
 use crate::event::Proto;
-use crate::holders::{Holder, HostFacts, ProcessInfo, Snapshot, Source};
+use crate::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
 
 const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
 
@@ -46,6 +46,7 @@ struct Row {
 pub struct KernelView {
     pub namespaces: Namespaces,
     services: HashMap<u32, Vec<String>>,
+    ports: super::ports::PortRanges,
 }
 
 impl Default for KernelView {
@@ -229,6 +230,7 @@ impl KernelView {
                 own: Some(WINDOWS_NETNS),
             },
             services: super::process::services_by_pid(),
+            ports: Default::default(),
         }
     }
 
@@ -361,5 +363,9 @@ impl HostFacts for KernelView {
 
     fn http_sys(&mut self) -> Option<HttpSys> {
         Some(super::session::http_sys())
+    }
+
+    fn ephemeral_ports(&mut self, _: Option<u64>, _: u32, proto: Proto) -> Option<EphemeralPorts> {
+        self.ports.get(proto)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod httpapi;
+pub mod ports;
 pub mod process;
 pub mod service;
 pub mod session;

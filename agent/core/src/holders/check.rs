@@ -219,7 +219,7 @@ pub fn check(
     if req.port != 0
         && !named
         && let Some(eph) = facts
-            .ephemeral_ports(req.netns, tid)
+            .ephemeral_ports(req.netns, tid, req.proto)
             .filter(|e| e.hands_out(req.port))
     {
         answer.note = Some(eph.warning(req.proto.as_str(), req.port));
@@ -241,6 +241,12 @@ fn verdict(
         let ev = req.as_event(EADDRNOTAVAIL, tid);
         let d = not_available_among(&ev, Some(have), table.rules);
         return CheckAnswer::fails(req, EADDRNOTAVAIL, d, true);
+    }
+    // Windows: a range a system component excluded refuses every bind.
+    if req.port != 0
+        && let Some(d) = super::diagnose::excluded_port(&req.as_event(EACCES, tid), facts)
+    {
+        return CheckAnswer::fails(req, EACCES, d, true);
     }
     // The privileged-port rule: root passes; anyone else needs
     // CAP_NET_BIND_SERVICE, which a unit or file may grant.

@@ -32,8 +32,14 @@ pub trait HostFacts {
         proto: Proto,
         port: u16,
     ) -> Option<(Vec<Holder>, Vec<super::ProcessInfo>)>;
-    /// The namespace's ephemeral range and reserved ports.
-    fn ephemeral_ports(&mut self, _netns: Option<u64>, _tid: u32) -> Option<EphemeralPorts> {
+    /// The namespace's ephemeral range and reserved ports for `proto`
+    /// (one range for both on Linux; one each on Windows).
+    fn ephemeral_ports(
+        &mut self,
+        _netns: Option<u64>,
+        _tid: u32,
+        _proto: Proto,
+    ) -> Option<EphemeralPorts> {
         None
     }
     /// Windows: http.sys's listen list and URL registrations.
@@ -465,7 +471,7 @@ pub(super) fn in_use_for(
         }
         return d;
     }
-    name_ephemeral(table, ev, facts, &mut blames);
+    name_ephemeral(ev, facts, &mut blames);
     let first = &blames[0];
     let who = if first.reason == Reason::HttpSys {
         "http.sys (pid 4, System)".to_owned()
@@ -497,18 +503,13 @@ pub(super) fn in_use_for(
 /// the port to: its own reason, the peer, and the fix (reserve the port).
 /// By addresses alone it cannot be told from a connection accepted by an
 /// old listener on that port; inside the range the outbound case is named.
-fn name_ephemeral(
-    table: &HolderTable,
-    ev: &Event,
-    facts: &mut dyn HostFacts,
-    blames: &mut [Blame],
-) {
+fn name_ephemeral(ev: &Event, facts: &mut dyn HostFacts, blames: &mut [Blame]) {
     let linked = |r: Reason| matches!(r, Reason::Connection | Reason::TimeWait);
-    if table.rules != RuleSet::Linux || !blames.iter().any(|b| linked(b.reason)) {
+    if !blames.iter().any(|b| linked(b.reason)) {
         return;
     }
     let Some(eph) = facts
-        .ephemeral_ports(ev.netns_cookie, ev.tid)
+        .ephemeral_ports(ev.netns_cookie, ev.tid, ev.proto)
         .filter(|e| e.hands_out(ev.port))
     else {
         return;
@@ -607,6 +608,9 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
         d.holders = blames;
         return d;
     }
+    if let Some(d) = excluded_port(ev, facts) {
+        return d;
+    }
     let mut d = Diagnosis::new(
         DiagnosisKind::AccessDenied,
         format!(
@@ -623,6 +627,32 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
             .to_owned(),
     );
     d
+}
+
+/// Windows: the bind's port inside a range a system component excluded
+/// (Hyper-V, WinNAT and Docker take blocks of ports at boot), which no
+/// other program may bind: WSAEACCES with no socket on the port.
+pub(super) fn excluded_port(ev: &Event, facts: &mut dyn HostFacts) -> Option<Diagnosis> {
+    let eph = facts.ephemeral_ports(ev.netns_cookie, ev.tid, ev.proto)?;
+    let (a, b) = eph.excluded_range(ev.port)?;
+    let proto = ev.proto.as_str();
+    let mut d = Diagnosis::new(
+        DiagnosisKind::AccessDenied,
+        format!(
+            "{proto} port {} lies in the excluded port range {a}-{b}, which a system component \
+             (Hyper-V, WinNAT or Docker) took for itself: no other program may bind there \
+             (WSAEACCES)",
+            ev.port
+        ),
+    );
+    d.hint = Some(format!(
+        "use a port outside the excluded ranges (`netsh int ipv4 show excludedportrange \
+         protocol={proto}`), or claim this one before the component does: `net stop winnat`, \
+         `netsh int ipv4 add excludedportrange protocol={proto} startport={} numberofports=1 \
+         store=persistent`, `net start winnat` (an administered exclusion stays bindable)",
+        ev.port
+    ));
+    Some(d)
 }
 
 fn not_available(ev: &Event, facts: &mut dyn HostFacts, rules: RuleSet) -> Diagnosis {

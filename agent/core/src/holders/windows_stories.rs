@@ -15,7 +15,7 @@ use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner};
 const T0: u64 = 1_700_000_000_000_000_000;
 const W3WP: u32 = 2120;
 
-struct Facts(HttpSys);
+struct Facts(HttpSys, Option<EphemeralPorts>);
 
 impl HostFacts for Facts {
     fn unprivileged_port_start(&mut self, _: Option<u64>, _: u32) -> Option<u16> {
@@ -36,6 +36,9 @@ impl HostFacts for Facts {
     fn http_sys(&mut self) -> Option<HttpSys> {
         Some(self.0.clone())
     }
+    fn ephemeral_ports(&mut self, _: Option<u64>, _: u32, _: Proto) -> Option<EphemeralPorts> {
+        self.1.clone()
+    }
 }
 
 /// A Windows host: the joiner and the table it feeds.
@@ -44,6 +47,8 @@ struct Host {
     table: HolderTable,
     t: u64,
     next_endpoint: u64,
+    /// What netsh says of the dynamic range and exclusions.
+    ports: Option<EphemeralPorts>,
 }
 
 fn sa(s: &str) -> Vec<u8> {
@@ -59,6 +64,7 @@ impl Host {
             table,
             t: T0,
             next_endpoint: 0xffff_a28c_5e3f_7000,
+            ports: None,
         }
     }
 
@@ -166,7 +172,7 @@ impl Host {
     }
 
     fn diagnose(&mut self, ev: &Event) -> Diagnosis {
-        let mut facts = Facts(self.joiner.http.clone());
+        let mut facts = Facts(self.joiner.http.clone(), self.ports.clone());
         diagnose(&self.table, ev, &mut facts).expect("a diagnosis")
     }
 }
@@ -362,6 +368,67 @@ fn access_denied_with_no_holder_points_at_the_excluded_port_ranges() {
         d.hint
             .unwrap()
             .contains("netsh int ipv4 show excludedportrange protocol=tcp")
+    );
+}
+
+/// netsh on a host where Hyper-V took 55500-55599 and an administrator
+/// excluded 50000-50059.
+fn netsh_ports() -> EphemeralPorts {
+    EphemeralPorts::parse_netsh(
+        "tcp",
+        "Start Port      : 49152\nNumber of Ports : 16384\n",
+        "Start Port    End Port\n----------    --------\n     50000       50059     *\n     \
+         55500       55599\n\n* - Administered port exclusions.\n",
+    )
+    .unwrap()
+}
+
+#[test]
+fn access_denied_inside_a_system_excluded_range_names_the_range() {
+    let mut h = Host::new();
+    h.ports = Some(netsh_ports());
+    let ev = h.bind(800, "node.exe", "0.0.0.0:55555", STATUS_ACCESS_DENIED, true);
+    let d = h.diagnose(&ev);
+    assert_eq!(d.kind, DiagnosisKind::AccessDenied);
+    assert!(
+        d.summary.contains("excluded port range 55500-55599"),
+        "{}",
+        d.summary
+    );
+    assert!(d.hint.unwrap().contains("net stop winnat"));
+    // An administered exclusion stays bindable: its refusal is not the
+    // exclusion's, and the general sentence stands.
+    let ev = h.bind(801, "node.exe", "0.0.0.0:50001", STATUS_ACCESS_DENIED, true);
+    let d = h.diagnose(&ev);
+    assert!(!d.summary.contains("excluded port range"), "{}", d.summary);
+}
+
+#[test]
+fn check_refuses_a_port_in_a_system_excluded_range_before_binding() {
+    let h = Host::new();
+    let req = check::BindRequest {
+        proto: Proto::Tcp,
+        addr: "0.0.0.0".parse().unwrap(),
+        port: 55510,
+        reuseaddr: false,
+        reuseport: false,
+        v6only: false,
+        uid: 0,
+        netns: None,
+    };
+    let mut facts = Facts(HttpSys::default(), Some(netsh_ports()));
+    let a = check::check(&h.table, &req, 0, &mut facts);
+    assert!(!a.would_bind);
+    assert_eq!(a.error.as_deref(), Some("EACCES"));
+    assert!(a.summary.contains("excluded port range 55500-55599"));
+    // Inside the dynamic range and free: it binds, with the warning.
+    let req = check::BindRequest { port: 60000, ..req };
+    let a = check::check(&h.table, &req, 0, &mut facts);
+    assert!(a.would_bind);
+    assert!(
+        a.note
+            .unwrap()
+            .contains("tcp dynamic port range 49152-65535")
     );
 }
 
