@@ -150,6 +150,7 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
         "{bad}"
     );
     let ui_dom = chromium_dom(&format!("http://{listen}/ui?port=80"), None);
+    let ui_page = curl(&format!("http://{listen}/ui?port=80")).unwrap();
     daemon.stop();
 
     // With the daemon stopped, the CLI reads the file itself.
@@ -253,6 +254,13 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
     timeline(&state, &["--port", "80", "--html", html.to_str().unwrap()]);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-report.png");
     let file_dom = chromium_dom(&format!("file://{}", html.display()), Some(&shot));
+    // Nothing in either page reaches the network (no external script,
+    // stylesheet, image, fetch or import).
+    let file_page = std::fs::read_to_string(&html).unwrap();
+    for (what, page) in [("report", &file_page), ("/ui", &ui_page)] {
+        let refs = bindwatch::report::network_references(page);
+        assert!(refs.is_empty(), "{what} reaches the network: {refs:?}");
+    }
     let failures = json.iter().filter(|r| r["kind"] == "bind_failed").count();
     for (what, dom) in [("report", &file_dom), ("/ui", &ui_dom)] {
         assert_eq!(

@@ -286,8 +286,53 @@ pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
     Ok(token)
 }
 
+/// The most retries of one notification (`alerts.retries`).
+pub const MAX_ALERT_RETRIES: u32 = 20;
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// One step of a key's path: a key, or the index in an array (of tables).
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The line of the key (or array element) at `path`, from the TOML
+/// parser's spans: a search of the text would find the same word in a
+/// comment or under another table.
+fn line_of_path(text: &str, path: &[Seg]) -> Option<usize> {
+    use toml_edit::TableLike;
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: Option<&dyn TableLike> = Some(doc.as_table());
+    let mut item: Option<&toml_edit::Item> = None;
+    let mut span = None;
+    for seg in path {
+        match *seg {
+            Seg::Key(k) => {
+                let (key, next) = table?.get_key_value(k)?;
+                span = key.span();
+                table = next.as_table_like();
+                item = Some(next);
+            }
+            Seg::Index(i) => {
+                let it = item?;
+                if let Some(tables) = it.as_array_of_tables() {
+                    let t = tables.get(i)?;
+                    span = t.span();
+                    table = Some(t);
+                } else {
+                    let v = it.as_array()?.get(i)?;
+                    span = v.span();
+                    table = v.as_inline_table().map(|t| t as &dyn TableLike);
+                }
+                item = None;
+            }
+        }
+    }
+    span.map(|s| line_of(text, s.start))
 }
 
 impl Config {
@@ -304,57 +349,80 @@ impl Config {
                 .unwrap_or_default();
             invalid(format!("{at}{}", e.message()))
         })?;
-        let line_of_key = |needle: &str| {
-            text.find(needle)
-                .map(|o| format!("line {}: ", line_of(text, o)))
+        let line_of_key = |path: &[Seg]| {
+            line_of_path(text, path)
+                .map(|l| format!("line {l}: "))
                 .unwrap_or_default()
         };
+        use Seg::{Index, Key};
         let r = cfg.probes.ring_buffer_bytes;
         if r < 4096 || !r.is_power_of_two() {
             return Err(invalid(format!(
                 "{}probes.ring_buffer_bytes = {r}: must be a power of two of at least 4096",
-                line_of_key("ring_buffer_bytes")
+                line_of_key(&[Key("probes"), Key("ring_buffer_bytes")])
             )));
         }
         if cfg.alerts.queue == 0 {
             return Err(invalid(format!(
                 "{}alerts.queue must be at least 1",
-                line_of_key("queue")
+                line_of_key(&[Key("alerts"), Key("queue")])
             )));
         }
-        for url in cfg.alerts.alertmanager.iter().chain(&cfg.alerts.webhook) {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(format!(
-                    "{}alert target {url:?} is not an http:// or https:// URL",
-                    line_of_key(url)
-                )));
+        // One notification's retries hold the delivery queue: bounded.
+        if cfg.alerts.retries > MAX_ALERT_RETRIES {
+            return Err(invalid(format!(
+                "{}alerts.retries = {}: at most {MAX_ALERT_RETRIES} (each wait is capped at 10 s)",
+                line_of_key(&[Key("alerts"), Key("retries")]),
+                cfg.alerts.retries
+            )));
+        }
+        for (key, urls) in [
+            ("alertmanager", &cfg.alerts.alertmanager),
+            ("webhook", &cfg.alerts.webhook),
+        ] {
+            for (i, url) in urls.iter().enumerate() {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(format!(
+                        "{}alerts.{key}: {url:?} is not an http:// or https:// URL",
+                        line_of_key(&[Key("alerts"), Key(key), Index(i)])
+                    )));
+                }
             }
         }
         if cfg.http.tls_cert.is_some() != cfg.http.tls_key.is_some() {
             return Err(invalid(format!(
                 "{}http.tls_cert and http.tls_key go together: set both or neither",
-                line_of_key(if cfg.http.tls_cert.is_some() {
-                    "tls_cert"
-                } else {
-                    "tls_key"
-                })
+                line_of_key(&[
+                    Key("http"),
+                    Key(if cfg.http.tls_cert.is_some() {
+                        "tls_cert"
+                    } else {
+                        "tls_key"
+                    })
+                ])
             )));
         }
         // The user's patterns only: the built-in ones are known to compile.
         if let Err(e) = crate::redact::Redactor::new(false, &cfg.redact.patterns) {
-            return Err(invalid(format!("{}{e}", line_of_key(&e.pattern))));
+            let i = cfg.redact.patterns.iter().position(|p| *p == e.pattern);
+            let at = i.map_or_else(
+                || line_of_key(&[Key("redact"), Key("patterns")]),
+                |i| line_of_key(&[Key("redact"), Key("patterns"), Index(i)]),
+            );
+            return Err(invalid(format!("{at}{e}")));
         }
         let mut names = std::collections::HashSet::new();
-        for w in &cfg.watch {
+        for (i, w) in cfg.watch.iter().enumerate() {
             if w.port == 0 {
                 return Err(invalid(format!(
                     "{}watch.port must be 1-65535",
-                    line_of_key("port = 0")
+                    line_of_key(&[Key("watch"), Index(i), Key("port")])
                 )));
             }
             if !names.insert(w.display_name()) {
                 return Err(invalid(format!(
-                    "watch {:?} is listed twice; give each a distinct name",
+                    "{}watch {:?} is listed twice; give each a distinct name",
+                    line_of_key(&[Key("watch"), Index(i)]),
                     w.display_name()
                 )));
             }
@@ -433,6 +501,45 @@ mod tests {
         assert_eq!(c.watch[0].port, 80);
         assert_eq!(c.watch[0].owner.unit.as_deref(), Some("nginx.service"));
         assert_eq!(c.alerts.alertmanager.len(), 1);
+    }
+
+    /// The line comes from the parser's spans: the same words in a comment
+    /// or under another table do not mislead it.
+    #[test]
+    fn error_lines_are_the_keys_not_the_first_match_of_their_text() {
+        for (text, want) in [
+            (
+                "# ring_buffer_bytes: the ring's size\n[probes]\nring_buffer_bytes = 5000\n",
+                "line 3: probes.ring_buffer_bytes",
+            ),
+            (
+                "# port = 0 is refused\n[[watch]]\nport = 80\n[[watch]]\nport = 0\n",
+                "line 5: watch.port",
+            ),
+            (
+                "# was \"ftp://x\"\n[alerts]\nwebhook = [\"http://ok/\",\n  \"ftp://x\"]\n",
+                "line 4: alerts.webhook",
+            ),
+            (
+                "[[watch]]\nport = 80\n\n[[watch]]\nport = 80\n",
+                "line 4: watch \"80/tcp\" is listed twice",
+            ),
+            (
+                "[redact]\n# '(open' would not compile\npatterns = ['a',\n '(open']\n",
+                "line 4: ",
+            ),
+            (
+                "probes.ring_buffer_bytes = 3\n",
+                "line 1: probes.ring_buffer_bytes",
+            ),
+            (
+                "[alerts]\n\nretries = 100\n",
+                "line 3: alerts.retries = 100: at most 20",
+            ),
+        ] {
+            let e = Config::parse(text, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

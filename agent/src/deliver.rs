@@ -79,8 +79,23 @@ impl Deliverer {
     }
 }
 
+/// The first wait before a retry, and the most any wait grows to.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The wait before retry `attempt` (0 for the first): doubling from
+/// 100 ms, capped at 10 s, then drawn from its upper half (`jitter` in
+/// 0..1) so that agents on many hosts that lost the same Alertmanager do
+/// not retry in step.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let full = FIRST_BACKOFF
+        .checked_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF);
+    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
 async fn post(client: &reqwest::Client, url: &str, body: &impl Serialize, retries: u32) -> bool {
-    let mut backoff = Duration::from_millis(100);
     for attempt in 0..=retries {
         match client.post(url).json(body).send().await {
             Ok(r) if r.status().is_success() => return true,
@@ -88,8 +103,7 @@ async fn post(client: &reqwest::Client, url: &str, body: &impl Serialize, retrie
             Err(e) => tracing::warn!(url, error = %e, attempt, "alert delivery failed"),
         }
         if attempt < retries {
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
+            tokio::time::sleep(backoff(attempt, fastrand::f64())).await;
         }
     }
     false
@@ -169,5 +183,27 @@ async fn run(
             failed,
             "alert notification"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_is_jittered_within_its_upper_half() {
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(backoff(0, 0.0)), 50);
+        assert_eq!(ms(backoff(0, 1.0)), 100);
+        assert_eq!(ms(backoff(3, 1.0)), 800);
+        assert_eq!(backoff(7, 1.0), MAX_BACKOFF, "12.8 s is capped");
+        for attempt in [7, 31, 32, 64, u32::MAX] {
+            let d = backoff(attempt, 0.5);
+            assert!(d >= MAX_BACKOFF / 2 && d <= MAX_BACKOFF, "{attempt}: {d:?}");
+        }
+        // Two draws of the same attempt differ: hosts do not retry in step.
+        let draws: std::collections::HashSet<_> =
+            (0..20).map(|_| backoff(4, fastrand::f64())).collect();
+        assert!(draws.len() > 1);
     }
 }

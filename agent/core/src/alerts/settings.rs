@@ -34,7 +34,8 @@ pub struct AlertsConfig {
     /// (counted).
     #[serde(default = "default_queue")]
     pub queue: usize,
-    /// Attempts per notification beyond the first, with doubling backoff.
+    /// Attempts per notification beyond the first, with doubling backoff
+    /// (capped at 10 s a wait, jittered; at most 20 retries).
     #[serde(default = "default_retries")]
     pub retries: u32,
     /// Timeout of one delivery attempt, in milliseconds.
