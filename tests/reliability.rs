@@ -485,6 +485,136 @@ fn bearer_token_and_tls_protect_the_api_and_prometheus_scrapes_through_them() {
     );
 }
 
+/// HTTPS alert targets for real: Alertmanager 0.25 serving TLS through its
+/// web config file, and a webhook behind socat's TLS, both with a
+/// certificate from a CA of the test's own. The target given that CA gets
+/// the alert (the webhook with its bearer token); the same Alertmanager
+/// without it is refused by certificate checking, and counted failed.
+#[test]
+fn alerts_reach_alertmanager_and_a_webhook_over_https_with_their_own_ca() {
+    for bin in ["openssl", "prometheus-alertmanager", "socat", "curl"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {bin}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "alert_tls: {bin} is not installed (scripts/test installs it)"
+        );
+    }
+    let state = temp("rel-alert-tls");
+    let dir = state.parent().unwrap().to_owned();
+    let (ca, cert, key) = ca_and_server_cert(&dir);
+    let ca_s = ca.to_str().unwrap();
+
+    let am = free_local_addr();
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("web.yml"),
+        format!("tls_server_config:\n  cert_file: {cert:?}\n  key_file: {key:?}\n"),
+    )
+    .unwrap();
+    let _am = spawn(
+        "prometheus-alertmanager",
+        &[
+            &format!("--config.file={}", dir.join("am.yml").display()),
+            &format!("--storage.path={}", dir.join("am-data").display()),
+            &format!("--web.listen-address={am}"),
+            &format!("--web.config.file={}", dir.join("web.yml").display()),
+            "--cluster.listen-address=",
+        ],
+        &dir.join("am.log"),
+    );
+    let am_alerts = || -> Option<Value> {
+        let out = Command::new("curl")
+            .args(["-sSf", "-m", "5", "--cacert", ca_s])
+            .arg(format!("https://{am}/api/v2/alerts"))
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    wait_for("Alertmanager over HTTPS", 30, am_alerts);
+
+    let plain = free_local_port();
+    let got = webhook_receiver(plain);
+    let hook = free_local_port();
+    let _tls = spawn(
+        "socat",
+        &[
+            &format!(
+                "OPENSSL-LISTEN:{hook},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ),
+            &format!("TCP:127.0.0.1:{plain}"),
+        ],
+        &dir.join("socat.log"),
+    );
+    wait_for("the webhook's TLS front", 10, || {
+        std::net::TcpStream::connect(("127.0.0.1", hook)).ok()
+    });
+    let token = dir.join("hook-token");
+    std::fs::write(&token, "hook-t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let ns = Netns::new("alert-tls");
+    let mut holder = Server::spawn(&ns, &["socat", "TCP4-LISTEN:8091", "-"]);
+    holder.wait_listening(&ns, 8091);
+    let listen = &free_local_addr();
+    let daemon = Daemon::start(
+        &state,
+        listen,
+        &format!(
+            "[alerts]\nresend_every_secs = 5\nretries = 1\n\
+             alertmanager = [{{ url = \"https://{am}\", ca_file = {ca:?} }}, \"https://{am}\"]\n\
+             webhook = [{{ url = \"https://127.0.0.1:{hook}/hook\", ca_file = {ca:?}, \
+             bearer_token_file = {token:?} }}]\n\
+             [[watch]]\nname = \"svc\"\nport = 8091\nnetns = \"/run/netns/{}\"\n",
+            ns.name
+        ),
+    );
+    holder.stop();
+    let lost = wait_for("BindwatchPortLost in Alertmanager over HTTPS", 30, || {
+        am_alerts()?
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "BindwatchPortLost")
+            .cloned()
+    });
+    assert_eq!(lost["labels"]["watch"], "svc", "{lost:#}");
+    wait_for("the alert at the HTTPS webhook, with its token", 30, || {
+        let g = got.lock().unwrap();
+        (g.contains("BindwatchPortLost") && g.contains("Bearer hook-t0ken")).then_some(())
+    });
+    // The same Alertmanager without the CA: refused, counted, and said why.
+    wait_for("the target without the CA counted failed", 30, || {
+        try_metric(
+            listen,
+            r#"bindwatch_alert_deliveries_total{result="failed",target="alertmanager"}"#,
+        )
+        .ok()
+        .filter(|v| *v >= 1.0)
+    });
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("alert delivery failed") && l.contains("certificate")),
+        "the log says why the target without the CA failed:\n{log}"
+    );
+    wait_for("the webhook's delivery counted", 10, || {
+        try_metric(
+            listen,
+            r#"bindwatch_alert_deliveries_total{result="ok",target="webhook"}"#,
+        )
+        .ok()
+        .filter(|v| *v >= 1.0)
+    });
+    daemon.stop();
+}
+
 #[test]
 fn secrets_in_command_lines_are_masked_in_every_surface() {
     let state = temp("rel-redact");

@@ -380,7 +380,7 @@ impl Config {
             ("alertmanager", &cfg.alerts.alertmanager),
             ("webhook", &cfg.alerts.webhook),
         ] {
-            for (i, url) in urls.iter().enumerate() {
+            for (i, url) in urls.iter().map(|t| &t.url).enumerate() {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(invalid(format!(
                         "{}alerts.{key}: {url:?} is not an http:// or https:// URL",
@@ -436,7 +436,46 @@ impl Config {
             source,
         })?;
         refuse_world_writable(path)?;
-        Self::parse(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        let cfg = Self::parse(&text, &origin)?;
+        cfg.check_target_files(&text, &origin)?;
+        Ok(cfg)
+    }
+
+    /// Each alert target's CA file holds certificates and its token file
+    /// a token: a target that could never be reached is refused now, with
+    /// its key and line, not found out at the first alert.
+    fn check_target_files(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        use Seg::{Index, Key};
+        for (key, targets) in [
+            ("alertmanager", &self.alerts.alertmanager),
+            ("webhook", &self.alerts.webhook),
+        ] {
+            for (i, t) in targets.iter().enumerate() {
+                let fail = |field: &str, what: String| {
+                    let at = line_of_path(text, &[Key("alerts"), Key(key), Index(i), Key(field)])
+                        .map(|l| format!("line {l}: "))
+                        .unwrap_or_default();
+                    ConfigError::Invalid {
+                        path: origin.to_owned(),
+                        message: format!("{at}alerts.{key}[{i}].{field}: {what}"),
+                    }
+                };
+                if let Some(ca) = &t.ca_file {
+                    crate::deliver::read_ca(ca).map_err(|e| fail("ca_file", e))?;
+                    if !t.url.starts_with("https://") {
+                        return Err(fail(
+                            "ca_file",
+                            format!("{} is not an https:// URL: a CA file has no use", t.url),
+                        ));
+                    }
+                }
+                if let Some(tok) = &t.bearer_token_file {
+                    read_secret(tok).map_err(|e| fail("bearer_token_file", e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -501,6 +540,88 @@ mod tests {
         assert_eq!(c.watch[0].port, 80);
         assert_eq!(c.watch[0].owner.unit.as_deref(), Some("nginx.service"));
         assert_eq!(c.alerts.alertmanager.len(), 1);
+    }
+
+    #[test]
+    fn alert_targets_are_urls_or_tables_with_a_ca_and_a_token() {
+        let c = Config::parse(
+            "[alerts]\nalertmanager = [\"http://am:9093\", { url = \"https://am2:9093\", \
+             ca_file = \"/etc/bindwatch/ca.pem\" }]\n\n[[alerts.webhook]]\nurl = \"https://h/x\"\n\
+             bearer_token_file = \"/etc/bindwatch/hook-token\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.alerts.alertmanager[0],
+            crate::alerts::Target::url("http://am:9093")
+        );
+        assert_eq!(
+            c.alerts.alertmanager[1].ca_file.as_deref(),
+            Some(Path::new("/etc/bindwatch/ca.pem"))
+        );
+        assert_eq!(
+            c.alerts.webhook[0].bearer_token_file.as_deref(),
+            Some(Path::new("/etc/bindwatch/hook-token"))
+        );
+        for (text, want) in [
+            (
+                "[alerts]\nalertmanager = [{ url = \"https://a\", ca_fle = \"x\" }]\n",
+                "ca_fle",
+            ),
+            ("[alerts]\nwebhook = [{ ca_file = \"x\" }]\n", "url"),
+            ("[alerts]\nwebhook = [7]\n", "a URL, or a table"),
+            (
+                "[alerts]\n\n[[alerts.webhook]]\nurl = \"smtp://mail\"\n",
+                "line 3: alerts.webhook: \"smtp://mail\" is not an http:// or https:// URL",
+            ),
+        ] {
+            let e = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("line "), "{text:?}: {e}");
+        }
+    }
+
+    /// A target that could never be reached is refused at load, naming
+    /// its key and line: an unreadable or empty CA file, a CA file on a
+    /// plain http:// URL, a token file others can read.
+    #[test]
+    fn unusable_alert_target_files_are_refused_at_load_with_key_and_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bw-targets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "t\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cfg = dir.join("c.toml");
+        for (text, want) in [
+            (
+                "[alerts]\nalertmanager = [\n  { url = \"https://am\", ca_file = \"/nonexistent/ca.pem\" }]\n"
+                    .to_owned(),
+                "line 3: alerts.alertmanager[0].ca_file: /nonexistent/ca.pem: No such file".to_owned(),
+            ),
+            (
+                format!("[[alerts.webhook]]\nurl = \"https://h\"\nca_file = {empty:?}\n"),
+                format!("line 3: alerts.webhook[0].ca_file: {}: holds no PEM certificate", empty.display()),
+            ),
+            (
+                format!("[[alerts.webhook]]\nurl = \"https://h\"\n\nbearer_token_file = {token:?}\n"),
+                "line 4: alerts.webhook[0].bearer_token_file: ".to_owned(),
+            ),
+        ] {
+            std::fs::write(&cfg, &text).unwrap();
+            let e = Config::load(&cfg).unwrap_err().to_string();
+            assert!(e.contains(&want), "{text:?}: {e}");
+        }
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(
+            &cfg,
+            format!("[[alerts.webhook]]\nurl = \"https://h\"\nbearer_token_file = {token:?}\n"),
+        )
+        .unwrap();
+        assert!(Config::load(&cfg).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The line comes from the parser's spans: the same words in a comment

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::alerts::{Alert, AlertsConfig};
+use crate::alerts::{Alert, AlertsConfig, Target};
 use crate::metrics::Metrics;
 
 /// Alertmanager's `postableAlert`.
@@ -95,12 +95,66 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &impl Serialize, retries: u32) -> bool {
+/// The certificates of a target's CA file (PEM), or why there are none.
+pub fn read_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// One target as the delivery task reaches it: its own client (the
+/// system roots plus its CA file) and its token.
+struct Endpoint {
+    url: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Endpoint {
+    fn new(t: &Target, timeout: Duration) -> Result<Self, String> {
+        let mut b = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = &t.ca_file {
+            for c in read_ca(ca)? {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let token = match &t.bearer_token_file {
+            Some(p) => Some(crate::config::read_secret(p).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Self {
+            url: t.url.clone(),
+            client: b.build().map_err(|e| format!("no HTTP client: {e}"))?,
+            token,
+        })
+    }
+}
+
+async fn post(to: &Endpoint, url: &str, body: &impl Serialize, retries: u32) -> bool {
     for attempt in 0..=retries {
-        match client.post(url).json(body).send().await {
+        let mut req = to.client.post(url).json(body);
+        if let Some(t) = &to.token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
             Ok(r) if r.status().is_success() => return true,
             Ok(r) => tracing::warn!(url, status = %r.status(), attempt, "alert delivery refused"),
-            Err(e) => tracing::warn!(url, error = %e, attempt, "alert delivery failed"),
+            Err(e) => {
+                // The cause (a certificate refused, a refused connection)
+                // sits under reqwest's own words.
+                let mut cause = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    cause.push_str(": ");
+                    cause.push_str(&s.to_string());
+                    src = s.source();
+                }
+                tracing::warn!(url, error = %cause, attempt, "alert delivery failed")
+            }
         }
         if attempt < retries {
             tokio::time::sleep(backoff(attempt, fastrand::f64())).await;
@@ -115,16 +169,22 @@ async fn run(
     outcomes: prometheus::IntCounterVec,
     generator: String,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(cfg.timeout_ms))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "no HTTP client; alerts will not be delivered");
-            return;
-        }
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    // A target whose CA or token cannot be read now (the configuration
+    // checked them at load) fails each notification, counted.
+    let endpoints = |targets: &[Target]| -> Vec<Option<Endpoint>> {
+        targets
+            .iter()
+            .map(|t| match Endpoint::new(t, timeout) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(url = %t.url, error = %e, "alert target unusable; its alerts fail");
+                    None
+                }
+            })
+            .collect()
     };
+    let (managers, hooks) = (endpoints(&cfg.alertmanager), endpoints(&cfg.webhook));
     // Alertmanager resolves an alert by itself at endsAt unless it is
     // re-sent: four resend periods, as Prometheus does.
     let hold_ns = cfg.resend_every_secs.max(1) * 4 * 1_000_000_000;
@@ -141,9 +201,14 @@ async fn run(
         }];
         let mut delivered = 0;
         let mut failed = 0;
-        for base in &cfg.alertmanager {
-            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-            let ok = post(&client, &url, &am, cfg.retries).await;
+        for to in &managers {
+            let ok = match to {
+                Some(to) => {
+                    let url = format!("{}/api/v2/alerts", to.url.trim_end_matches('/'));
+                    post(to, &url, &am, cfg.retries).await
+                }
+                None => false,
+            };
             if ok {
                 delivered += 1
             } else {
@@ -163,8 +228,11 @@ async fn run(
                 ends_at: a.ends_ns.map(crate::clock::rfc3339_utc),
             },
         };
-        for url in &cfg.webhook {
-            let ok = post(&client, url, &hook, cfg.retries).await;
+        for to in &hooks {
+            let ok = match to {
+                Some(to) => post(to, &to.url, &hook, cfg.retries).await,
+                None => false,
+            };
             if ok {
                 delivered += 1
             } else {

@@ -595,6 +595,73 @@ pub fn curl(url: &str) -> Result<String, String> {
     }
 }
 
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl in
+/// `dir`: (ca.pem, server.pem, server.key).
+pub fn ca_and_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(f);
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let (ca, ca_key, cert, key, csr, ext) = (
+        p("ca.pem"),
+        p("ca.key"),
+        p("server.pem"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.ext"),
+    );
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    let (ca_s, ca_key_s) = (s(&ca), s(&ca_key));
+    args.extend([
+        "-days",
+        "1",
+        "-subj",
+        "/CN=bindwatch test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        &ca_key_s,
+        "-out",
+        &ca_s,
+    ]);
+    run_ok("openssl", &args);
+    let (key_s, csr_s, cert_s, ext_s) = (s(&key), s(&csr), s(&cert), s(&ext));
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-subj", "/CN=127.0.0.1", "-keyout", &key_s, "-out", &csr_s]);
+    run_ok("openssl", &args);
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run_ok(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr_s,
+            "-CA",
+            &ca_s,
+            "-CAkey",
+            &ca_key_s,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext_s,
+            "-out",
+            &cert_s,
+        ],
+    );
+    (ca, cert, key)
+}
+
 /// A fresh directory for the test; returns a `state` path inside it.
 pub fn temp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bindwatch-{tag}-{}", std::process::id()));
@@ -699,7 +766,8 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
 }
 
 /// A webhook endpoint on loopback that answers at once and keeps every
-/// request body it gets.
+/// request body it gets, each after its `authorization:` header line when
+/// it has one.
 pub fn webhook_receiver(port: u16) -> std::sync::Arc<std::sync::Mutex<String>> {
     use std::io::{BufRead, BufReader, Read, Write};
     let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -723,8 +791,12 @@ pub fn webhook_receiver(port: u16) -> std::sync::Arc<std::sync::Mutex<String>> {
                         if line == "\r\n" {
                             break;
                         }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
                             len = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("authorization:") {
+                            sink.lock().unwrap().push_str(&line);
                         }
                     }
                     let mut body = vec![0; len];

@@ -176,7 +176,12 @@ impl Event {
                 raw.addr[3],
             ))
         };
-        let errno = if raw.ret < 0 { -raw.ret } else { 0 };
+        // i32::MIN has no negation: a garbage return, kept as an unknown errno.
+        let errno = if raw.ret < 0 {
+            raw.ret.saturating_neg()
+        } else {
+            0
+        };
         let sock_info = raw.flags & flags::SOCK_INFO != 0 || kind != EventKind::Bind;
         let proto = if sock_info {
             Proto::from_ip_proto(raw.protocol)
@@ -311,6 +316,18 @@ mod tests {
         let ev = Event::from_raw(&r, &Clock::with_offset_ns(0));
         assert_eq!(ev.proto, Proto::Unknown);
         assert_eq!(ev.error, Some("EBADF"));
+    }
+
+    /// Found by fuzzing with overflow checks: a return of i32::MIN has no
+    /// negation. It is a failure with an errno nobody knows, not a panic.
+    #[test]
+    fn the_most_negative_return_is_an_unknown_errno() {
+        let mut r = raw_bind();
+        r.ret = i32::MIN;
+        let ev = Event::from_raw(&r, &Clock::with_offset_ns(0));
+        assert_eq!(ev.errno, i32::MAX);
+        assert_eq!(ev.error, None);
+        assert_ne!(ev.result_str(), "ok");
     }
 
     #[test]

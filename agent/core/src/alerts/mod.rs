@@ -12,7 +12,7 @@ pub mod settings;
 use crate::conflict::{SockSpec, SockState, overlap};
 use crate::event::{Event, Proto, endpoint};
 use crate::holders::{Diagnosis, HolderTable, HolderView, ProcessInfo};
-pub use settings::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
+pub use settings::{AlertsConfig, OwnerConfig, Target, WatchConfig, WatchProto};
 
 /// A watched port's state, for the gauges.
 pub struct WatchedStatus {

@@ -48,10 +48,68 @@ pub struct AlertsConfig {
     pub conflict_resolve_after_secs: u64,
     /// Alertmanager base URLs (the v2 API is used).
     #[serde(default)]
-    pub alertmanager: Vec<String>,
+    pub alertmanager: Vec<Target>,
     /// Plain JSON webhooks.
     #[serde(default)]
-    pub webhook: Vec<String>,
+    pub webhook: Vec<Target>,
+}
+
+/// Where alerts go: a URL (`"https://am:9093"`), or a table with the CA
+/// that signed the target's certificate and a bearer token
+/// (`{ url = "...", ca_file = "/etc/bindwatch/am-ca.pem",
+/// bearer_token_file = "/etc/bindwatch/am-token" }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    /// PEM certificates trusted for this target beside the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A file holding a token sent as `Authorization: Bearer TOKEN`.
+    pub bearer_token_file: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    pub fn url(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            ca_file: None,
+            bearer_token_file: None,
+        }
+    }
+}
+
+/// The table form, with its own unknown-key errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetTable {
+    url: String,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    bearer_token_file: Option<std::path::PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Target;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL, or a table with url, ca_file and bearer_token_file")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Target, E> {
+                Ok(Target::url(s))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Target, A::Error> {
+                let t = TargetTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(Target {
+                    url: t.url,
+                    ca_file: t.ca_file,
+                    bearer_token_file: t.bearer_token_file,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for AlertsConfig {
