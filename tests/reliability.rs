@@ -443,6 +443,48 @@ fn bearer_token_and_tls_protect_the_api_and_prometheus_scrapes_through_them() {
     // Plain HTTP on the TLS port gets nothing useful.
     assert_ne!(http(&[&format!("http://{listen}/metrics")]).0, 200);
 
+    // `who` and `check` ask the protected daemon with its configuration's
+    // token and certificate, and say which source answered.
+    let cli = |args: &[&str]| {
+        let out = Command::new(bindwatch_bin()).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cfg_s = cfg.to_str().unwrap();
+    let (code, out, err) = cli(&["who", "9", "--config", cfg_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(from the running daemon)"), "{out}");
+    assert!(err.is_empty(), "{err}");
+    let (_, out, err) = cli(&["check", ":9", "--config", cfg_s, "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(v["answered_by"], "daemon", "{out}{err}");
+    // Without the configuration: the certificate is not trusted, and the
+    // answer says it came from the kernel, and why.
+    let (code, out, err) = cli(&["who", "9", "--daemon", &base]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(from the kernel's socket tables)"), "{out}");
+    assert!(
+        err.contains(&format!("the daemon at {base} did not answer"))
+            && err.contains("certificate"),
+        "{err}"
+    );
+    // With a configuration whose token file cannot be read: 401, and why.
+    let no_token = dir.join("no-token.toml");
+    std::fs::write(
+        &no_token,
+        cfg_text.replace(token.to_str().unwrap(), "/nonexistent/token"),
+    )
+    .unwrap();
+    let (_, out, err) = cli(&["who", "9", "--config", no_token.to_str().unwrap()]);
+    assert!(out.contains("(from the kernel's socket tables)"), "{out}");
+    assert!(
+        err.contains("401") && err.contains("token file cannot be used"),
+        "{err}"
+    );
+
     // A real Prometheus scrapes it with the CA and the token file.
     let prom_listen = &free_local_addr();
     std::fs::write(

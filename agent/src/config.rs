@@ -462,7 +462,7 @@ impl Config {
                     }
                 };
                 if let Some(ca) = &t.ca_file {
-                    crate::deliver::read_ca(ca).map_err(|e| fail("ca_file", e))?;
+                    crate::tls_client::read_pem_certs(ca).map_err(|e| fail("ca_file", e))?;
                     if !t.url.starts_with("https://") {
                         return Err(fail(
                             "ca_file",

@@ -95,17 +95,6 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
-/// The certificates of a target's CA file (PEM), or why there are none.
-pub fn read_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 /// One target as the delivery task reaches it: its own client (the
 /// system roots plus its CA file) and its token.
 struct Endpoint {
@@ -116,19 +105,14 @@ struct Endpoint {
 
 impl Endpoint {
     fn new(t: &Target, timeout: Duration) -> Result<Self, String> {
-        let mut b = reqwest::Client::builder().timeout(timeout);
-        if let Some(ca) = &t.ca_file {
-            for c in read_ca(ca)? {
-                b = b.add_root_certificate(c);
-            }
-        }
+        let client = crate::tls_client::http_client(t.ca_file.as_deref(), timeout)?;
         let token = match &t.bearer_token_file {
             Some(p) => Some(crate::config::read_secret(p).map_err(|e| e.to_string())?),
             None => None,
         };
         Ok(Self {
             url: t.url.clone(),
-            client: b.build().map_err(|e| format!("no HTTP client: {e}"))?,
+            client,
             token,
         })
     }

@@ -13,6 +13,7 @@ pub mod report;
 pub mod serve;
 pub mod source;
 pub mod store;
+pub mod tls_client;
 
 #[cfg(any(target_os = "linux", windows))]
 pub mod cmd;

@@ -105,20 +105,20 @@ pub fn one_line(s: &str, max: usize) -> String {
 /// The answer as a person reads it.
 pub fn render(a: &WhoAnswer) -> String {
     let mut s = String::new();
+    let source = match a.source {
+        AnswerSource::Daemon => "running daemon",
+        AnswerSource::Kernel => "kernel's socket tables",
+    };
     if a.holders.is_empty() {
-        let _ = writeln!(s, "nobody holds {}", a.query);
+        let _ = writeln!(s, "nobody holds {} (from the {source})", a.query);
         return s;
     }
     let _ = writeln!(
         s,
-        "{} holder{} of {} (from the {})",
+        "{} holder{} of {} (from the {source})",
         a.holders.len(),
         if a.holders.len() == 1 { "" } else { "s" },
         a.query,
-        match a.source {
-            AnswerSource::Daemon => "running daemon",
-            AnswerSource::Kernel => "kernel's socket tables",
-        }
     );
     for h in &a.holders {
         let state = serde_json::to_value(h.state)

@@ -11,6 +11,8 @@ use bindwatch::event::Proto;
 use bindwatch::holders::BindRequest;
 use clap::Args as ClapArgs;
 
+use super::daemon_args::DaemonArgs;
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// ADDR:PORT, [ADDR6]:PORT, :PORT or PORT (the last two: 0.0.0.0).
@@ -33,15 +35,8 @@ pub struct Args {
     /// The service's network namespace (/run/netns/NAME, /proc/PID/ns/net).
     #[arg(long)]
     netns: Option<std::path::PathBuf>,
-    /// One JSON document instead of text.
-    #[arg(long)]
-    json: bool,
-    /// The daemon to ask first.
-    #[arg(long, default_value_t = format!("http://{}", bindwatch::api::DEFAULT_LISTEN))]
-    daemon: String,
-    /// Read the host's tables even when a daemon runs.
-    #[arg(long)]
-    standalone: bool,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 /// The address and port of TARGET.
@@ -125,19 +120,21 @@ pub fn exec(a: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let from_daemon = if a.standalone {
-        None
-    } else {
-        match super::runtime() {
-            Ok(rt) => rt.block_on(bindwatch::cmd::check::from_daemon(&a.daemon, &req)),
-            Err(_) => None,
+    let from_daemon = match a.daemon.ask("check", |client| async {
+        let got = bindwatch::cmd::check::from_daemon(&client, &req).await;
+        (client, got)
+    }) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("bindwatch check: {e:#}");
+            return ExitCode::from(2);
         }
     };
     let (answer, daemon_json) = match from_daemon {
         Some((answer, json)) => (answer, Some(json)),
         None => (bindwatch::cmd::check::standalone(&req), None),
     };
-    let text = if a.json {
+    let text = if a.daemon.json {
         match daemon_json {
             Some(j) => j + "\n",
             None => serde_json::to_string_pretty(&answer).unwrap_or_default() + "\n",

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 pub mod check;
 pub mod check_config;
+pub mod daemon_args;
 pub mod probes;
 pub mod run;
 pub mod timeline;

@@ -2,31 +2,25 @@
 
 use clap::Args as ClapArgs;
 
+use super::daemon_args::DaemonArgs;
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// PORT, PORT/PROTO, ADDR:PORT or [ADDR6]:PORT, optionally /tcp or /udp.
     target: String,
-    /// One JSON document instead of text.
-    #[arg(long)]
-    json: bool,
-    /// The daemon to ask first.
-    #[arg(long, default_value_t = format!("http://{}", bindwatch::api::DEFAULT_LISTEN))]
-    daemon: String,
-    /// Read the kernel's tables even when a daemon runs.
-    #[arg(long)]
-    standalone: bool,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
     super::init_logging("error");
     let query: bindwatch::holders::WhoQuery = a.target.parse()?;
-    let from_daemon = if a.standalone {
-        None
-    } else {
-        super::runtime()?.block_on(bindwatch::cmd::who::from_daemon(&a.daemon, &query))
-    };
+    let from_daemon = a.daemon.ask("who", |client| async {
+        let got = bindwatch::cmd::who::from_daemon(&client, &query).await;
+        (client, got)
+    })?;
     let answer = from_daemon.unwrap_or_else(|| bindwatch::cmd::who::standalone(query));
-    let text = if a.json {
+    let text = if a.daemon.json {
         serde_json::to_string_pretty(&answer)? + "\n"
     } else {
         bindwatch::who::render(&answer)

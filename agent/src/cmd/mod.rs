@@ -1,5 +1,6 @@
 //! The subcommands' event loops.
 
+pub mod ask;
 pub mod check;
 pub mod correlate;
 pub mod probes;

@@ -1,20 +1,16 @@
 //! `bindwatch who`: the daemon's table when one runs, else a snapshot of
 //! the host's socket tables taken for the query.
 
+use super::ask::{DaemonClient, NoAnswer};
 use crate::holders::WhoQuery;
 use crate::who::WhoAnswer;
 
 #[cfg(windows)]
 pub use crate::windows::who::standalone;
 
-/// Asks a running daemon; None when none answers at `base` (connection
-/// refused or no answer within the timeout), so the caller falls back to
-/// [`standalone`].
-pub async fn from_daemon(base: &str, query: &WhoQuery) -> Option<WhoAnswer> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(500))
-        .build()
-        .ok()?;
+/// Asks a running daemon; Err says why it did not answer, and the caller
+/// falls back to [`standalone`].
+pub async fn from_daemon(daemon: &DaemonClient, query: &WhoQuery) -> Result<WhoAnswer, NoAnswer> {
     let mut params = vec![("port", query.port.to_string())];
     if let Some(p) = query.proto {
         params.push(("proto", p.to_string()));
@@ -22,17 +18,9 @@ pub async fn from_daemon(base: &str, query: &WhoQuery) -> Option<WhoAnswer> {
     if let Some(a) = query.addr {
         params.push(("addr", a.to_string()));
     }
-    let resp = client
-        .get(format!("{}/api/v1/holders", base.trim_end_matches('/')))
-        .query(&params)
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        tracing::warn!(status = %resp.status(), "the daemon refused the query");
-        return None;
-    }
-    resp.json().await.ok()
+    let body = daemon.get("/api/v1/holders", &params).await?;
+    serde_json::from_str(&body)
+        .map_err(|e| NoAnswer::Failed(format!("its answer is not a holders document: {e}")))
 }
 
 /// Answers from the kernel: sock_diag filtered by port in every namespace
