@@ -599,7 +599,7 @@ mod tests {
             (
                 "[alerts]\nalertmanager = [\n  { url = \"https://am\", ca_file = \"/nonexistent/ca.pem\" }]\n"
                     .to_owned(),
-                "line 3: alerts.alertmanager[0].ca_file: /nonexistent/ca.pem: No such file".to_owned(),
+                "line 3: alerts.alertmanager[0].ca_file: /nonexistent/ca.pem: I/O error: No such file".to_owned(),
             ),
             (
                 format!("[[alerts.webhook]]\nurl = \"https://h\"\nca_file = {empty:?}\n"),
