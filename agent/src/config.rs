@@ -663,6 +663,41 @@ mod tests {
         }
     }
 
+    /// The DaemonSet's configuration parses, and it is protected: the pod
+    /// listens on the node's addresses, so token and TLS are set, and
+    /// the paths are where its Secrets are mounted.
+    #[test]
+    fn the_daemonset_config_parses_and_is_protected() {
+        let yaml = include_str!("../../deploy/daemonset.yaml");
+        let start = yaml
+            .find("bindwatch.toml: |\n")
+            .expect("the ConfigMap's file")
+            + 18;
+        let text: String = yaml[start..]
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let c = Config::parse(&text, "deploy/daemonset.yaml").unwrap();
+        assert!(c.http.listen.ip().is_unspecified(), "the node's port");
+        let under = |p: &Option<PathBuf>, dir: &str| {
+            let p = p.as_deref().expect("set").to_str().unwrap();
+            assert!(p.starts_with(dir), "{p}");
+            assert!(
+                yaml.contains(&format!("mountPath: {dir}")),
+                "{dir} is mounted"
+            );
+        };
+        under(&c.http.token_file, "/etc/bindwatch/token");
+        under(&c.http.tls_cert, "/etc/bindwatch/tls");
+        under(&c.http.tls_key, "/etc/bindwatch/tls");
+        assert!(
+            !yaml.contains("prometheus.io/scrape"),
+            "no plain-HTTP scrape"
+        );
+        assert!(yaml.contains("kind: PodMonitor") && yaml.contains("scheme: https"));
+    }
+
     #[test]
     fn errors_name_the_key_and_line() {
         for (text, want) in [
