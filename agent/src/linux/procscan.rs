@@ -113,71 +113,39 @@ fn lookup_user(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
-/// The effective uid, from /proc/PID/status.
-fn effective_uid(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-}
-
 /// Boot time (Unix seconds) and clock ticks per second, for process start
 /// times.
 fn boot_and_ticks() -> Option<(u64, u64)> {
     static CACHE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
     *CACHE.get_or_init(|| {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let btime = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
-        let ticks = rustix::param::clock_ticks_per_second();
+        let btime = procfs::boot_time_secs().ok()?;
+        let ticks = procfs::ticks_per_second();
         (ticks > 0).then_some((btime, ticks))
     })
 }
 
-/// When the process started, from field 22 of /proc/PID/stat.
-fn started_ns(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let (btime, ticks) = boot_and_ticks()?;
-    Some(btime * 1_000_000_000 + start_ticks * 1_000_000_000 / ticks)
-}
-
-/// Reads a process's details; None when it has exited.
+/// Reads a process's details through procfs; None when it has exited.
 pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    let uid = effective_uid(pid).unwrap_or(0);
+    let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    let stat = p.stat().ok()?;
+    let cmdline = p.cmdline().map(|a| a.join(" ")).unwrap_or_default();
+    let uid = p.status().ok().map_or(0, |s| s.euid);
     let (unit, container) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|t| cgroup_path(&t).map(units_from_cgroup))
         .unwrap_or((None, None));
+    let started_ns = boot_and_ticks()
+        .map(|(btime, ticks)| btime * 1_000_000_000 + stat.starttime * 1_000_000_000 / ticks);
     Some(ProcessInfo {
         pid,
-        comm: comm.trim_end().to_owned(),
+        comm: stat.comm,
         cmdline: crate::redact::redact(&cmdline),
-        exe: std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned()),
+        exe: p.exe().ok().map(|e| e.to_string_lossy().into_owned()),
         uid,
         user: users.name(uid),
         unit,
         container,
-        started_ns: started_ns(pid),
+        started_ns,
         complete: true,
     })
 }
@@ -235,5 +203,23 @@ mod tests {
             "{started} vs {now}"
         );
         assert!(!info.cmdline.is_empty());
+        // procfs read the rest: the test binary, its name, its user.
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(info.exe.as_deref(), exe.to_str());
+        assert!(
+            info.cmdline.starts_with(exe.to_str().unwrap()),
+            "{}",
+            info.cmdline
+        );
+        let name: String = exe
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .chars()
+            .take(15)
+            .collect();
+        assert_eq!(info.comm, name);
+        assert_eq!(info.uid, rustix::process::geteuid().as_raw());
     }
 }
