@@ -102,21 +102,7 @@ fn nginx_loses_port_80_alerts_reach_alertmanager_and_prometheus_has_every_panel(
     let ns = Netns::new("alerts");
     let nginx = Server::nginx(&ns, &["0.0.0.0:80"], 80);
 
-    std::fs::write(
-        dir.join("am.yml"),
-        "route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n",
-    )
-    .unwrap();
-    let _am = spawn(
-        "prometheus-alertmanager",
-        &[
-            &format!("--config.file={}", dir.join("am.yml").display()),
-            &format!("--storage.path={}", dir.join("am-data").display()),
-            &format!("--web.listen-address={am}"),
-            "--cluster.listen-address=",
-        ],
-        &dir.join("am.log"),
-    );
+    let _am = alertmanager(&dir, am, None);
     wait_for("alertmanager", 20, || {
         get(&format!("http://{am}/api/v2/status"))
     });

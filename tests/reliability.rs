@@ -549,27 +549,13 @@ fn alerts_reach_alertmanager_and_a_webhook_over_https_with_their_own_ca() {
     let ca_s = ca.to_str().unwrap();
 
     let am = free_local_addr();
+    let web = dir.join("web.yml");
     std::fs::write(
-        dir.join("am.yml"),
-        "route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("web.yml"),
+        &web,
         format!("tls_server_config:\n  cert_file: {cert:?}\n  key_file: {key:?}\n"),
     )
     .unwrap();
-    let _am = spawn(
-        "prometheus-alertmanager",
-        &[
-            &format!("--config.file={}", dir.join("am.yml").display()),
-            &format!("--storage.path={}", dir.join("am-data").display()),
-            &format!("--web.listen-address={am}"),
-            &format!("--web.config.file={}", dir.join("web.yml").display()),
-            "--cluster.listen-address=",
-        ],
-        &dir.join("am.log"),
-    );
+    let _am = alertmanager(&dir, &am, Some(&web));
     let am_alerts = || -> Option<Value> {
         let out = Command::new("curl")
             .args(["-sSf", "-m", "5", "--cacert", ca_s])

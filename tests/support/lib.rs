@@ -595,6 +595,28 @@ pub fn curl(url: &str) -> Result<String, String> {
     }
 }
 
+/// A real Alertmanager on `listen` that keeps what it gets (a null
+/// receiver, no grouping delay), its files in `dir`; `web_config` serves
+/// it over HTTPS (`--web.config.file`).
+pub fn alertmanager(dir: &Path, listen: &str, web_config: Option<&Path>) -> Proc {
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n",
+    )
+    .unwrap();
+    let mut args = vec![
+        format!("--config.file={}", dir.join("am.yml").display()),
+        format!("--storage.path={}", dir.join("am-data").display()),
+        format!("--web.listen-address={listen}"),
+        "--cluster.listen-address=".to_owned(),
+    ];
+    if let Some(w) = web_config {
+        args.push(format!("--web.config.file={}", w.display()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn("prometheus-alertmanager", &args, &dir.join("am.log"))
+}
+
 /// A CA and a certificate for 127.0.0.1 it signed, made with openssl in
 /// `dir`: (ca.pem, server.pem, server.key).
 pub fn ca_and_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
