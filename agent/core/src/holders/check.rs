@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::HolderTable;
 use super::diagnose::{Diagnosis, DiagnosisKind, HostFacts, in_use_for, not_available_among};
+use super::{EphemeralPorts, HolderTable};
 use crate::conflict::{SockSpec, SockState};
 use crate::errno::{EACCES, EADDRINUSE, EADDRNOTAVAIL};
 use crate::event::{Event, EventKind, JSON_SCHEMA_VERSION, Proto, SockOptions, endpoint};
@@ -208,7 +208,12 @@ pub fn check(
     tid: u32,
     facts: &mut dyn HostFacts,
 ) -> CheckAnswer {
-    let mut answer = verdict(table, req, tid, facts);
+    // Read once: the excluded ranges refuse the bind, the dynamic range
+    // warns of the next outbound connection.
+    let eph = (req.port != 0)
+        .then(|| facts.ephemeral_ports(req.netns, tid, req.proto))
+        .flatten();
+    let mut answer = verdict(table, req, tid, facts, eph.as_ref());
     // The reason itself names an outbound connection; otherwise warn of
     // the next one.
     let named = answer.diagnosis.as_ref().is_some_and(|d| {
@@ -216,12 +221,7 @@ pub fn check(
             .iter()
             .any(|b| b.reason == crate::conflict::Reason::EphemeralPort)
     });
-    if req.port != 0
-        && !named
-        && let Some(eph) = facts
-            .ephemeral_ports(req.netns, tid, req.proto)
-            .filter(|e| e.hands_out(req.port))
-    {
+    if !named && let Some(eph) = eph.filter(|e| e.hands_out(req.port)) {
         answer.note = Some(eph.warning(req.proto.as_str(), req.port));
     }
     answer
@@ -232,6 +232,7 @@ fn verdict(
     req: &BindRequest,
     tid: u32,
     facts: &mut dyn HostFacts,
+    eph: Option<&EphemeralPorts>,
 ) -> CheckAnswer {
     // The address: EADDRNOTAVAIL comes before any other check.
     if !req.addr.is_unspecified()
@@ -243,8 +244,7 @@ fn verdict(
         return CheckAnswer::fails(req, EADDRNOTAVAIL, d, true);
     }
     // Windows: a range a system component excluded refuses every bind.
-    if req.port != 0
-        && let Some(d) = super::diagnose::excluded_port(&req.as_event(EACCES, tid), facts)
+    if let Some(d) = eph.and_then(|e| super::diagnose::excluded_port(&req.as_event(EACCES, tid), e))
     {
         return CheckAnswer::fails(req, EACCES, d, true);
     }

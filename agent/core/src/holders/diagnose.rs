@@ -608,7 +608,10 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
         d.holders = blames;
         return d;
     }
-    if let Some(d) = excluded_port(ev, facts) {
+    if let Some(d) = facts
+        .ephemeral_ports(ev.netns_cookie, ev.tid, ev.proto)
+        .and_then(|eph| excluded_port(ev, &eph))
+    {
         return d;
     }
     let mut d = Diagnosis::new(
@@ -632,8 +635,7 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
 /// Windows: the bind's port inside a range a system component excluded
 /// (Hyper-V, WinNAT and Docker take blocks of ports at boot), which no
 /// other program may bind: WSAEACCES with no socket on the port.
-pub(super) fn excluded_port(ev: &Event, facts: &mut dyn HostFacts) -> Option<Diagnosis> {
-    let eph = facts.ephemeral_ports(ev.netns_cookie, ev.tid, ev.proto)?;
+pub(super) fn excluded_port(ev: &Event, eph: &EphemeralPorts) -> Option<Diagnosis> {
     let (a, b) = eph.excluded_range(ev.port)?;
     let proto = ev.proto.as_str();
     let mut d = Diagnosis::new(
