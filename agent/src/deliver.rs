@@ -128,16 +128,7 @@ async fn post(to: &Endpoint, url: &str, body: &impl Serialize, retries: u32) -> 
             Ok(r) if r.status().is_success() => return true,
             Ok(r) => tracing::warn!(url, status = %r.status(), attempt, "alert delivery refused"),
             Err(e) => {
-                // The cause (a certificate refused, a refused connection)
-                // sits under reqwest's own words.
-                let mut cause = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    cause.push_str(": ");
-                    cause.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::warn!(url, error = %cause, attempt, "alert delivery failed")
+                tracing::warn!(url, error = %crate::error::chain(&e), attempt, "alert delivery failed")
             }
         }
         if attempt < retries {

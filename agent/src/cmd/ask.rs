@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{Config, read_secret};
+use crate::error::chain;
 
 /// The daemon's configuration when none is named and this file exists.
 pub const DEFAULT_CONFIG: &str = "/etc/bindwatch/bindwatch.toml";
@@ -185,16 +186,4 @@ fn refused(e: &reqwest::Error) -> bool {
         src = s.source();
     }
     false
-}
-
-/// The error with its causes, as one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
