@@ -618,28 +618,24 @@ fn alerts_reach_alertmanager_and_a_webhook_over_https_with_their_own_ca() {
         (g.contains("BindwatchPortLost") && g.contains("Bearer hook-t0ken")).then_some(())
     });
     // The same Alertmanager without the CA: refused, counted, and said why.
-    wait_for("the target without the CA counted failed", 30, || {
-        try_metric(
-            listen,
-            r#"bindwatch_alert_deliveries_total{result="failed",target="alertmanager"}"#,
-        )
-        .ok()
-        .filter(|v| *v >= 1.0)
-    });
+    wait_metric(
+        listen,
+        r#"bindwatch_alert_deliveries_total{result="failed",target="alertmanager"}"#,
+        1.0,
+        30,
+    );
     let log = std::fs::read_to_string(state.with_extension("log")).unwrap();
     assert!(
         log.lines()
             .any(|l| l.contains("alert delivery failed") && l.contains("certificate")),
         "the log says why the target without the CA failed:\n{log}"
     );
-    wait_for("the webhook's delivery counted", 10, || {
-        try_metric(
-            listen,
-            r#"bindwatch_alert_deliveries_total{result="ok",target="webhook"}"#,
-        )
-        .ok()
-        .filter(|v| *v >= 1.0)
-    });
+    wait_metric(
+        listen,
+        r#"bindwatch_alert_deliveries_total{result="ok",target="webhook"}"#,
+        1.0,
+        10,
+    );
     daemon.stop();
 }
 

@@ -757,6 +757,14 @@ pub fn try_metric(listen: &str, name: &str) -> Result<f64, String> {
     found.ok_or_else(|| format!("no series {name} in /metrics of {listen}"))
 }
 
+/// Waits (up to `secs`) until the metric `name` (as `metric` reads it)
+/// reaches `at_least`; fails the test with what was last seen.
+pub fn wait_metric(listen: &str, name: &str, at_least: f64, secs: u64) -> f64 {
+    wait_for(&format!("{name} >= {at_least}"), secs, || {
+        try_metric(listen, name).ok().filter(|v| *v >= at_least)
+    })
+}
+
 /// GET `path` from the plain-HTTP server at `addr` with a request of our
 /// own (no process per request: some tests ask thousands of times).
 /// Returns the status and body; Err when the exchange fails.
