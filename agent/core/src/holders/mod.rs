@@ -435,10 +435,13 @@ impl HolderTable {
 
     /// Remembers what an event says of its process; /proc details follow
     /// later through [`Self::take_incomplete`] and [`Self::set_process`].
-    fn note_process(&mut self, pid: u32, comm: &str, uid: u32) {
+    fn note_process(&mut self, pid: u32, tid: u32, comm: &str, uid: u32) {
         let fresh = match self.processes.get(&pid) {
-            // A new program in the same pid (exec, or pid reuse).
-            Some(p) => p.comm != comm,
+            // A new program in the same pid (exec, or pid reuse). Only the
+            // main thread's name is the process's: another thread's event
+            // carries that thread's own name (a JVM's, a tokio worker's),
+            // which must not send the process back to /proc on every bind.
+            Some(p) => tid == pid && p.comm != comm,
             None => true,
         };
         if fresh {
@@ -538,7 +541,7 @@ impl HolderTable {
                     self.stats.untracked += 1;
                     return;
                 }
-                self.note_process(ev.pid, &ev.comm, ev.uid);
+                self.note_process(ev.pid, ev.tid, &ev.comm, ev.uid);
                 let mut h = Holder::from_event(ev, cookie, netns, SockState::Bound);
                 h.reuseaddr = Some(ev.options.reuseaddr);
                 h.reuseport = Some(ev.options.reuseport);
@@ -550,7 +553,7 @@ impl HolderTable {
                     h.state = SockState::Listen;
                 } else {
                     // Bound before bindwatch watched, or autobound by listen().
-                    self.note_process(ev.pid, &ev.comm, ev.uid);
+                    self.note_process(ev.pid, ev.tid, &ev.comm, ev.uid);
                     let mut h = Holder::from_event(ev, cookie, netns, SockState::Listen);
                     h.proto = Proto::Tcp;
                     self.insert(h);

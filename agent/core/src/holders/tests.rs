@@ -382,3 +382,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_threads_own_name_does_not_send_its_process_back_to_proc() {
+    let mut t = HolderTable::new();
+    let bind = |cookie: u64, tid: u32, comm: &str| {
+        let mut r =
+            crate::testing::with_comm(raw(kind::BIND, "127.0.0.1", 9000, IPPROTO_TCP), comm);
+        r.sock_cookie = cookie;
+        r.pid = 4000;
+        r.tid = tid;
+        ev(&r)
+    };
+    t.apply(&bind(1, 4000, "java"));
+    assert_eq!(t.take_incomplete(64), vec![4000]);
+    t.set_process(ProcessInfo {
+        pid: 4000,
+        comm: "java".into(),
+        ..ProcessInfo::default()
+    });
+    // A worker thread named by its program binds: the same process.
+    t.apply(&bind(2, 4001, "http-nio-8080"));
+    assert_eq!(t.take_incomplete(64), Vec::<u32>::new());
+    // The main thread under a new name: an exec, or the pid reused.
+    t.apply(&bind(3, 4000, "python3"));
+    assert_eq!(t.take_incomplete(64), vec![4000]);
+}
