@@ -27,6 +27,40 @@ pub struct KernelView {
     /// only the start-up snapshot does it (reconciliation keeps the flags
     /// the table has; the probes report them for sockets bound since).
     read_options: bool,
+    /// Per namespace: reading a sysctl of another namespace takes a thread
+    /// that enters it, too slow for each failed bind of a storm.
+    sysctls: SysctlCache,
+}
+
+/// How long a namespace's port sysctls are taken as read. Administrators
+/// change them seldom; a change is seen within this.
+const SYSCTL_TTL: Duration = Duration::from_secs(5);
+/// Namespaces whose sysctls are kept (past it, the cache starts over).
+const SYSCTL_NAMESPACES: usize = 4096;
+
+#[derive(Default)]
+struct SysctlCache {
+    port_start: HashMap<u64, (Instant, Option<u16>)>,
+    ephemeral: HashMap<u64, (Instant, Option<EphemeralPorts>)>,
+}
+
+/// The cached value when fresh, else `read`'s (kept).
+fn cached<T: Clone>(
+    map: &mut HashMap<u64, (Instant, T)>,
+    netns: u64,
+    read: impl FnOnce() -> T,
+) -> T {
+    if let Some((at, v)) = map.get(&netns)
+        && at.elapsed() < SYSCTL_TTL
+    {
+        return v.clone();
+    }
+    if map.len() >= SYSCTL_NAMESPACES {
+        map.clear();
+    }
+    let v = read();
+    map.insert(netns, (Instant::now(), v.clone()));
+    v
 }
 
 fn sock_state(k: &KernelSock) -> SockState {
@@ -53,6 +87,7 @@ impl KernelView {
             walk_budget: PROC_WALKS_PER_SECOND,
             budget_since: Instant::now(),
             read_options: true,
+            sysctls: SysctlCache::default(),
         }
     }
 
@@ -229,9 +264,10 @@ impl HostFacts for KernelView {
     }
 
     fn unprivileged_port_start(&mut self, netns: Option<u64>, pid: u32) -> Option<u16> {
-        self.namespaces
-            .get_or_find(netns, pid)?
-            .run(netns::unprivileged_port_start)?
+        let ns = self.namespaces.get_or_find(netns, pid)?;
+        cached(&mut self.sysctls.port_start, ns.cookie, || {
+            ns.run(netns::unprivileged_port_start).flatten()
+        })
     }
 
     fn ephemeral_ports(
@@ -240,9 +276,10 @@ impl HostFacts for KernelView {
         pid: u32,
         _proto: Proto,
     ) -> Option<EphemeralPorts> {
-        self.namespaces
-            .get_or_find(netns, pid)?
-            .run(netns::ephemeral_ports)?
+        let ns = self.namespaces.get_or_find(netns, pid)?;
+        cached(&mut self.sysctls.ephemeral, ns.cookie, || {
+            ns.run(netns::ephemeral_ports).flatten()
+        })
     }
 
     fn addresses(&mut self, netns: Option<u64>, pid: u32) -> Option<Vec<IpAddr>> {
@@ -267,5 +304,27 @@ impl HostFacts for KernelView {
         };
         let r = self.resolve(Some(&[cookie]), &[q], walk);
         Some((r.holders, r.processes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespaces_sysctl_is_read_once_per_ttl() {
+        let mut map: HashMap<u64, (Instant, Option<u16>)> = HashMap::new();
+        let mut reads = 0;
+        let mut read = |v| {
+            reads += 1;
+            v
+        };
+        assert_eq!(cached(&mut map, 7, || read(Some(1024))), Some(1024));
+        assert_eq!(cached(&mut map, 7, || read(Some(80))), Some(1024));
+        assert_eq!(cached(&mut map, 8, || read(Some(80))), Some(80));
+        // Past the TTL the namespace is read again.
+        map.get_mut(&7).unwrap().0 -= SYSCTL_TTL;
+        assert_eq!(cached(&mut map, 7, || read(Some(80))), Some(80));
+        assert_eq!(reads, 3);
     }
 }
