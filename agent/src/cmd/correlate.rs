@@ -119,10 +119,9 @@ impl Correlator {
     /// Builds the table from the kernel. Call after the probes are attached,
     /// so nothing that happens during the snapshot is missed.
     pub fn start(reconcile_every: Duration, probes: &mut Probes) -> Self {
-        let mut table = HolderTable::new();
-        let mut facts = KernelView::new();
-        table.snapshot_begins();
-        let snap = facts.snapshot();
+        let mut c = Self::empty(reconcile_every);
+        c.table.snapshot_begins();
+        let snap = c.facts.snapshot();
         let n = snap.holders.len();
         let ns = snap.netns.len();
         let bound: Vec<(u64, BoundSock)> = snap
@@ -136,13 +135,20 @@ impl Correlator {
             Ok(k) => tracing::debug!(sockets = k, "release hook told of pre-existing sockets"),
             Err(e) => tracing::warn!(error = %e, "cannot seed the release hook's socket map"),
         }
-        table.seed(snap);
+        c.table.seed(snap);
         drop(bound);
         crate::platform::release_free_memory();
         tracing::info!(sockets = n, namespaces = ns, "holder table built");
+        c
+    }
+
+    /// An empty table over the host's kernel view, fed by events only: the
+    /// loop without the probes or the start-up snapshot (the pipeline
+    /// benchmark drives the daemon's loop through it).
+    pub fn empty(reconcile_every: Duration) -> Self {
         Self {
-            table,
-            facts,
+            table: HolderTable::new(),
+            facts: KernelView::new(),
             fast: Latencies::default(),
             full: Latencies::default(),
             from_syscall: Latencies::default(),

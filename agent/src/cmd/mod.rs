@@ -3,6 +3,7 @@
 pub mod ask;
 pub mod check;
 pub mod correlate;
+mod log_budget;
 pub mod probes;
 pub mod run;
 pub mod trace;
@@ -171,6 +172,25 @@ const BUSY_BATCH: usize = 32;
 /// rate measured (see BENCHMARKS.md) it is far below the ring's capacity.
 const COALESCE: Duration = Duration::from_millis(2);
 
+/// What the loop does with one batch of decoded events, in order: each
+/// event through the table (and its diagnosis, for a failed bind) to the
+/// sink, then the batch's /proc reads, the sink's per-batch work (metrics
+/// fold, alert evaluation) and its flush. Public so that the pipeline
+/// benchmark runs the daemon's own step.
+pub fn batch_step(
+    batch: &mut Vec<Event>,
+    correlator: &mut Correlator,
+    sink: &mut impl Sink,
+) -> std::io::Result<()> {
+    for ev in batch.drain(..) {
+        let d = correlator.on_event(&ev);
+        sink.event(&ev, d.as_ref())?;
+    }
+    correlator.after_batch();
+    sink.batch_done(correlator);
+    sink.flush()
+}
+
 /// Reads events until SIGINT or SIGTERM (or the sink's reader goes away),
 /// polling accept and loss counters every `tick`. Drains what the ring still
 /// holds before returning, so nothing read by the kernel is left unreported.
@@ -201,13 +221,7 @@ pub async fn pump(
                     }
                 }) => {
                     let n = r?;
-                    for ev in batch.drain(..) {
-                        let d = correlator.on_event(&ev);
-                        sink.event(&ev, d.as_ref())?;
-                    }
-                    correlator.after_batch();
-                    sink.batch_done(correlator);
-                    sink.flush()?;
+                    batch_step(&mut batch, correlator, sink)?;
                     if n >= BUSY_BATCH {
                         // Under load, let the ring fill for a moment: one
                         // wake-up per batch instead of one per event, which

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::correlate::Correlator;
+use super::log_budget::{FAILED_BIND_LINES_PER_SECOND, LineBudget};
 use super::{Shutdown, Sink, pump};
 use crate::alerts::{Alert, AlertEngine, Watch};
 use crate::api::ApiState;
@@ -29,7 +30,9 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
 }
 
-struct Daemon {
+/// The daemon's state on the event loop: what it does with each event and
+/// each batch (the `Sink`), apart from reading the probes.
+pub struct Daemon {
     metrics: Arc<Mutex<Metrics>>,
     store: Option<StoreSender>,
     unsent_resolved: Vec<Alert>,
@@ -42,6 +45,7 @@ struct Daemon {
     config: Config,
     own_netns: Option<u64>,
     generator: String,
+    failed_bind_lines: LineBudget,
 }
 
 fn watch_series(cfg: &Config) -> Vec<(String, Proto, u16)> {
@@ -72,6 +76,49 @@ fn resolve_watches(cfg: &Config, own: Option<u64>) -> Vec<Watch> {
 }
 
 impl Daemon {
+    /// Starts the alert delivery task (call inside a tokio runtime) and
+    /// opens the JSON-lines export when configured. `own_netns` is where
+    /// watches without a namespace look.
+    pub fn new(
+        cfg: Config,
+        metrics: Arc<Mutex<Metrics>>,
+        store: Option<StoreSender>,
+        own_netns: Option<u64>,
+    ) -> Self {
+        let generator = format!("http://{}/api/v1/conflicts", cfg.http.listen);
+        let deliver = {
+            let m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+            Deliverer::start(&cfg.alerts, &m, generator.clone())
+        };
+        Self {
+            alerts: AlertEngine::new(resolve_watches(&cfg, own_netns), &cfg.alerts),
+            metrics,
+            store,
+            unsent_resolved: Vec::new(),
+            export: match &cfg.export.events_jsonl {
+                None => None,
+                Some(p) => {
+                    match crate::export::JsonlExport::open(p, cfg.export.max_bytes, cfg.export.keep)
+                    {
+                        Ok(x) => Some(x),
+                        Err(e) => {
+                            tracing::error!(path = %p, error = %e, "cannot open the JSON-lines export; continuing without it");
+                            None
+                        }
+                    }
+                }
+            },
+            binds: BindAggregator::default(),
+            last_loss: (0, 0),
+            agg: Aggregate::default(),
+            deliver,
+            config: cfg,
+            own_netns,
+            generator,
+            failed_bind_lines: LineBudget::new(FAILED_BIND_LINES_PER_SECOND),
+        }
+    }
+
     fn send(&mut self, alerts: Vec<Alert>) {
         let now = crate::clock::now_unix_ns();
         // Resolutions that found the queue full before go first.
@@ -99,13 +146,20 @@ impl Daemon {
         }
     }
 
-    fn record(&self, r: Record) {
-        if let Some(s) = &self.store {
+    /// Hands the records gathered since the last call to the writer.
+    fn flush_records(&mut self) {
+        if let Some(s) = &mut self.store {
+            s.flush();
+        }
+    }
+
+    fn record(&mut self, r: Record) {
+        if let Some(s) = &mut self.store {
             s.send(r);
         }
     }
 
-    fn agent_record(&self, kind: &str, summary: String, detail: serde_json::Value) -> u64 {
+    fn agent_record(&mut self, kind: &str, summary: String, detail: serde_json::Value) -> u64 {
         let detail = crate::timeline::Detail::of(&detail);
         let time_ns = crate::clock::now_unix_ns();
         self.record(Record {
@@ -195,7 +249,7 @@ impl Sink for Daemon {
         if let Some(x) = &mut self.export {
             x.write(ev, d);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             match plan(ev) {
                 Plan::Record => {
                     let (ev, d) = (ev.clone(), d.cloned());
@@ -203,13 +257,13 @@ impl Sink for Daemon {
                 }
                 Plan::Aggregate => {
                     for r in self.binds.add(ev.time_ns, &ev.comm, ev.proto.as_str()) {
-                        self.record(r);
+                        store.send(r);
                     }
                 }
                 Plan::Skip => {}
             }
         }
-        if ev.failed() {
+        if ev.failed() && self.failed_bind_lines.take() {
             let holder = d.and_then(|d| d.holders.first());
             tracing::warn!(
                 pid = ev.pid,
@@ -224,6 +278,8 @@ impl Sink for Daemon {
                 hint = d.and_then(|d| d.hint.as_deref()),
                 "bind failed"
             );
+        }
+        if ev.failed() {
             for w in self.alerts.watches.iter().filter(|w| w.covers(ev)) {
                 self.agg.watched_failure(&w.name, ev.proto, ev.port);
             }
@@ -272,9 +328,18 @@ impl Sink for Daemon {
             .unwrap_or_else(|e| e.into_inner())
             .fold(&mut self.agg);
         self.evaluate(c);
+        self.flush_records();
     }
 
     fn tick(&mut self, c: &mut Correlator, loss: &LossReport) {
+        let unlogged = self.failed_bind_lines.take_suppressed();
+        if unlogged > 0 {
+            tracing::warn!(
+                unlogged,
+                per_second = FAILED_BIND_LINES_PER_SECOND,
+                "failed binds past the log's rate not logged; still counted (bindwatch_bind_failures_total) and recorded in the timeline"
+            );
+        }
         let lost = (loss.lost_events(), loss.malformed);
         if lost != self.last_loss {
             self.agent_record(
@@ -328,6 +393,8 @@ impl Sink for Daemon {
             stats.drift_changed,
             stats.tracked,
         );
+        drop(m);
+        self.flush_records();
     }
 
     fn hooks_changed(&mut self, incidents: &[HookIncident], hooks: &[HookStatus]) {
@@ -489,37 +556,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Duration::from_secs(cfg.holders.reconcile_every_secs),
         &mut probes,
     );
-    let own = correlator.own_netns();
-    let generator = format!("http://{}/api/v1/conflicts", cfg.http.listen);
-    let deliver = {
-        let m = metrics.lock().unwrap_or_else(|e| e.into_inner());
-        Deliverer::start(&cfg.alerts, &m, generator.clone())
-    };
-    let mut daemon = Daemon {
-        alerts: AlertEngine::new(resolve_watches(&cfg, own), &cfg.alerts),
-        metrics,
-        store,
-        unsent_resolved: Vec::new(),
-        export: match &cfg.export.events_jsonl {
-            None => None,
-            Some(p) => {
-                match crate::export::JsonlExport::open(p, cfg.export.max_bytes, cfg.export.keep) {
-                    Ok(x) => Some(x),
-                    Err(e) => {
-                        tracing::error!(path = %p, error = %e, "cannot open the JSON-lines export; continuing without it");
-                        None
-                    }
-                }
-            }
-        },
-        binds: BindAggregator::default(),
-        last_loss: (0, 0),
-        agg: Aggregate::default(),
-        deliver,
-        config: cfg,
-        own_netns: own,
-        generator,
-    };
+    let mut daemon = Daemon::new(cfg, metrics, store, correlator.own_netns());
     let started_ns = crate::clock::now_unix_ns();
     let (held, left_out) = crate::timeline::held_records(&correlator.table, started_ns);
     let started = daemon.agent_record(
@@ -561,6 +598,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     daemon.report_ephemeral(&mut correlator);
     daemon.evaluate(&mut correlator);
+    daemon.flush_records();
     // Probes attached, listener bound, files open: from here on only what
     // reading the kernel's sockets and /proc needs (README, Security).
     match crate::platform::drop_to_runtime() {

@@ -23,7 +23,7 @@ fn writes_in_batches_and_reads_back_by_filter() {
     let dir = std::env::temp_dir().join(format!("bw-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join(DB_FILE);
-    let (tx, h) = spawn_writer(
+    let (mut tx, h) = spawn_writer(
         path.clone(),
         Retention {
             max_age: Duration::from_secs(3600 * 24 * 365 * 100),
@@ -118,7 +118,7 @@ fn a_flood_through_the_writer_stays_within_the_size_limit() {
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join(DB_FILE);
     let limit = 512 << 10;
-    let (tx, h) = spawn_writer(
+    let (mut tx, h) = spawn_writer(
         path.clone(),
         Retention {
             max_age: Duration::from_secs(3600),
@@ -137,7 +137,12 @@ fn a_flood_through_the_writer_stays_within_the_size_limit() {
         );
         r.summary = "z".repeat(100);
         tx.send(r);
+        // As the event loop hands them over: once per batch.
+        if i % 1024 == 1023 {
+            tx.flush();
+        }
     }
+    tx.flush();
     assert_eq!(tx.dropped(), 0, "ingestion kept up");
     drop(tx);
     h.join().unwrap();

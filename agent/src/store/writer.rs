@@ -2,7 +2,9 @@
 //! channel, committed in batches, with retention enforced between them.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -53,12 +55,17 @@ pub enum Entry {
     Build(Box<dyn FnOnce() -> Option<Record> + Send>),
 }
 
-/// The enqueueing side, owned by the event loop.
-#[derive(Clone)]
+/// The enqueueing side, owned by the event loop. Entries gather here and
+/// go to the writer as one message per [`Self::flush`] (the loop flushes
+/// after each batch and each tick): one wake-up of the writer per batch,
+/// not one per record.
 pub struct StoreSender {
-    tx: SyncSender<Entry>,
-    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    health: std::sync::Arc<WriterHealth>,
+    tx: Sender<Vec<Entry>>,
+    gathered: Vec<Entry>,
+    /// Entries sent and not yet taken by the writer: the queue's bound.
+    queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+    health: Arc<WriterHealth>,
 }
 
 /// Whether the writer's last commit worked, shared with health and metrics.
@@ -108,29 +115,58 @@ impl WriterHealth {
 }
 
 impl StoreSender {
-    /// Never waits: a full queue drops the record (counted).
-    pub fn send(&self, r: Record) {
-        self.enqueue(Entry::Ready(Box::new(r)));
+    /// Never waits: past the queue's bound the record is dropped (counted).
+    pub fn send(&mut self, r: Record) {
+        self.gathered.push(Entry::Ready(Box::new(r)));
     }
 
     /// Like [`Self::send`], the record built on the writer thread.
-    pub fn send_built(&self, build: impl FnOnce() -> Option<Record> + Send + 'static) {
-        self.enqueue(Entry::Build(Box::new(build)));
+    pub fn send_built(&mut self, build: impl FnOnce() -> Option<Record> + Send + 'static) {
+        self.gathered.push(Entry::Build(Box::new(build)));
     }
 
-    fn enqueue(&self, e: Entry) {
-        if self.tx.try_send(e).is_err() {
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Hands what gathered to the writer; what the queue has no room for
+    /// is dropped, the newest first, and counted.
+    pub fn flush(&mut self) {
+        if self.gathered.is_empty() {
+            return;
+        }
+        let room = WRITE_QUEUE.saturating_sub(self.queued.load(Ordering::Relaxed));
+        if self.gathered.len() > room {
+            let excess = self.gathered.len() - room;
+            self.gathered.truncate(room);
+            self.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+        }
+        let n = self.gathered.len();
+        if n == 0 {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.gathered, Vec::with_capacity(n));
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(batch).is_err() {
+            // The writer is gone (it ended on an error at start-up).
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    pub fn health(&self) -> std::sync::Arc<WriterHealth> {
+    pub fn health(&self) -> Arc<WriterHealth> {
         self.health.clone()
     }
 
+    /// A counter of the records dropped, to read from elsewhere.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StoreSender {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -144,10 +180,12 @@ pub fn spawn_writer(
     after_prune: fn(),
 ) -> Result<(StoreSender, std::thread::JoinHandle<()>), StoreError> {
     let mut conn = open_rw(&path)?;
-    let (tx, rx) = mpsc::sync_channel::<Entry>(WRITE_QUEUE);
-    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let health = std::sync::Arc::new(WriterHealth::default());
-    let (writer_dropped, writer_health) = (dropped.clone(), health.clone());
+    let (tx, rx) = mpsc::channel::<Vec<Entry>>();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let health = Arc::new(WriterHealth::default());
+    let (writer_dropped, writer_health, writer_queued) =
+        (dropped.clone(), health.clone(), queued.clone());
     let handle = std::thread::Builder::new()
         .name("timeline-writer".into())
         .spawn(move || {
@@ -159,8 +197,15 @@ pub fn spawn_writer(
                 while batch.len() < BATCH_MAX {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
-                        Ok(Entry::Ready(r)) => batch.push(*r),
-                        Ok(Entry::Build(f)) => batch.extend(f()),
+                        Ok(entries) => {
+                            writer_queued.fetch_sub(entries.len(), Ordering::Relaxed);
+                            for e in entries {
+                                match e {
+                                    Entry::Ready(r) => batch.push(*r),
+                                    Entry::Build(f) => batch.extend(f()),
+                                }
+                            }
+                        }
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => {
                             open = false;
@@ -188,7 +233,7 @@ pub fn spawn_writer(
                             if batch.len() > WRITE_QUEUE {
                                 let excess = batch.len() - WRITE_QUEUE;
                                 batch.drain(..excess);
-                                writer_dropped.fetch_add(excess as u64, std::sync::atomic::Ordering::Relaxed);
+                                writer_dropped.fetch_add(excess as u64, Ordering::Relaxed);
                             }
                             std::thread::sleep(Duration::from_millis(500));
                         }
@@ -218,9 +263,46 @@ pub fn spawn_writer(
     Ok((
         StoreSender {
             tx,
+            gathered: Vec::new(),
+            queued,
             dropped,
             health,
         },
         handle,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_queues_bound_a_flush_drops_the_excess_and_counts_it() {
+        // A writer that takes nothing: the queue only fills.
+        let (tx, rx) = mpsc::channel();
+        let mut s = StoreSender {
+            tx,
+            gathered: Vec::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            health: Arc::new(WriterHealth::default()),
+        };
+        for _ in 0..WRITE_QUEUE + 10 {
+            s.send(Record::default());
+        }
+        assert_eq!(s.dropped(), 0, "nothing is dropped before the flush");
+        s.flush();
+        assert_eq!(s.dropped(), 10);
+        s.send_built(|| None);
+        s.flush();
+        assert_eq!(s.dropped(), 11);
+        let sent: usize = rx.try_iter().map(|b| b.len()).sum();
+        assert_eq!(sent, WRITE_QUEUE);
+        // The writer gone: what is handed over is counted, not lost silently.
+        drop(rx);
+        s.queued.store(0, Ordering::Relaxed);
+        s.send(Record::default());
+        s.flush();
+        assert_eq!(s.dropped(), 12);
+    }
 }
