@@ -21,7 +21,7 @@ pub use crate::source::{
 };
 
 use crate::error::{Error, Result};
-use crate::etw::record::fields;
+use crate::etw::schema::{self as etw_schema, FieldType};
 use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner, Value};
 
 /// The session's name: a session of this name left by a crash is stopped
@@ -66,7 +66,10 @@ fn comm_of(shared: &Shared, pid: u32) -> [u8; 16] {
     c
 }
 
-/// Reads the fields the joiner knows, in the types the manifests give them.
+/// Reads the fields `etw::schema` names for the record's event, each as the
+/// type the manifests give it (ferrisetw refuses a field read as another
+/// type); a record of an id not known there is read for every field of its
+/// provider, so that the joiner can still know it by its task name.
 fn read_record(
     provider: EtwProvider,
     record: &EventRecord,
@@ -78,29 +81,26 @@ fn read_record(
     r.pid = record.process_id();
     r.tid = record.thread_id();
     r.time_ns = super::filetime_to_unix_ns(record.raw_timestamp() as u64);
-    for name in fields::NUMBERS {
-        let v = parser
-            .try_parse::<u32>(name)
-            .map(u64::from)
-            .or_else(|_| parser.try_parse::<u64>(name))
-            .or_else(|_| parser.try_parse::<Pointer>(name).map(|p| *p as u64))
-            .or_else(|_| parser.try_parse::<u16>(name).map(u64::from))
-            .or_else(|_| parser.try_parse::<u8>(name).map(u64::from));
+    let fields = match etw_schema::fields_of(provider, record.event_id()) {
+        Some(f) => f.to_vec(),
+        None => etw_schema::provider_fields(provider),
+    };
+    for f in fields {
+        let v = match f.ty {
+            FieldType::UInt32 => parser
+                .try_parse::<u32>(f.name)
+                .map(|v| Value::U64(v.into())),
+            FieldType::UInt64 => parser.try_parse::<u64>(f.name).map(Value::U64),
+            FieldType::Pointer => parser
+                .try_parse::<Pointer>(f.name)
+                .map(|p| Value::U64(*p as u64)),
+            FieldType::Binary => parser.try_parse::<Vec<u8>>(f.name).map(Value::Bytes),
+            FieldType::UnicodeString => parser.try_parse::<String>(f.name).map(Value::Str),
+        };
+        // A field missing from this version of the event is left out; the
+        // joiner names what it needed and did not find.
         if let Ok(v) = v {
-            r.fields.insert((*name).to_owned(), Value::U64(v));
-        }
-    }
-    for name in fields::ADDRESSES {
-        if let Ok(b) = parser.try_parse::<Vec<u8>>(name) {
-            r.fields.insert((*name).to_owned(), Value::Bytes(b));
-        }
-    }
-    for name in fields::STRINGS {
-        if r.fields.contains_key(*name) {
-            continue;
-        }
-        if let Ok(s) = parser.try_parse::<String>(name) {
-            r.fields.insert((*name).to_owned(), Value::Str(s));
+            r.fields.insert(f.name.to_owned(), v);
         }
     }
     Some(r)

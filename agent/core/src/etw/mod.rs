@@ -10,7 +10,10 @@
 
 pub mod httpsys;
 pub mod join;
+#[cfg(test)]
+pub(crate) mod manifest;
 pub mod record;
+pub mod schema;
 pub mod sockaddr;
 pub mod status;
 

@@ -35,25 +35,32 @@ impl EtwProvider {
         }
     }
 
-    /// Keywords enabled (`any`): everything for AFD and TCPIP, which the
-    /// event-id filter narrows; SETUP | URL_GROUP for http.sys.
+    /// Keywords enabled (`any`: an event is delivered when it carries one
+    /// of them), each the one the manifests give the events read, so the
+    /// session's buffers carry nothing else: AFD_KW_SOURCE_WINSOCK;
+    /// ut:TcpipListener | ut:TcpipBind; HTTP_KEYWORD_SETUP |
+    /// HTTP_KEYWORD_URL_GROUP. The event-id filter narrows further.
     pub const fn keywords(self) -> u64 {
         match self {
-            Self::WinsockAfd | Self::Tcpip => u64::MAX,
+            Self::WinsockAfd => 0x4,
+            Self::Tcpip => 0x2 | 0x8,
             Self::HttpService => 0x1 | 0x40,
         }
     }
 
-    /// The event ids the session asks for (the kernel filters the rest).
+    /// The event ids the session asks for (the kernel filters the rest);
+    /// the fields read of each are in [`super::schema`].
     pub const fn event_ids(self) -> &'static [u16] {
         match self {
-            // create, close, bind, bind with address, listen.
-            Self::WinsockAfd => &[1000, 1001, 1029, 1030, 1037],
+            // create, close, bind with address, listen. Not 1029
+            // (AfdBindConnected): it carries no address.
+            Self::WinsockAfd => &[1000, 1001, 1030, 1037],
             // bind port failure, accept complete, listener bind failed
-            // (two ids: resolution and port), activated, unbound.
+            // (resolution, port), activated, unbound.
             Self::Tcpip => &[1006, 1017, 1121, 1122, 1123, 1124],
-            // ReadIpListEntry, AddUrl, RemUrl, RemAllUrls.
-            Self::HttpService => &[19, 31, 32, 33],
+            // ReadIpListEntry, AddUrl, RemUrl, RemAllUrls, and the AddUrl
+            // and RemUrl that name the registering process (newer builds).
+            Self::HttpService => &[19, 31, 32, 33, 113, 114],
         }
     }
 
@@ -142,32 +149,4 @@ impl EtwRecord {
     pub fn describe(&self) -> String {
         format!("{} event {} ({})", self.provider.name(), self.id, self.task)
     }
-}
-
-/// Field names the session reads, per provider: numbers, binary addresses
-/// and strings. The manifests spell some differently across Windows
-/// releases; every spelling seen is listed.
-pub mod fields {
-    pub const NUMBERS: &[&str] = &[
-        "EnterExit",
-        "Location",
-        "ProcessId",
-        "Endpoint",
-        "AddressFamily",
-        "SocketType",
-        "Protocol",
-        "Status",
-        "AddressLen",
-        "Backlog",
-        "UrlGroupId",
-        "RequestQueueId",
-    ];
-    pub const ADDRESSES: &[&str] = &[
-        "Address",
-        "LocalAddress",
-        "SocketAddress",
-        "LocalSockAddr",
-        "RemoteAddress",
-    ];
-    pub const STRINGS: &[&str] = &["Url", "Address", "IpAddress"];
 }
