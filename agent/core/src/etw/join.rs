@@ -78,6 +78,7 @@ struct Endpoint {
 /// What a record means, decided by id first and task name second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Meaning {
+    Ignored,
     AfdCreate,
     AfdClose,
     AfdBind,
@@ -99,7 +100,10 @@ fn meaning(r: &EtwRecord) -> Option<Meaning> {
     let by_id = match (r.provider, r.id) {
         (WinsockAfd, 1000) => Some(AfdCreate),
         (WinsockAfd, 1001) => Some(AfdClose),
-        (WinsockAfd, 1029 | 1030) => Some(AfdBind),
+        // AfdBindConnected: no address, nothing to learn; not asked for,
+        // and not a malformed bind if it comes.
+        (WinsockAfd, 1029) => Some(Ignored),
+        (WinsockAfd, 1030) => Some(AfdBind),
         (WinsockAfd, 1037) => Some(AfdListen),
         (Tcpip, 1006) => Some(TcpBindFailure),
         (Tcpip, 1017) => Some(TcpAccept),
@@ -107,8 +111,8 @@ fn meaning(r: &EtwRecord) -> Option<Meaning> {
         (Tcpip, 1123) => Some(TcpListenerActivated),
         (Tcpip, 1124) => Some(TcpListenerUnbound),
         (HttpService, 19) => Some(HttpIpListEntry),
-        (HttpService, 31) => Some(HttpAddUrl),
-        (HttpService, 32) => Some(HttpRemUrl),
+        (HttpService, 31 | 113) => Some(HttpAddUrl),
+        (HttpService, 32 | 114) => Some(HttpRemUrl),
         (HttpService, 33) => Some(HttpRemAllUrls),
         _ => None,
     };
@@ -175,6 +179,8 @@ pub struct Joiner {
     /// Windows build can make every record of a kind fail. At most one
     /// entry per (provider, event id).
     failed_kinds: HashSet<(EtwProvider, u16)>,
+    /// The layouts of fields the manifests leave open, as they came.
+    shapes_seen: HashSet<&'static str>,
 }
 
 fn raw(k: u8, time_ns: u64, pid: u32, tid: u32, protocol: u8, addr: SocketAddr) -> RawEvent {
@@ -296,6 +302,7 @@ impl Joiner {
             });
         };
         match m {
+            Meaning::Ignored => Ok(()),
             Meaning::AfdCreate => self.afd_create(r),
             Meaning::AfdClose => self.afd_close(r, out),
             Meaning::AfdBind => self.afd_bind(r, out),
@@ -329,19 +336,25 @@ impl Joiner {
     fn afd_create(&mut self, r: &EtwRecord) -> Result<(), JoinError> {
         let id = Self::endpoint_id(r)?;
         // The exit half of a failed create carries an error status.
-        if r.num_of(&["Status"])
-            .is_some_and(|s| status::failed(s as u32))
+        if !Self::is_enter(r)
+            && r.num_of(&["Status"])
+                .is_some_and(|s| status::failed(s as u32))
         {
             self.endpoints.remove(&id);
             return Ok(());
         }
+        // The enter half carries the family, type and protocol; an exit
+        // half may log zeros there, and then keeps what the enter said.
         let family = r.num_of(&["AddressFamily"]).unwrap_or(0) as u16;
-        if family != WIN_AF_INET && family != WIN_AF_INET6 {
+        if family != 0 && family != WIN_AF_INET && family != WIN_AF_INET6 {
             // Not an IP socket (Hyper-V, Bluetooth, AF_UNIX): not ours.
             self.endpoints.remove(&id);
             return Ok(());
         }
-        let pid = r.num_of(&["ProcessId"]).map_or(r.pid, |p| p as u32);
+        let pid = r
+            .num_of(&["ProcessId"])
+            .filter(|&p| p != 0)
+            .map_or(r.pid, |p| p as u32);
         let protocol = protocol_of(r.num_of(&["Protocol"]), r.num_of(&["SocketType"]));
         if !self.endpoints.contains_key(&id) && self.endpoints.len() >= ENDPOINT_CAPACITY {
             self.stats.endpoints_full += 1;
@@ -349,29 +362,36 @@ impl Joiner {
         }
         let e = self.endpoints.entry(id).or_default();
         e.pid = pid;
-        e.family = family;
-        e.protocol = protocol;
+        if family != 0 {
+            e.family = family;
+        }
+        if protocol != 0 {
+            e.protocol = protocol;
+        }
         Ok(())
     }
 
+    /// The record's address, if it has one: each binary address field is
+    /// read up to the length logged beside it; a length of 0 (or no bytes)
+    /// is no address, as Microsoft's own consumer of these events reads it.
     fn address(r: &EtwRecord) -> Result<Option<SocketAddr>, JoinError> {
-        for name in super::record::fields::ADDRESSES {
-            if name == &"RemoteAddress" {
+        for &(name, len_name) in super::schema::ADDRESSES {
+            let Some(b) = r.bytes_of(&[name]) else {
                 continue;
+            };
+            let len = r
+                .num_of(&[len_name])
+                .map_or(b.len(), |l| (l as usize).min(b.len()));
+            if len == 0 {
+                return Ok(None);
             }
-            if let Some(b) = r.bytes_of(&[name]) {
-                // AddressLen, when logged, bounds the valid bytes.
-                let len = r
-                    .num_of(&["AddressLen"])
-                    .map_or(b.len(), |l| (l as usize).min(b.len()));
-                return sockaddr::decode(&b[..len]).map(Some).map_err(|source| {
-                    JoinError::Address {
-                        record: r.describe(),
-                        field: name,
-                        source,
-                    }
+            return sockaddr::decode(&b[..len])
+                .map(Some)
+                .map_err(|source| JoinError::Address {
+                    record: r.describe(),
+                    field: name,
+                    source,
                 });
-            }
         }
         Ok(None)
     }
@@ -386,7 +406,9 @@ impl Joiner {
         let addr = Self::address(r)?;
         if Self::is_enter(r) {
             let Some(addr) = addr else {
-                return Err(missing(r, "Address"));
+                // An enter half with an empty address: the exit half
+                // carries the address bound, if any.
+                return Ok(());
             };
             if let Some(e) = self.endpoints.get_mut(&id) {
                 e.requested = Some(addr);
@@ -416,7 +438,14 @@ impl Joiner {
             pid: r.pid,
             ..Endpoint::default()
         });
-        let Some(requested) = e.requested.or(addr) else {
+        // No address on the enter half: an implicit bind (the one before
+        // an outbound connect or a first send), whatever port it was
+        // given, is filed as Linux files a port-0 bind (aggregated, not
+        // recorded one by one).
+        let Some(requested) = e
+            .requested
+            .or_else(|| addr.map(|a| SocketAddr::new(a.ip(), 0)))
+        else {
             return Err(missing(r, "Address"));
         };
         let errno = status::errno_of_status(st);
@@ -581,23 +610,41 @@ impl Joiner {
         Ok(())
     }
 
+    /// An iplisten entry. The manifests give `IpAddress` as bytes and its
+    /// length, not their layout: a SOCKADDR (what `netsh http add
+    /// iplisten` stores) is read first, a bare 4- or 16-byte address
+    /// second; which one came is logged once.
     fn http_ip_list(&mut self, r: &EtwRecord) -> Result<(), JoinError> {
-        if let Some(a) = Self::address(r)? {
-            self.http.add_listen_entry(a.ip());
-            return Ok(());
+        let b = r
+            .bytes_of(&["IpAddress"])
+            .ok_or_else(|| missing(r, "IpAddress"))?;
+        let len = r
+            .num_of(&["IpAddrLength"])
+            .map_or(b.len(), |l| (l as usize).min(b.len()));
+        let b = &b[..len];
+        let (ip, shape) = match sockaddr::decode(b) {
+            Ok(a) => (a.ip(), "SOCKADDR"),
+            Err(e) => match b.len() {
+                4 => (
+                    IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes")),
+                    "bare IPv4",
+                ),
+                16 => (
+                    IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes")),
+                    "bare IPv6",
+                ),
+                _ => {
+                    return Err(JoinError::Address {
+                        record: r.describe(),
+                        field: "IpAddress",
+                        source: e,
+                    });
+                }
+            },
+        };
+        if self.shapes_seen.insert(shape) {
+            tracing::info!(shape, "http.sys listen-list entries arrive as {shape}");
         }
-        let s = r
-            .str_of(super::record::fields::STRINGS)
-            .ok_or_else(|| missing(r, "Address"))?;
-        let ip = s
-            .parse::<IpAddr>()
-            .ok()
-            .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
-            .ok_or_else(|| JoinError::Address {
-                record: r.describe(),
-                field: "Address",
-                source: SockaddrError::Short(s.len()),
-            })?;
         self.http.add_listen_entry(ip);
         Ok(())
     }

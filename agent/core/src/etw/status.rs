@@ -12,7 +12,7 @@ pub const STATUS_INSUFFICIENT_RESOURCES: u32 = 0xC000_009A;
 pub const STATUS_INVALID_ADDRESS_COMPONENT: u32 = 0xC000_0207;
 pub const STATUS_TOO_MANY_ADDRESSES: u32 = 0xC000_0209;
 pub const STATUS_ADDRESS_ALREADY_EXISTS: u32 = 0xC000_020A;
-pub const STATUS_ADDRESS_ALREADY_ASSOCIATED: u32 = 0xC000_0328;
+pub const STATUS_ADDRESS_ALREADY_ASSOCIATED: u32 = 0xC000_0238;
 
 pub const WSAEACCES: u32 = 10013;
 pub const WSAEINVAL: u32 = 10022;
@@ -121,6 +121,14 @@ mod tests {
         assert_eq!(errno_of_status(0x0000_0103), 0); // STATUS_PENDING
         assert_eq!(errno_of_status(0xC000_0001), errno::EUNMAPPED);
         assert_eq!(errno::display(errno::EUNMAPPED), "EUNMAPPED");
+    }
+
+    #[test]
+    fn address_already_associated_is_ntstatus_0xc0000238() {
+        // ntstatus.h: STATUS_ADDRESS_ALREADY_ASSOCIATED ((NTSTATUS)0xC0000238L),
+        // a socket bound twice.
+        assert_eq!(errno_of_status(0xC000_0238), errno::EINVAL);
+        assert_eq!(errno_of_status(0xC000_0328), errno::EUNMAPPED);
     }
 
     #[test]

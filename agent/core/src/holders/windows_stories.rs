@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 use crate::conflict::{Reason, RuleSet};
-use crate::etw::record::Value::{Bytes, Str, U64};
+use crate::etw::record::Value::{self, Bytes, Str, U64};
 use crate::etw::sockaddr::encode;
 use crate::etw::status::{STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS};
 use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner};
@@ -51,8 +51,17 @@ struct Host {
     ports: Option<EphemeralPorts>,
 }
 
-fn sa(s: &str) -> Vec<u8> {
-    encode(s.parse::<SocketAddr>().unwrap())
+/// `values` and an address field with the length field the manifests pair
+/// it with.
+fn with_addr(
+    values: &[(&'static str, Value)],
+    (field, len, addr): (&'static str, &'static str, &str),
+) -> Vec<(&'static str, Value)> {
+    let b = encode(addr.parse::<SocketAddr>().unwrap());
+    let mut v = values.to_vec();
+    v.push((len, U64(b.len() as u64)));
+    v.push((field, Bytes(b)));
+    v
 }
 
 impl Host {
@@ -68,13 +77,11 @@ impl Host {
         }
     }
 
-    fn rec(&mut self, p: EtwProvider, id: u16, task: &str, pid: u32) -> EtwRecord {
+    /// A record as the session reads it, built from the manifest's
+    /// template (`etw::manifest`).
+    fn rec(&mut self, p: EtwProvider, id: u16, pid: u32, values: &[(&str, Value)]) -> EtwRecord {
         self.t += 1_000;
-        let mut r = EtwRecord::new(p, id, task);
-        r.pid = pid;
-        r.tid = pid + 4;
-        r.time_ns = self.t;
-        r
+        crate::etw::manifest::record(p, id, pid, self.t, values)
     }
 
     /// Feeds records; returns the events, named as the Windows session
@@ -82,6 +89,7 @@ impl Host {
     fn feed(&mut self, recs: Vec<EtwRecord>, comm: &str) -> Vec<Event> {
         let mut out = Vec::new();
         for r in &recs {
+            crate::etw::manifest::check(r);
             self.joiner.on_record(r, &mut out).unwrap();
         }
         let evs: Vec<Event> = out
@@ -110,41 +118,68 @@ impl Host {
         self.next_endpoint += 0x10;
         let ep = self.next_endpoint;
         let mut recs = vec![
-            self.rec(EtwProvider::WinsockAfd, 1000, "AfdCreate", pid)
-                .with("EnterExit", U64(1))
-                .with("Endpoint", U64(ep))
-                .with("AddressFamily", U64(2))
-                .with("SocketType", U64(1))
-                .with("Protocol", U64(6))
-                .with("ProcessId", U64(u64::from(pid))),
-            self.rec(EtwProvider::WinsockAfd, 1030, "AfdBindWithAddress", pid)
-                .with("EnterExit", U64(0))
-                .with("Endpoint", U64(ep))
-                .with("Address", Bytes(sa(addr))),
+            self.rec(
+                EtwProvider::WinsockAfd,
+                1000,
+                pid,
+                &[
+                    ("EnterExit", U64(0)),
+                    ("Endpoint", U64(ep)),
+                    ("AddressFamily", U64(2)),
+                    ("SocketType", U64(1)),
+                    ("Protocol", U64(6)),
+                    ("ProcessId", U64(u64::from(pid))),
+                ],
+            ),
+            self.rec(
+                EtwProvider::WinsockAfd,
+                1030,
+                pid,
+                &with_addr(
+                    &[("EnterExit", U64(0)), ("Endpoint", U64(ep))],
+                    ("Address", "AddressLen", addr),
+                ),
+            ),
         ];
         if status != 0 {
             // TCPIP logs the failure inside the bind, before AFD's exit.
-            recs.push(
-                self.rec(EtwProvider::Tcpip, 1006, "TcpBindEndpointPortFailure", pid)
-                    .with("LocalAddress", Bytes(sa(addr)))
-                    .with("Status", U64(u64::from(status))),
+            let r = self.rec(
+                EtwProvider::Tcpip,
+                1006,
+                pid,
+                &with_addr(
+                    &[("Status", U64(u64::from(status)))],
+                    ("LocalAddress", "LocalAddressLength", addr),
+                ),
             );
+            recs.push(r);
         }
-        recs.push(
-            self.rec(EtwProvider::WinsockAfd, 1030, "AfdBindWithAddress", pid)
-                .with("EnterExit", U64(1))
-                .with("Endpoint", U64(ep))
-                .with("Status", U64(u64::from(status)))
-                .with("Address", Bytes(sa(addr))),
+        let r = self.rec(
+            EtwProvider::WinsockAfd,
+            1030,
+            pid,
+            &with_addr(
+                &[
+                    ("EnterExit", U64(1)),
+                    ("Endpoint", U64(ep)),
+                    ("Status", U64(u64::from(status))),
+                ],
+                ("Address", "AddressLen", addr),
+            ),
         );
+        recs.push(r);
         if status == 0 && listen {
-            recs.push(
-                self.rec(EtwProvider::WinsockAfd, 1037, "AfdListen", pid)
-                    .with("EnterExit", U64(1))
-                    .with("Endpoint", U64(ep))
-                    .with("Backlog", U64(200))
-                    .with("Status", U64(0)),
+            let r = self.rec(
+                EtwProvider::WinsockAfd,
+                1037,
+                pid,
+                &[
+                    ("EnterExit", U64(1)),
+                    ("Endpoint", U64(ep)),
+                    ("Backlog", U64(200)),
+                ],
             );
+            recs.push(r);
         }
         let evs = self.feed(recs, comm);
         evs.into_iter().find(|e| e.kind == EventKind::Bind).unwrap()
@@ -160,15 +195,31 @@ impl Host {
             None,
         );
         let recs = vec![
-            self.rec(EtwProvider::HttpService, 31, "AddUrl", W3WP)
-                .with("UrlGroupId", U64(0xFF00_0000_4000_0001))
-                .with("Url", Str("http://*:80/".into()))
-                .with("Status", U64(0)),
-            self.rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4)
-                .with("ProcessId", U64(4))
-                .with("LocalAddress", Bytes(sa("0.0.0.0:80"))),
+            self.rec(
+                EtwProvider::HttpService,
+                31,
+                W3WP,
+                &[
+                    ("UrlGroupId", U64(0xFF00_0000_4000_0001)),
+                    ("Url", Str("http://*:80/".into())),
+                ],
+            ),
+            self.http_sys_listener("0.0.0.0:80"),
         ];
         self.feed(recs, "System");
+    }
+
+    /// TCPIP's record of a listener http.sys (pid 4) activated.
+    fn http_sys_listener(&mut self, addr: &str) -> EtwRecord {
+        self.rec(
+            EtwProvider::Tcpip,
+            1123,
+            4,
+            &with_addr(
+                &[("ProcessId", U64(4))],
+                ("SocketAddress", "AddressLength", addr),
+            ),
+        )
     }
 
     fn diagnose(&mut self, ev: &Event) -> Diagnosis {
@@ -217,11 +268,13 @@ fn with_an_iplisten_entry_http_sys_leaves_the_other_address_free() {
     let mut h = Host::new();
     h.process(W3WP, "w3wp.exe", "w3wp.exe -ap DefaultAppPool", None);
     let recs = vec![
-        h.rec(EtwProvider::HttpService, 19, "ReadIpListEntry", 4)
-            .with("Address", Bytes(sa("10.0.0.5:0"))),
-        h.rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4)
-            .with("ProcessId", U64(4))
-            .with("LocalAddress", Bytes(sa("10.0.0.5:80"))),
+        h.rec(
+            EtwProvider::HttpService,
+            19,
+            4,
+            &with_addr(&[], ("IpAddress", "IpAddrLength", "10.0.0.5:0")),
+        ),
+        h.http_sys_listener("10.0.0.5:80"),
     ];
     h.feed(recs, "System");
     assert_eq!(

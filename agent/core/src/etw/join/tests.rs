@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::clock::Clock;
-use crate::etw::record::Value::{Bytes, Str, U64};
+use crate::etw::manifest;
+use crate::etw::record::Value::{self, Bytes, Str, U64};
 use crate::etw::sockaddr::encode;
 use crate::event::{Event, EventKind, Proto};
 
@@ -11,58 +12,89 @@ const T0: u64 = 1_700_000_000_000_000_000;
 const NGINX: u32 = 3120;
 const EP: u64 = 0xffff_a28c_5e3f_7010;
 
-fn rec(p: EtwProvider, id: u16, task: &str, pid: u32, t: u64) -> EtwRecord {
-    let mut r = EtwRecord::new(p, id, task);
-    r.pid = pid;
-    r.tid = pid + 1;
-    r.time_ns = t;
-    r
+/// A record as the session reads it, built from the manifest's template.
+fn rec(p: EtwProvider, id: u16, pid: u32, t: u64, values: &[(&str, Value)]) -> EtwRecord {
+    manifest::record(p, id, pid, t, values)
 }
 
 fn sa(s: &str) -> Vec<u8> {
     encode(s.parse().unwrap())
 }
 
-fn create(ep: u64, pid: u32, t: u64) -> EtwRecord {
-    rec(EtwProvider::WinsockAfd, 1000, "AfdCreate", pid, t)
-        .with("EnterExit", U64(1))
-        .with("Location", U64(1003))
-        .with("Process", U64(0xffff_a28c_4e00_0080))
-        .with("Endpoint", U64(ep))
-        .with("AddressFamily", U64(2))
-        .with("SocketType", U64(1))
-        .with("Protocol", U64(6))
-        .with("ProcessId", U64(u64::from(pid)))
-        .with("Status", U64(0))
+/// An address field's bytes and its length field, as the manifests pair
+/// them.
+fn addr(field: &'static str, len: &'static str, a: &str) -> [(&'static str, Value); 2] {
+    let b = sa(a);
+    [(len, U64(b.len() as u64)), (field, Bytes(b))]
 }
 
-fn bind(ep: u64, pid: u32, t: u64, enter: bool, addr: &str, st: u32) -> EtwRecord {
-    let b = sa(addr);
-    let mut r = rec(EtwProvider::WinsockAfd, 1030, "AfdBindWithAddress", pid, t)
-        .with("EnterExit", U64(u64::from(!enter)))
-        .with("Location", U64(if enter { 1100 } else { 1101 }))
-        .with("Process", U64(0xffff_a28c_4e00_0080))
-        .with("Endpoint", U64(ep))
-        .with("AddressLen", U64(b.len() as u64))
-        .with("Address", Bytes(b));
-    if !enter {
-        r = r.with("Status", U64(u64::from(st)));
-    }
-    r
+/// AfdCreate's enter half: the family, type and protocol.
+fn create(ep: u64, pid: u32, t: u64) -> EtwRecord {
+    rec(
+        EtwProvider::WinsockAfd,
+        1000,
+        pid,
+        t,
+        &[
+            ("EnterExit", U64(0)),
+            ("Endpoint", U64(ep)),
+            ("AddressFamily", U64(2)),
+            ("SocketType", U64(1)),
+            ("Protocol", U64(6)),
+            ("ProcessId", U64(u64::from(pid))),
+        ],
+    )
+}
+
+fn bind(ep: u64, pid: u32, t: u64, enter: bool, a: &str, st: u32) -> EtwRecord {
+    let mut v = vec![
+        ("EnterExit", U64(u64::from(!enter))),
+        ("Endpoint", U64(ep)),
+        ("Status", U64(u64::from(st))),
+    ];
+    v.extend(addr("Address", "AddressLen", a));
+    rec(EtwProvider::WinsockAfd, 1030, pid, t, &v)
 }
 
 fn listen(ep: u64, pid: u32, t: u64) -> EtwRecord {
-    rec(EtwProvider::WinsockAfd, 1037, "AfdListen", pid, t)
-        .with("EnterExit", U64(1))
-        .with("Location", U64(1130))
-        .with("Endpoint", U64(ep))
-        .with("Backlog", U64(511))
-        .with("Status", U64(0))
+    rec(
+        EtwProvider::WinsockAfd,
+        1037,
+        pid,
+        t,
+        &[
+            ("EnterExit", U64(1)),
+            ("Endpoint", U64(ep)),
+            ("Backlog", U64(511)),
+        ],
+    )
+}
+
+fn close(ep: u64, pid: u32, t: u64) -> EtwRecord {
+    rec(
+        EtwProvider::WinsockAfd,
+        1001,
+        pid,
+        t,
+        &[("EnterExit", U64(1)), ("Endpoint", U64(ep))],
+    )
+}
+
+/// A TCPIP listener event (1121-1124) of `pid` on `a`.
+fn listener(id: u16, pid: u32, t: u64, a: &str, st: u32) -> EtwRecord {
+    let mut v = vec![
+        ("ProcessId", U64(u64::from(pid))),
+        ("Status", U64(u64::from(st))),
+    ];
+    v.extend(addr("SocketAddress", "AddressLength", a));
+    rec(EtwProvider::Tcpip, id, 4, t, &v)
 }
 
 fn events(j: &mut Joiner, recs: &[EtwRecord]) -> Vec<Event> {
     let mut out = Vec::new();
     for r in recs {
+        // Each record one the session could read off the wire.
+        manifest::check(r);
         j.on_record(r, &mut out).unwrap();
     }
     let clock = Clock::with_offset_ns(0);
@@ -79,9 +111,7 @@ fn a_successful_bind_listen_and_close_become_the_linux_events() {
             bind(EP, NGINX, T0 + 10, true, "0.0.0.0:80", 0),
             bind(EP, NGINX, T0 + 20, false, "0.0.0.0:80", 0),
             listen(EP, NGINX, T0 + 30),
-            rec(EtwProvider::WinsockAfd, 1001, "AfdClose", NGINX, T0 + 40)
-                .with("EnterExit", U64(1))
-                .with("Endpoint", U64(EP)),
+            close(EP, NGINX, T0 + 40),
         ],
     );
     let kinds: Vec<_> = evs.iter().map(|e| e.kind).collect();
@@ -120,18 +150,12 @@ fn a_port_zero_bind_reports_the_port_windows_chose() {
 #[test]
 fn eaddrinuse_from_afd_and_tcpip_is_one_failure_with_the_process() {
     let mut j = Joiner::new();
-    let tcpip = rec(
-        EtwProvider::Tcpip,
-        1006,
-        "TcpBindEndpointPortFailure",
-        4,
-        T0 + 15,
-    )
-    .with("LocalAddress", Bytes(sa("10.0.0.6:80")))
-    .with(
+    let mut v = vec![(
         "Status",
         U64(u64::from(status::STATUS_ADDRESS_ALREADY_EXISTS)),
-    );
+    )];
+    v.extend(addr("LocalAddress", "LocalAddressLength", "10.0.0.6:80"));
+    let tcpip = rec(EtwProvider::Tcpip, 1006, 4, T0 + 15, &v);
     let evs = events(
         &mut j,
         &[
@@ -156,10 +180,7 @@ fn eaddrinuse_from_afd_and_tcpip_is_one_failure_with_the_process() {
 #[test]
 fn a_tcpip_failure_without_afd_is_a_kernel_callers_and_comes_out_after_the_window() {
     let mut j = Joiner::new();
-    let failed = rec(EtwProvider::Tcpip, 1122, "TcpListenerBindFailed", 4, T0)
-        .with("ProcessId", U64(4))
-        .with("SocketAddress", Bytes(sa("0.0.0.0:443")))
-        .with("Status", U64(u64::from(status::STATUS_SHARING_VIOLATION)));
+    let failed = listener(1122, 4, T0, "0.0.0.0:443", status::STATUS_SHARING_VIOLATION);
     let mut out = Vec::new();
     j.on_record(&failed, &mut out).unwrap();
     assert!(out.is_empty(), "waits for an AFD partner");
@@ -173,15 +194,11 @@ fn a_tcpip_failure_without_afd_is_a_kernel_callers_and_comes_out_after_the_windo
 #[test]
 fn http_sys_listeners_come_from_tcpip_and_are_not_doubled() {
     let mut j = Joiner::new();
-    let act = rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4, T0)
-        .with("ProcessId", U64(4))
-        .with("LocalAddress", Bytes(sa("0.0.0.0:80")));
+    let act = listener(1123, 4, T0, "0.0.0.0:80", 0);
     let evs = events(&mut j, &[act.clone(), act]);
     assert_eq!(evs.len(), 1);
     assert_eq!((evs[0].kind, evs[0].pid), (EventKind::Listen, 4));
-    let gone = rec(EtwProvider::Tcpip, 1124, "TcpListenerUnbound", 4, T0 + 5)
-        .with("ProcessId", U64(4))
-        .with("LocalAddress", Bytes(sa("0.0.0.0:80")));
+    let gone = listener(1124, 4, T0 + 5, "0.0.0.0:80", 0);
     let evs2 = events(&mut j, &[gone]);
     assert_eq!(evs2[0].kind, EventKind::Release);
     assert_eq!(evs2[0].sock_cookie, evs[0].sock_cookie);
@@ -190,15 +207,7 @@ fn http_sys_listeners_come_from_tcpip_and_are_not_doubled() {
 #[test]
 fn an_afd_listen_and_the_tcpip_listener_of_the_same_socket_are_one_listen() {
     let mut j = Joiner::new();
-    let act = rec(
-        EtwProvider::Tcpip,
-        1123,
-        "TcpListenerActivated",
-        NGINX,
-        T0 + 31,
-    )
-    .with("ProcessId", U64(u64::from(NGINX)))
-    .with("LocalAddress", Bytes(sa("0.0.0.0:8080")));
+    let act = listener(1123, NGINX, T0 + 31, "0.0.0.0:8080", 0);
     let evs = events(
         &mut j,
         &[
@@ -222,12 +231,10 @@ fn accepts_are_counted_by_local_port() {
         let r = rec(
             EtwProvider::Tcpip,
             1017,
-            "TcpAcceptListenerComplete",
             4,
             T0 + i,
-        )
-        .with("LocalAddress", Bytes(sa("10.0.0.5:80")))
-        .with("RemoteAddress", Bytes(sa("10.0.0.9:50000")));
+            &addr("LocalAddress", "LocalAddressLength", "10.0.0.5:80"),
+        );
         j.on_record(&r, &mut Vec::new()).unwrap();
     }
     assert_eq!(j.accepts().get(&(AF_INET, 80)), Some(&3));
@@ -236,23 +243,69 @@ fn accepts_are_counted_by_local_port() {
 #[test]
 fn http_sys_url_registrations_and_the_listen_list() {
     let mut j = Joiner::new();
-    let add = rec(EtwProvider::HttpService, 31, "AddUrl", 2120, T0)
-        .with("UrlGroupId", U64(0xFF00_0000_0000_0001))
-        .with("Url", Str("http://+:80/".into()))
-        .with("Status", U64(0));
-    let refused = rec(EtwProvider::HttpService, 31, "AddUrl", 2121, T0)
-        .with("UrlGroupId", U64(2))
-        .with("Url", Str("http://+:81/".into()))
-        .with("Status", U64(0xC000_0022));
-    let entry = rec(EtwProvider::HttpService, 19, "ReadIpListEntry", 4, T0)
-        .with("Address", Bytes(sa("10.0.0.5:0")));
-    let entry_text = rec(EtwProvider::HttpService, 19, "ReadIpListEntry", 4, T0)
-        .with("IpAddress", Str("10.0.0.7".into()));
-    events(&mut j, &[add, refused, entry, entry_text]);
+    let add = rec(
+        EtwProvider::HttpService,
+        31,
+        2120,
+        T0,
+        &[
+            ("UrlGroupId", U64(0xFF00_0000_0000_0001)),
+            ("Url", Str("http://+:80/".into())),
+        ],
+    );
+    let refused = rec(
+        EtwProvider::HttpService,
+        31,
+        2121,
+        T0,
+        &[
+            ("UrlGroupId", U64(2)),
+            ("Url", Str("http://+:81/".into())),
+            ("Status", U64(0xC000_0022)),
+        ],
+    );
+    // netsh stores a SOCKADDR; a bare address is read too (which one
+    // comes is for a Windows host to say).
+    let entry = rec(
+        EtwProvider::HttpService,
+        19,
+        4,
+        T0,
+        &addr("IpAddress", "IpAddrLength", "10.0.0.5:0"),
+    );
+    let bare = rec(
+        EtwProvider::HttpService,
+        19,
+        4,
+        T0,
+        &[
+            ("IpAddrLength", U64(4)),
+            ("IpAddress", Bytes(vec![10, 0, 0, 7])),
+        ],
+    );
+    // A newer build's AddUrl names the registering process itself: on IIS
+    // the WWW service in svchost, not the worker process.
+    let by_process = rec(
+        EtwProvider::HttpService,
+        113,
+        4,
+        T0,
+        &[
+            ("UrlGroupId", U64(3)),
+            ("Url", Str("http://+:8080/".into())),
+            ("ProcessId", U64(1460)),
+            (
+                "ExecutablePath",
+                Str("C:\\Windows\\System32\\svchost.exe".into()),
+            ),
+        ],
+    );
+    events(&mut j, &[add, refused, entry, bare, by_process]);
     let regs = j.http.urls_on_port(80);
     assert_eq!(regs.len(), 1);
     assert_eq!(regs[0].pid, 2120);
     assert!(j.http.urls_on_port(81).is_empty(), "a refused registration");
+    assert_eq!(j.http.urls_on_port(8080)[0].pid, 1460);
     assert_eq!(
         j.http.listen_list,
         vec![
@@ -260,9 +313,24 @@ fn http_sys_url_registrations_and_the_listen_list() {
             "10.0.0.7".parse().unwrap()
         ]
     );
-    let rem = rec(EtwProvider::HttpService, 33, "RemAllUrls", 2120, T0)
-        .with("UrlGroupId", U64(0xFF00_0000_0000_0001));
-    events(&mut j, &[rem]);
+    let rem = rec(
+        EtwProvider::HttpService,
+        33,
+        2120,
+        T0,
+        &[("UrlGroupId", U64(0xFF00_0000_0000_0001))],
+    );
+    let rem_by_process = rec(
+        EtwProvider::HttpService,
+        114,
+        4,
+        T0,
+        &[
+            ("UrlGroupId", U64(3)),
+            ("Url", Str("http://+:8080/".into())),
+        ],
+    );
+    events(&mut j, &[rem, rem_by_process]);
     assert!(j.http.urls.is_empty());
 }
 
@@ -278,11 +346,19 @@ fn bad_records_name_the_record_and_field_and_the_joiner_goes_on() {
         e.to_string(),
         "Microsoft-Windows-Winsock-AFD event 1030 (AfdBindWithAddress): field Status is missing"
     );
-    let bad_addr = rec(EtwProvider::Tcpip, 1123, "TcpListenerActivated", 4, T0)
-        .with("LocalAddress", Bytes(vec![9, 0, 0, 80, 1, 2, 3, 4]));
+    let bad_addr = rec(
+        EtwProvider::Tcpip,
+        1123,
+        4,
+        T0,
+        &[
+            ("AddressLength", U64(8)),
+            ("SocketAddress", Bytes(vec![9, 0, 0, 80, 1, 2, 3, 4])),
+        ],
+    );
     let e = j.on_record(&bad_addr, &mut out).unwrap_err();
     assert!(e.to_string().contains("unknown address family 9"), "{e}");
-    let unknown = rec(EtwProvider::Tcpip, 1300, "TcpConnectTcbComplete", 4, T0);
+    let unknown = EtwRecord::new(EtwProvider::Tcpip, 1300, "TcpConnectTcbComplete");
     let e = j.on_record(&unknown, &mut out).unwrap_err();
     assert!(e.to_string().contains("not an event bindwatch reads"));
     assert_eq!((j.stats().malformed, j.stats().unknown), (2, 1));
@@ -327,7 +403,8 @@ fn unmapped_statuses_are_counted_and_kept_apart() {
 #[test]
 fn non_ip_sockets_are_ignored_and_the_endpoint_map_is_bounded() {
     let mut j = Joiner::new();
-    let hv = create(EP, 9, T0).with("AddressFamily", U64(34));
+    let mut hv = create(EP, 9, T0);
+    hv.fields.insert("AddressFamily".into(), U64(34));
     events(&mut j, &[hv]);
     assert_eq!(j.endpoints(), 0);
     for i in 0..(ENDPOINT_CAPACITY as u64 + 5) {
@@ -465,4 +542,113 @@ mod arbitrary {
             }
         }
     }
+}
+
+#[test]
+fn an_empty_address_on_the_exit_half_keeps_the_bind_and_its_status() {
+    let mut j = Joiner::new();
+    let mut exit = bind(EP, 9, T0 + 2, false, "0.0.0.0:80", 0xC000_020A);
+    exit.fields.insert("AddressLen".into(), U64(0));
+    exit.fields.insert("Address".into(), Bytes(Vec::new()));
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, 9, T0),
+            bind(EP, 9, T0 + 1, true, "0.0.0.0:80", 0),
+            exit,
+        ],
+    );
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].error, Some("EADDRINUSE"));
+    assert_eq!(evs[0].endpoint(), "0.0.0.0:80");
+    assert_eq!(j.stats().malformed, 0);
+}
+
+#[test]
+fn afd_1029_carries_no_address_and_is_neither_a_bind_nor_malformed() {
+    let mut j = Joiner::new();
+    let r = EtwRecord::new(EtwProvider::WinsockAfd, 1029, "AfdBind")
+        .with("EnterExit", U64(1))
+        .with("Endpoint", U64(EP))
+        .with("Status", U64(0));
+    let evs = events(&mut j, &[create(EP, 9, T0), r]);
+    assert!(evs.is_empty());
+    assert_eq!((j.stats().malformed, j.stats().unknown), (0, 0));
+}
+
+#[test]
+fn a_creates_exit_half_with_zeros_keeps_what_the_enter_half_said() {
+    let mut j = Joiner::new();
+    let exit = rec(
+        EtwProvider::WinsockAfd,
+        1000,
+        9,
+        T0 + 1,
+        &[("EnterExit", U64(1)), ("Endpoint", U64(EP))],
+    );
+    let evs = events(
+        &mut j,
+        &[
+            create(EP, 9, T0),
+            exit,
+            bind(EP, 9, T0 + 2, true, "0.0.0.0:8080", 0),
+            bind(EP, 9, T0 + 3, false, "0.0.0.0:8080", 0),
+        ],
+    );
+    assert_eq!(j.endpoints(), 1);
+    assert_eq!((evs[0].pid, evs[0].proto), (9, Proto::Tcp));
+}
+
+/// An outbound connection's implicit bind: AFD logs 1030 with the wildcard
+/// and port 0 on its enter half (or, on builds that log it so, no address
+/// at all) and the port given on its exit half.
+fn implicit_bind(ep: u64, pid: u32, t: u64, empty_enter: bool, port: u16) -> Vec<EtwRecord> {
+    let mut enter = bind(ep, pid, t + 1, true, "0.0.0.0:0", 0);
+    if empty_enter {
+        enter.fields.insert("AddressLen".into(), U64(0));
+        enter.fields.insert("Address".into(), Bytes(Vec::new()));
+    }
+    vec![
+        create(ep, pid, t),
+        enter,
+        bind(ep, pid, t + 2, false, &format!("0.0.0.0:{port}"), 0),
+        close(ep, pid, t + 3),
+    ]
+}
+
+#[test]
+fn a_connect_storms_implicit_binds_are_filed_as_port_zero_binds_and_leave_nothing_behind() {
+    use crate::holders::HolderTable;
+    use crate::timeline::{Plan, plan};
+    let mut j = Joiner::new();
+    let mut table = HolderTable::new();
+    let (mut binds, mut releases) = (0, 0);
+    for i in 0..10_000u64 {
+        let recs = implicit_bind(
+            EP + i,
+            5000,
+            T0 + i * 10,
+            i % 2 == 0,
+            49_152 + (i % 16_000) as u16,
+        );
+        for ev in events(&mut j, &recs) {
+            table.apply(&ev);
+            match ev.kind {
+                EventKind::Bind => {
+                    binds += 1;
+                    assert_eq!(ev.port, 0, "filed as a port-0 bind: {ev:?}");
+                    assert_eq!(plan(&ev), Plan::Aggregate);
+                }
+                EventKind::Release => {
+                    releases += 1;
+                    assert_eq!(plan(&ev), Plan::Skip);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!((binds, releases), (10_000, 10_000));
+    assert_eq!(table.len(), 0, "no holder left per connection");
+    assert_eq!(j.endpoints(), 0);
+    assert_eq!(j.stats().malformed, 0);
 }
