@@ -3,8 +3,10 @@
 //! later ("Sharing Transport Addresses", WSK; the same for Winsock under
 //! enhanced socket security). They differ from Linux's: a specific address
 //! may be bound beside another account's wildcard only after a security
-//! check, SO_REUSEADDR must be set by the first socket too, and
-//! SO_EXCLUSIVEADDRUSE keeps everyone off.
+//! check, SO_REUSEADDR must be set by the first socket too, and a socket
+//! with SO_EXCLUSIVEADDRUSE refuses every later bind of its address (of any
+//! address when it holds the wildcard; a later non-exclusive wildcard bind
+//! still succeeds beside an exclusive specific one).
 //!
 //! Pure: no I/O. Which options a socket set is rarely known on Windows (no
 //! event or table carries them), so [`judge`] tries every possibility and

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Departed, EphemeralPorts, Holder, HolderTable, HolderView};
 use crate::conflict::winsock::{self, WinOption};
-use crate::conflict::{Reason, RuleSet, SockSpec, SockState, conflict};
+use crate::conflict::{Overlap, Reason, RuleSet, SockSpec, SockState, conflict};
 use crate::etw::httpsys::{HttpSys, SYSTEM_PID, app_pool};
 use crate::event::{Event, Proto, endpoint};
 
@@ -232,12 +232,49 @@ fn judge_windows(
     let mut spec = h.spec();
     spec.v6only = h.v6only.unwrap_or(spec.addr.is_ipv6());
     if h.owners.contains(&SYSTEM_PID) && h.proto == Proto::Tcp {
-        winsock::overlap(req, &spec)?;
+        // http.sys's sockets are kernel sockets without a security
+        // descriptor of their own; the one they get allows no sharing, so
+        // the table's security check fails for every other process. Its
+        // options, like the request's, are unknown: all are tried, and the
+        // verdict is certain only where the table blocks whatever they were.
+        let ov = winsock::overlap(req, &spec)?;
         if req.port != h.port {
             return None;
         }
-        let (explanation, hint) = http_sys_words(req, ev, &spec, table, http);
-        return Some((Reason::HttpSys, true, explanation, hint));
+        let documented = winsock::judge(
+            req,
+            &WinOption::ALL,
+            &spec,
+            &WinOption::ALL,
+            ev.errno,
+            Some(false),
+        );
+        let (certain, note) = match documented {
+            // By the table a wildcard bind shares a specific listener's
+            // port unless it asked for SO_EXCLUSIVEADDRUSE itself.
+            Some(v) if v.reason == Reason::ExclusiveRequest => (
+                v.certain,
+                format!(
+                    "; only if {} asked for SO_EXCLUSIVEADDRUSE, which shares the port with \
+                     no other socket",
+                    ev.comm
+                ),
+            ),
+            Some(v) => (v.certain, String::new()),
+            // A specific address beside http.sys's wildcard: the table
+            // gives WSAEACCES, field reports of IIS's socket pooling (on
+            // older releases) WSAEADDRINUSE. Blamed, not certain, and said.
+            None if ev.errno == EADDRINUSE && ov == Overlap::HolderWildcard => (
+                false,
+                "; Microsoft's sharing table gives WSAEACCES for this bind on current \
+                 Windows, this host answered WSAEADDRINUSE"
+                    .to_owned(),
+            ),
+            None => return None,
+        };
+        let (mut explanation, hint) = http_sys_words(req, ev, &spec, table, http);
+        explanation.push_str(&note);
+        return Some((Reason::HttpSys, certain, explanation, hint));
     }
     let holder_options: &[WinOption] = match h.reuseaddr {
         Some(true) => &[WinOption::ReuseAddr],
@@ -288,10 +325,16 @@ fn http_sys_words(
         .unwrap_or_default()
     {
         urls.push(reg.url.clone());
+        // A worker process names its app pool; on IIS 7 and later the
+        // registration itself comes from the WWW service in a svchost,
+        // named by its services.
         let who = match table.process(reg.pid) {
-            Some(p) => match app_pool(&p.cmdline) {
-                Some(pool) => format!("{} (pid {}, app pool {pool})", p.comm, p.pid),
-                None => format!("{} (pid {})", p.comm, p.pid),
+            Some(p) => match (app_pool(&p.cmdline), &p.unit) {
+                (Some(pool), _) => format!("{} (pid {}, app pool {pool})", p.comm, p.pid),
+                (None, Some(services)) => {
+                    format!("{} (pid {}, services {services})", p.comm, p.pid)
+                }
+                (None, None) => format!("{} (pid {})", p.comm, p.pid),
             },
             None => format!("pid {}", reg.pid),
         };
@@ -473,13 +516,7 @@ pub(super) fn in_use_for(
     }
     name_ephemeral(ev, facts, &mut blames);
     let first = &blames[0];
-    let who = if first.reason == Reason::HttpSys {
-        "http.sys (pid 4, System)".to_owned()
-    } else if first.holder.owners.iter().any(|p| p.pid == ev.pid) {
-        format!("its own process, {}", first.holder.owner_label())
-    } else {
-        first.holder.owner_label()
-    };
+    let who = blamed_label(first, ev);
     let mut summary = format!(
         "{} {ep} is blocked by {who} on {}: {}",
         ev.proto, first.holder.endpoint, first.explanation
@@ -578,6 +615,17 @@ fn privileged(ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
 
 /// Windows's WSAEACCES: another account's socket refused by socket
 /// security, or a port Windows keeps for itself.
+/// How a summary names the first holder blamed.
+fn blamed_label(b: &Blame, ev: &Event) -> String {
+    if b.reason == Reason::HttpSys {
+        "http.sys (pid 4, System)".to_owned()
+    } else if b.holder.owners.iter().any(|p| p.pid == ev.pid) {
+        format!("its own process, {}", b.holder.owner_label())
+    } else {
+        b.holder.owner_label()
+    }
+}
+
 fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
     let req = request(ev);
     let http = facts.http_sys();
@@ -599,7 +647,7 @@ fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) ->
             format!(
                 "{} {ep} is refused because of {} on {}: {}",
                 ev.proto,
-                first.holder.owner_label(),
+                blamed_label(first, ev),
                 first.holder.endpoint,
                 first.explanation
             ),

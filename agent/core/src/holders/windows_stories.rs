@@ -3,17 +3,19 @@
 //! events into the holder table, and the failed bind through the Windows
 //! rules.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use super::*;
 use crate::conflict::{Reason, RuleSet};
-use crate::etw::record::Value::{self, Bytes, Str, U64};
-use crate::etw::sockaddr::encode;
+use crate::etw::manifest;
+use crate::etw::record::Value::{self, Str, U64};
 use crate::etw::status::{STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS};
 use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const W3WP: u32 = 2120;
+/// The svchost that hosts W3SVC and WAS.
+const W3SVC: u32 = 1460;
 
 struct Facts(HttpSys, Option<EphemeralPorts>);
 
@@ -51,19 +53,6 @@ struct Host {
     ports: Option<EphemeralPorts>,
 }
 
-/// `values` and an address field with the length field the manifests pair
-/// it with.
-fn with_addr(
-    values: &[(&'static str, Value)],
-    (field, len, addr): (&'static str, &'static str, &str),
-) -> Vec<(&'static str, Value)> {
-    let b = encode(addr.parse::<SocketAddr>().unwrap());
-    let mut v = values.to_vec();
-    v.push((len, U64(b.len() as u64)));
-    v.push((field, Bytes(b)));
-    v
-}
-
 impl Host {
     fn new() -> Self {
         let mut table = HolderTable::new();
@@ -80,8 +69,14 @@ impl Host {
     /// A record as the session reads it, built from the manifest's
     /// template (`etw::manifest`).
     fn rec(&mut self, p: EtwProvider, id: u16, pid: u32, values: &[(&str, Value)]) -> EtwRecord {
+        let t = self.tick();
+        manifest::record(p, id, pid, t, values)
+    }
+
+    /// The next record's time.
+    fn tick(&mut self) -> u64 {
         self.t += 1_000;
-        crate::etw::manifest::record(p, id, pid, self.t, values)
+        self.t
     }
 
     /// Feeds records; returns the events, named as the Windows session
@@ -118,75 +113,32 @@ impl Host {
         self.next_endpoint += 0x10;
         let ep = self.next_endpoint;
         let mut recs = vec![
-            self.rec(
-                EtwProvider::WinsockAfd,
-                1000,
-                pid,
-                &[
-                    ("EnterExit", U64(0)),
-                    ("Endpoint", U64(ep)),
-                    ("AddressFamily", U64(2)),
-                    ("SocketType", U64(1)),
-                    ("Protocol", U64(6)),
-                    ("ProcessId", U64(u64::from(pid))),
-                ],
-            ),
-            self.rec(
-                EtwProvider::WinsockAfd,
-                1030,
-                pid,
-                &with_addr(
-                    &[("EnterExit", U64(0)), ("Endpoint", U64(ep))],
-                    ("Address", "AddressLen", addr),
-                ),
-            ),
+            manifest::afd_create(ep, pid, self.tick()),
+            manifest::afd_bind(ep, pid, self.tick(), true, addr, 0),
         ];
         if status != 0 {
             // TCPIP logs the failure inside the bind, before AFD's exit.
-            let r = self.rec(
-                EtwProvider::Tcpip,
-                1006,
-                pid,
-                &with_addr(
-                    &[("Status", U64(u64::from(status)))],
-                    ("LocalAddress", "LocalAddressLength", addr),
-                ),
-            );
-            recs.push(r);
+            recs.push(manifest::tcp_bind_failure(self.tick(), addr, status));
         }
-        let r = self.rec(
-            EtwProvider::WinsockAfd,
-            1030,
+        recs.push(manifest::afd_bind(
+            ep,
             pid,
-            &with_addr(
-                &[
-                    ("EnterExit", U64(1)),
-                    ("Endpoint", U64(ep)),
-                    ("Status", U64(u64::from(status))),
-                ],
-                ("Address", "AddressLen", addr),
-            ),
-        );
-        recs.push(r);
+            self.tick(),
+            false,
+            addr,
+            status,
+        ));
         if status == 0 && listen {
-            let r = self.rec(
-                EtwProvider::WinsockAfd,
-                1037,
-                pid,
-                &[
-                    ("EnterExit", U64(1)),
-                    ("Endpoint", U64(ep)),
-                    ("Backlog", U64(200)),
-                ],
-            );
-            recs.push(r);
+            recs.push(manifest::afd_listen(ep, pid, self.tick(), 200));
         }
         let evs = self.feed(recs, comm);
         evs.into_iter().find(|e| e.kind == EventKind::Bind).unwrap()
     }
 
-    /// IIS: http.sys listening on 0.0.0.0:80 (a kernel-mode listener, seen
-    /// by TCPIP only) for the URL w3wp.exe registered.
+    /// IIS 7 and later: the WWW service (W3SVC and WAS, in a svchost)
+    /// registers the site's URL with http.sys, which listens on 0.0.0.0:80
+    /// (a kernel-mode listener, seen by TCPIP only); the worker process
+    /// w3wp.exe serves the requests.
     fn iis(&mut self) {
         self.process(
             W3WP,
@@ -194,11 +146,17 @@ impl Host {
             r#"c:\windows\system32\inetsrv\w3wp.exe -ap "DefaultAppPool" -v "v4.0""#,
             None,
         );
+        self.process(
+            W3SVC,
+            "svchost.exe",
+            r"C:\Windows\system32\svchost.exe -k iissvcs",
+            Some("W3SVC, WAS"),
+        );
         let recs = vec![
             self.rec(
                 EtwProvider::HttpService,
                 31,
-                W3WP,
+                W3SVC,
                 &[
                     ("UrlGroupId", U64(0xFF00_0000_4000_0001)),
                     ("Url", Str("http://*:80/".into())),
@@ -211,15 +169,7 @@ impl Host {
 
     /// TCPIP's record of a listener http.sys (pid 4) activated.
     fn http_sys_listener(&mut self, addr: &str) -> EtwRecord {
-        self.rec(
-            EtwProvider::Tcpip,
-            1123,
-            4,
-            &with_addr(
-                &[("ProcessId", U64(4))],
-                ("SocketAddress", "AddressLength", addr),
-            ),
-        )
+        manifest::tcp_listener(1123, 4, self.tick(), addr, 0)
     }
 
     fn diagnose(&mut self, ev: &Event) -> Diagnosis {
@@ -249,8 +199,14 @@ fn iis_http_sys_on_every_address_blocks_a_second_web_server_and_the_fix_is_iplis
     assert_eq!(
         d.summary,
         "tcp 10.0.0.6:80 is blocked by http.sys (pid 4, System) on 0.0.0.0:80: http.sys on \
-         behalf of w3wp.exe (pid 2120, app pool DefaultAppPool), listening on all addresses \
-         (its IP listen list is empty): 0.0.0.0:80 covers 10.0.0.6:80 (URLs http://*:80/)"
+         behalf of svchost.exe (pid 1460, services W3SVC, WAS), listening on all addresses \
+         (its IP listen list is empty): 0.0.0.0:80 covers 10.0.0.6:80 (URLs http://*:80/); \
+         Microsoft's sharing table gives WSAEACCES for this bind on current Windows, this host \
+         answered WSAEADDRINUSE"
+    );
+    assert!(
+        !d.holders[0].certain,
+        "the table does not give this error here"
     );
     let hint = d.hint.unwrap();
     assert!(
@@ -263,6 +219,74 @@ fn iis_http_sys_on_every_address_blocks_a_second_web_server_and_the_fix_is_iplis
     );
 }
 
+/// The same on current Windows, as Microsoft's sharing table gives it: a
+/// specific address beside http.sys's wildcard fails the security check
+/// (http.sys's kernel socket has a descriptor that allows no sharing).
+#[test]
+fn iis_story_as_the_sharing_table_gives_it_is_wsaeacces_with_the_same_fix() {
+    let mut h = Host::new();
+    h.iis();
+    let ev = h.bind(5000, "httpd.exe", "10.0.0.6:80", STATUS_ACCESS_DENIED, true);
+    assert_eq!(ev.error, Some("EACCES"));
+    let d = h.diagnose(&ev);
+    assert_eq!(d.kind, DiagnosisKind::Conflict);
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert_eq!(
+        d.summary,
+        "tcp 10.0.0.6:80 is refused because of http.sys (pid 4, System) on 0.0.0.0:80: http.sys \
+         on behalf of svchost.exe (pid 1460, services W3SVC, WAS), listening on all addresses \
+         (its IP listen list is empty): 0.0.0.0:80 covers 10.0.0.6:80 (URLs http://*:80/)"
+    );
+    // Certain only if http.sys's options were known: with SO_REUSEADDR on
+    // both sockets the table lets a specific address share the wildcard.
+    assert!(!d.holders[0].certain);
+    assert!(d.hint.unwrap().contains("netsh http add iplisten"));
+}
+
+/// A second server binding the wildcard (Apache's `Listen 80`) beside
+/// http.sys's wildcard: WSAEADDRINUSE, as the table gives it.
+#[test]
+fn a_wildcard_bind_beside_http_sys_is_wsaeaddrinuse_and_names_it() {
+    let mut h = Host::new();
+    h.iis();
+    let ev = h.bind(
+        5000,
+        "httpd.exe",
+        "0.0.0.0:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    let d = h.diagnose(&ev);
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert!(!d.summary.contains("sharing table"), "{}", d.summary);
+}
+
+/// http.sys on one address only (an iplisten entry): a non-exclusive
+/// wildcard bind beside it succeeds by the table, so a failed one is not
+/// certainly its doing.
+#[test]
+fn a_failed_wildcard_bind_beside_a_specific_http_sys_listener_is_not_certain() {
+    let mut h = Host::new();
+    h.process(W3WP, "w3wp.exe", "w3wp.exe -ap DefaultAppPool", None);
+    let recs = vec![h.http_sys_listener("10.0.0.5:80")];
+    h.feed(recs, "System");
+    let ev = h.bind(
+        5000,
+        "httpd.exe",
+        "0.0.0.0:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    let d = h.diagnose(&ev);
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert!(!d.holders[0].certain);
+    assert!(
+        d.summary.ends_with("only if httpd.exe asked for SO_EXCLUSIVEADDRUSE, which shares the port with no other socket"),
+        "{}",
+        d.summary
+    );
+}
+
 #[test]
 fn with_an_iplisten_entry_http_sys_leaves_the_other_address_free() {
     let mut h = Host::new();
@@ -272,7 +296,7 @@ fn with_an_iplisten_entry_http_sys_leaves_the_other_address_free() {
             EtwProvider::HttpService,
             19,
             4,
-            &with_addr(&[], ("IpAddress", "IpAddrLength", "10.0.0.5:0")),
+            &manifest::addr("IpAddress", "IpAddrLength", "10.0.0.5:0"),
         ),
         h.http_sys_listener("10.0.0.5:80"),
     ];
@@ -371,7 +395,7 @@ fn windows_media_services_beside_iis_is_0xc00d158b() {
     assert_eq!(d.holders[0].reason, Reason::HttpSys);
     assert!(
         d.summary
-            .contains("http.sys on behalf of w3wp.exe (pid 2120, app pool DefaultAppPool)"),
+            .contains("http.sys on behalf of svchost.exe (pid 1460, services W3SVC, WAS)"),
         "{}",
         d.summary
     );
