@@ -12,24 +12,17 @@ use bindwatch::clock::Clock;
 use bindwatch::conflict::conflict;
 use bindwatch::event::Event;
 use bindwatch::holders::{HolderTable, NoFacts, diagnose};
-use bindwatch_common::{AF_INET, IPPROTO_TCP, RawEvent, flags, kind};
+use bindwatch_common::{IPPROTO_TCP, kind};
+use bindwatch_core::testing;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn event(k: u8, netns: u64, cookie: u64, pid: u32, addr: [u8; 4], port: u16, ret: i32) -> Event {
-    let mut r = RawEvent::zeroed();
-    r.kind = k;
-    r.family = AF_INET;
-    r.protocol = IPPROTO_TCP;
-    r.flags = flags::SOCK_INFO | if ret == 0 { flags::BOUND } else { 0 };
-    r.addr[..4].copy_from_slice(&addr);
-    r.port = port;
-    r.bound_port = port;
-    r.ret = ret;
+    let ip = std::net::Ipv4Addr::from(addr).to_string();
+    let mut r = testing::with_comm(testing::raw(k, &ip, port, IPPROTO_TCP, ret), "server");
     r.pid = pid;
     r.tid = pid;
     r.netns_cookie = netns;
     r.sock_cookie = cookie;
-    r.comm[..6].copy_from_slice(b"server");
     Event::from_raw(&r, &Clock::with_offset_ns(0))
 }
 

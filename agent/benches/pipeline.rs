@@ -33,7 +33,8 @@ use bindwatch::config::Config;
 use bindwatch::decode::Decoder;
 use bindwatch::metrics::Metrics;
 use bindwatch::timeline::record;
-use bindwatch_common::{AF_INET, IPPROTO_TCP, IPPROTO_UDP, RawEvent, flags, kind, tcp_state};
+use bindwatch_common::{IPPROTO_TCP, IPPROTO_UDP, RawEvent, kind, tcp_state};
+use bindwatch_core::testing;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const CYCLES: u32 = 1_000;
@@ -104,17 +105,11 @@ impl Mix {
         state: i32,
         who: usize,
     ) -> RawEvent {
-        let (pid, comm) = (self.pids[who], NAMES[who].as_bytes());
-        let mut r = RawEvent::zeroed();
-        r.kind = k;
-        r.family = AF_INET;
-        r.protocol = proto;
+        let pid = self.pids[who];
+        let ip = std::net::Ipv4Addr::from(addr).to_string();
+        let mut r = testing::with_comm(testing::raw(k, &ip, port, proto, ret), NAMES[who]);
         r.sock_type = if proto == IPPROTO_TCP { 1 } else { 2 };
-        r.flags = flags::SOCK_INFO | if ret == 0 { flags::BOUND } else { 0 };
-        r.addr[..4].copy_from_slice(&addr);
-        r.port = port;
         r.bound_port = bound;
-        r.ret = ret;
         r.pid = pid;
         r.tid = pid;
         r.uid = if who == 0 { 0 } else { 1000 };
@@ -122,7 +117,6 @@ impl Mix {
         r.sock_cookie = cookie;
         r.skaddr = cookie;
         r.state = state as u8;
-        r.comm[..comm.len()].copy_from_slice(comm);
         r
     }
 
@@ -246,23 +240,15 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("daemon_loop_end_to_end", |b| {
-        b.iter(|| {
-            for chunk in bytes.chunks(BATCH) {
-                batch.extend(chunk.iter().filter_map(|x| decoder.decode(x)));
-                batch_step(&mut batch, &mut correlator, &mut daemon).expect("batch");
-            }
-        })
-    });
+    let mut run = |bytes: &[&[u8]]| {
+        for chunk in bytes.chunks(BATCH) {
+            batch.extend(chunk.iter().filter_map(|x| decoder.decode(x)));
+            batch_step(&mut batch, &mut correlator, &mut daemon).expect("batch");
+        }
+    };
+    g.bench_function("daemon_loop_end_to_end", |b| b.iter(|| run(&bytes)));
     g.throughput(Throughput::Elements(storm.len() as u64));
-    g.bench_function("daemon_loop_failure_storm", |b| {
-        b.iter(|| {
-            for chunk in storm.chunks(BATCH) {
-                batch.extend(chunk.iter().filter_map(|x| decoder.decode(x)));
-                batch_step(&mut batch, &mut correlator, &mut daemon).expect("batch");
-            }
-        })
-    });
+    g.bench_function("daemon_loop_failure_storm", |b| b.iter(|| run(&storm)));
     g.throughput(Throughput::Elements(bytes.len() as u64));
     let stats = correlator.stats();
     eprintln!(

@@ -250,3 +250,84 @@ pub fn record(
     check(&r);
     r
 }
+
+/// An address field's bytes (a SOCKADDR, as Windows logs it) and the
+/// length field the manifests pair it with.
+pub fn addr(field: &'static str, len: &'static str, a: &str) -> [(&'static str, Value); 2] {
+    let b = super::sockaddr::encode(a.parse().expect("a socket address"));
+    [(len, Value::U64(b.len() as u64)), (field, Value::Bytes(b))]
+}
+
+/// AfdCreate's enter half: the endpoint's family, type and protocol (TCP).
+pub fn afd_create(ep: u64, pid: u32, t: u64) -> EtwRecord {
+    record(
+        EtwProvider::WinsockAfd,
+        1000,
+        pid,
+        t,
+        &[
+            ("EnterExit", Value::U64(0)),
+            ("Endpoint", Value::U64(ep)),
+            ("AddressFamily", Value::U64(2)),
+            ("SocketType", Value::U64(1)),
+            ("Protocol", Value::U64(6)),
+            ("ProcessId", Value::U64(u64::from(pid))),
+        ],
+    )
+}
+
+/// AfdBindWithAddress, enter half (the address asked for) or exit half
+/// (the address bound and the status).
+pub fn afd_bind(ep: u64, pid: u32, t: u64, enter: bool, a: &str, status: u32) -> EtwRecord {
+    let mut v = vec![
+        ("EnterExit", Value::U64(u64::from(!enter))),
+        ("Endpoint", Value::U64(ep)),
+        ("Status", Value::U64(u64::from(status))),
+    ];
+    v.extend(addr("Address", "AddressLen", a));
+    record(EtwProvider::WinsockAfd, 1030, pid, t, &v)
+}
+
+/// AfdListen's exit half.
+pub fn afd_listen(ep: u64, pid: u32, t: u64, backlog: u64) -> EtwRecord {
+    record(
+        EtwProvider::WinsockAfd,
+        1037,
+        pid,
+        t,
+        &[
+            ("EnterExit", Value::U64(1)),
+            ("Endpoint", Value::U64(ep)),
+            ("Backlog", Value::U64(backlog)),
+        ],
+    )
+}
+
+/// AfdClose's exit half.
+pub fn afd_close(ep: u64, pid: u32, t: u64) -> EtwRecord {
+    record(
+        EtwProvider::WinsockAfd,
+        1001,
+        pid,
+        t,
+        &[("EnterExit", Value::U64(1)), ("Endpoint", Value::U64(ep))],
+    )
+}
+
+/// A TCPIP listener event (1121-1124) of `pid` on `a`, logged from the
+/// System process.
+pub fn tcp_listener(id: u16, pid: u32, t: u64, a: &str, status: u32) -> EtwRecord {
+    let mut v = vec![
+        ("ProcessId", Value::U64(u64::from(pid))),
+        ("Status", Value::U64(u64::from(status))),
+    ];
+    v.extend(addr("SocketAddress", "AddressLength", a));
+    record(EtwProvider::Tcpip, id, 4, t, &v)
+}
+
+/// TCPIP's bind port failure (1006), logged inside the bind.
+pub fn tcp_bind_failure(t: u64, a: &str, status: u32) -> EtwRecord {
+    let mut v = vec![("Status", Value::U64(u64::from(status)))];
+    v.extend(addr("LocalAddress", "LocalAddressLength", a));
+    record(EtwProvider::Tcpip, 1006, 4, t, &v)
+}

@@ -5,7 +5,6 @@ use super::*;
 use crate::clock::Clock;
 use crate::etw::manifest;
 use crate::etw::record::Value::{self, Bytes, Str, U64};
-use crate::etw::sockaddr::encode;
 use crate::event::{Event, EventKind, Proto};
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -17,77 +16,16 @@ fn rec(p: EtwProvider, id: u16, pid: u32, t: u64, values: &[(&str, Value)]) -> E
     manifest::record(p, id, pid, t, values)
 }
 
+use manifest::{
+    addr, afd_bind as bind, afd_close as close, afd_create as create, tcp_listener as listener,
+};
+
 fn sa(s: &str) -> Vec<u8> {
-    encode(s.parse().unwrap())
-}
-
-/// An address field's bytes and its length field, as the manifests pair
-/// them.
-fn addr(field: &'static str, len: &'static str, a: &str) -> [(&'static str, Value); 2] {
-    let b = sa(a);
-    [(len, U64(b.len() as u64)), (field, Bytes(b))]
-}
-
-/// AfdCreate's enter half: the family, type and protocol.
-fn create(ep: u64, pid: u32, t: u64) -> EtwRecord {
-    rec(
-        EtwProvider::WinsockAfd,
-        1000,
-        pid,
-        t,
-        &[
-            ("EnterExit", U64(0)),
-            ("Endpoint", U64(ep)),
-            ("AddressFamily", U64(2)),
-            ("SocketType", U64(1)),
-            ("Protocol", U64(6)),
-            ("ProcessId", U64(u64::from(pid))),
-        ],
-    )
-}
-
-fn bind(ep: u64, pid: u32, t: u64, enter: bool, a: &str, st: u32) -> EtwRecord {
-    let mut v = vec![
-        ("EnterExit", U64(u64::from(!enter))),
-        ("Endpoint", U64(ep)),
-        ("Status", U64(u64::from(st))),
-    ];
-    v.extend(addr("Address", "AddressLen", a));
-    rec(EtwProvider::WinsockAfd, 1030, pid, t, &v)
+    crate::etw::sockaddr::encode(s.parse().unwrap())
 }
 
 fn listen(ep: u64, pid: u32, t: u64) -> EtwRecord {
-    rec(
-        EtwProvider::WinsockAfd,
-        1037,
-        pid,
-        t,
-        &[
-            ("EnterExit", U64(1)),
-            ("Endpoint", U64(ep)),
-            ("Backlog", U64(511)),
-        ],
-    )
-}
-
-fn close(ep: u64, pid: u32, t: u64) -> EtwRecord {
-    rec(
-        EtwProvider::WinsockAfd,
-        1001,
-        pid,
-        t,
-        &[("EnterExit", U64(1)), ("Endpoint", U64(ep))],
-    )
-}
-
-/// A TCPIP listener event (1121-1124) of `pid` on `a`.
-fn listener(id: u16, pid: u32, t: u64, a: &str, st: u32) -> EtwRecord {
-    let mut v = vec![
-        ("ProcessId", U64(u64::from(pid))),
-        ("Status", U64(u64::from(st))),
-    ];
-    v.extend(addr("SocketAddress", "AddressLength", a));
-    rec(EtwProvider::Tcpip, id, 4, t, &v)
+    manifest::afd_listen(ep, pid, t, 511)
 }
 
 fn events(j: &mut Joiner, recs: &[EtwRecord]) -> Vec<Event> {
@@ -150,12 +88,11 @@ fn a_port_zero_bind_reports_the_port_windows_chose() {
 #[test]
 fn eaddrinuse_from_afd_and_tcpip_is_one_failure_with_the_process() {
     let mut j = Joiner::new();
-    let mut v = vec![(
-        "Status",
-        U64(u64::from(status::STATUS_ADDRESS_ALREADY_EXISTS)),
-    )];
-    v.extend(addr("LocalAddress", "LocalAddressLength", "10.0.0.6:80"));
-    let tcpip = rec(EtwProvider::Tcpip, 1006, 4, T0 + 15, &v);
+    let tcpip = manifest::tcp_bind_failure(
+        T0 + 15,
+        "10.0.0.6:80",
+        status::STATUS_ADDRESS_ALREADY_EXISTS,
+    );
     let evs = events(
         &mut j,
         &[
