@@ -271,6 +271,19 @@ impl Joiner {
         res
     }
 
+    /// Logs, once each, a shape of record the manifests leave open (which
+    /// one a Windows build sends is for a Windows host to tell).
+    fn saw(&mut self, shape: &'static str) {
+        if self.shapes_seen.insert(shape) {
+            tracing::info!(shape, "ETW records seen in this shape: {shape}");
+        }
+    }
+
+    /// Shapes of record seen so far (see [`Self::saw`]).
+    pub fn shapes_seen(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.shapes_seen.iter().copied()
+    }
+
     /// Emits TCPIP failures whose AFD partner did not come within the
     /// window: binds by kernel-mode callers.
     pub fn flush(&mut self, now_ns: u64, out: &mut Vec<RawEvent>) {
@@ -346,6 +359,13 @@ impl Joiner {
         // The enter half carries the family, type and protocol; an exit
         // half may log zeros there, and then keeps what the enter said.
         let family = r.num_of(&["AddressFamily"]).unwrap_or(0) as u16;
+        if !Self::is_enter(r) {
+            self.saw(if family == 0 {
+                "AfdCreate exit halves without the family"
+            } else {
+                "AfdCreate exit halves repeating the family"
+            });
+        }
         if family != 0 && family != WIN_AF_INET && family != WIN_AF_INET6 {
             // Not an IP socket (Hyper-V, Bluetooth, AF_UNIX): not ours.
             self.endpoints.remove(&id);
@@ -408,6 +428,7 @@ impl Joiner {
             let Some(addr) = addr else {
                 // An enter half with an empty address: the exit half
                 // carries the address bound, if any.
+                self.saw("AfdBindWithAddress enter halves without an address");
                 return Ok(());
             };
             if let Some(e) = self.endpoints.get_mut(&id) {
@@ -642,9 +663,11 @@ impl Joiner {
                 }
             },
         };
-        if self.shapes_seen.insert(shape) {
-            tracing::info!(shape, "http.sys listen-list entries arrive as {shape}");
-        }
+        self.saw(match shape {
+            "SOCKADDR" => "http.sys listen-list entries as a SOCKADDR",
+            "bare IPv4" => "http.sys listen-list entries as a bare IPv4 address",
+            _ => "http.sys listen-list entries as a bare IPv6 address",
+        });
         self.http.add_listen_entry(ip);
         Ok(())
     }

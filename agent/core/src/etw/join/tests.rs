@@ -243,6 +243,15 @@ fn http_sys_url_registrations_and_the_listen_list() {
     assert_eq!(regs[0].pid, 2120);
     assert!(j.http.urls_on_port(81).is_empty(), "a refused registration");
     assert_eq!(j.http.urls_on_port(8080)[0].pid, 1460);
+    let mut shapes: Vec<_> = j.shapes_seen().collect();
+    shapes.sort();
+    assert_eq!(
+        shapes,
+        [
+            "http.sys listen-list entries as a SOCKADDR",
+            "http.sys listen-list entries as a bare IPv4 address"
+        ]
+    );
     assert_eq!(
         j.http.listen_list,
         vec![
@@ -534,6 +543,8 @@ fn a_creates_exit_half_with_zeros_keeps_what_the_enter_half_said() {
     );
     assert_eq!(j.endpoints(), 1);
     assert_eq!((evs[0].pid, evs[0].proto), (9, Proto::Tcp));
+    let shapes: Vec<_> = j.shapes_seen().collect();
+    assert_eq!(shapes, ["AfdCreate exit halves without the family"]);
 }
 
 /// An outbound connection's implicit bind: AFD logs 1030 with the wildcard
@@ -588,4 +599,8 @@ fn a_connect_storms_implicit_binds_are_filed_as_port_zero_binds_and_leave_nothin
     assert_eq!(table.len(), 0, "no holder left per connection");
     assert_eq!(j.endpoints(), 0);
     assert_eq!(j.stats().malformed, 0);
+    assert!(
+        j.shapes_seen()
+            .any(|s| s == "AfdBindWithAddress enter halves without an address")
+    );
 }
