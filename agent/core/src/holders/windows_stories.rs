@@ -172,6 +172,20 @@ impl Host {
         manifest::tcp_listener(1123, 4, self.tick(), addr, 0)
     }
 
+    /// A bind that fails with `status`, and its diagnosis.
+    fn fails(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        addr: &str,
+        status: u32,
+        listen: bool,
+    ) -> (Event, Diagnosis) {
+        let ev = self.bind(pid, comm, addr, status, listen);
+        let d = self.diagnose(&ev);
+        (ev, d)
+    }
+
     fn diagnose(&mut self, ev: &Event) -> Diagnosis {
         let mut facts = Facts(self.joiner.http.clone(), self.ports.clone());
         diagnose(&self.table, ev, &mut facts).expect("a diagnosis")
@@ -249,14 +263,13 @@ fn iis_story_as_the_sharing_table_gives_it_is_wsaeacces_with_the_same_fix() {
 fn a_wildcard_bind_beside_http_sys_is_wsaeaddrinuse_and_names_it() {
     let mut h = Host::new();
     h.iis();
-    let ev = h.bind(
+    let (_, d) = h.fails(
         5000,
         "httpd.exe",
         "0.0.0.0:80",
         STATUS_ADDRESS_ALREADY_EXISTS,
         true,
     );
-    let d = h.diagnose(&ev);
     assert_eq!(d.holders[0].reason, Reason::HttpSys);
     assert!(!d.summary.contains("sharing table"), "{}", d.summary);
 }
@@ -270,14 +283,13 @@ fn a_failed_wildcard_bind_beside_a_specific_http_sys_listener_is_not_certain() {
     h.process(W3WP, "w3wp.exe", "w3wp.exe -ap DefaultAppPool", None);
     let recs = vec![h.http_sys_listener("10.0.0.5:80")];
     h.feed(recs, "System");
-    let ev = h.bind(
+    let (_, d) = h.fails(
         5000,
         "httpd.exe",
         "0.0.0.0:80",
         STATUS_ADDRESS_ALREADY_EXISTS,
         true,
     );
-    let d = h.diagnose(&ev);
     assert_eq!(d.holders[0].reason, Reason::HttpSys);
     assert!(!d.holders[0].certain);
     assert!(
@@ -309,14 +321,13 @@ fn with_an_iplisten_entry_http_sys_leaves_the_other_address_free() {
     // and the answer names the listen list.
     let ok = h.bind(5000, "httpd.exe", "10.0.0.6:80", 0, true);
     assert_eq!(ok.errno, 0);
-    let ev = h.bind(
+    let (_, d) = h.fails(
         5001,
         "httpd.exe",
         "10.0.0.5:80",
         STATUS_ADDRESS_ALREADY_EXISTS,
         false,
     );
-    let d = h.diagnose(&ev);
     assert_eq!(d.holders[0].reason, Reason::HttpSys);
     assert!(
         d.summary
@@ -384,14 +395,13 @@ fn windows_media_services_beside_iis_is_0xc00d158b() {
         r"C:\Windows\system32\svchost.exe -k WMServer",
         Some("WMServer"),
     );
-    let ev = h.bind(
+    let (_, d) = h.fails(
         3300,
         "svchost.exe",
         "0.0.0.0:80",
         STATUS_ADDRESS_ALREADY_EXISTS,
         true,
     );
-    let d = h.diagnose(&ev);
     assert_eq!(d.holders[0].reason, Reason::HttpSys);
     assert!(
         d.summary
@@ -421,14 +431,13 @@ fn a_stray_process_on_the_port_is_named_and_another_address_is_not_blamed() {
     let mut h = Host::new();
     h.bind(700, "stray.exe", "10.0.0.6:8080", 0, true);
     h.bind(701, "other.exe", "10.0.0.7:8080", 0, true);
-    let ev = h.bind(
+    let (_, d) = h.fails(
         800,
         "nginx.exe",
         "10.0.0.6:8080",
         STATUS_ADDRESS_ALREADY_EXISTS,
         true,
     );
-    let d = h.diagnose(&ev);
     let pids: Vec<u32> = d.holders.iter().map(|b| b.holder.owners[0].pid).collect();
     assert_eq!(pids, vec![700]);
     assert_eq!(d.holders[0].reason, Reason::ReuseAddrNotShared);
