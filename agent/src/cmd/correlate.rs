@@ -228,12 +228,11 @@ impl Correlator {
                 .map(|h| (h.netns, h.proto, h.port)),
         );
         let me = std::process::id();
-        let mut ranges = std::collections::HashMap::new();
         let mut out: Vec<(Proto, u16, String)> = Vec::new();
         for (ns, proto, port) in ports {
-            let eph = ranges
-                .entry((ns, proto))
-                .or_insert_with(|| self.facts.ephemeral_ports(Some(ns), me, proto));
+            // The host's view keeps each namespace's ranges (KernelView's
+            // sysctl cache, netsh's answer on Windows).
+            let eph = self.facts.ephemeral_ports(Some(ns), me, proto);
             if let Some(e) = eph.as_ref().filter(|e| e.hands_out(port))
                 && !out.iter().any(|(p, q, _)| (*p, *q) == (proto, port))
             {

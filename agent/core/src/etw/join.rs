@@ -644,15 +644,15 @@ impl Joiner {
             .map_or(b.len(), |l| (l as usize).min(b.len()));
         let b = &b[..len];
         let (ip, shape) = match sockaddr::decode(b) {
-            Ok(a) => (a.ip(), "SOCKADDR"),
+            Ok(a) => (a.ip(), "http.sys listen-list entries as a SOCKADDR"),
             Err(e) => match b.len() {
                 4 => (
                     IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes")),
-                    "bare IPv4",
+                    "http.sys listen-list entries as a bare IPv4 address",
                 ),
                 16 => (
                     IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes")),
-                    "bare IPv6",
+                    "http.sys listen-list entries as a bare IPv6 address",
                 ),
                 _ => {
                     return Err(JoinError::Address {
@@ -663,11 +663,7 @@ impl Joiner {
                 }
             },
         };
-        self.saw(match shape {
-            "SOCKADDR" => "http.sys listen-list entries as a SOCKADDR",
-            "bare IPv4" => "http.sys listen-list entries as a bare IPv4 address",
-            _ => "http.sys listen-list entries as a bare IPv6 address",
-        });
+        self.saw(shape);
         self.http.add_listen_entry(ip);
         Ok(())
     }

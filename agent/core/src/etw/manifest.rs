@@ -157,6 +157,18 @@ pub fn load(p: EtwProvider) -> &'static Manifests {
     &all.iter().find(|(q, _)| *q == p).expect("every provider").1
 }
 
+/// Whether a value has the shape the session gives a field of type `ty`.
+fn fits(ty: FieldType, v: &Value) -> bool {
+    matches!(
+        (ty, v),
+        (
+            FieldType::UInt32 | FieldType::UInt64 | FieldType::Pointer,
+            Value::U64(_)
+        ) | (FieldType::Binary, Value::Bytes(_))
+            | (FieldType::UnicodeString, Value::Str(_))
+    )
+}
+
 /// Checks a record fed to the joiner in a test against what the session
 /// can produce: each field one `schema` reads of the event, present in the
 /// manifest's template, in a shape its type takes. Records of ids not
@@ -182,14 +194,7 @@ pub fn check(r: &EtwRecord) {
             "{}: the manifest's template has no {name}",
             r.describe()
         );
-        let fits = matches!(
-            (spec.ty, v),
-            (
-                FieldType::UInt32 | FieldType::UInt64 | FieldType::Pointer,
-                Value::U64(_)
-            ) | (FieldType::Binary, Value::Bytes(_))
-                | (FieldType::UnicodeString, Value::Str(_))
-        );
+        let fits = fits(spec.ty, v);
         assert!(
             fits,
             "{}: {name} is {:?}, given {v:?}",
