@@ -84,6 +84,20 @@ pub fn local(ns: u64, shown: Shown) -> Option<String> {
         .map(|t| t.with_timezone(&chrono::Local).format(fmt).to_string())
 }
 
+/// The host's offset from UTC at that moment, in seconds (what a page
+/// adds to show local times as the tables do).
+pub fn local_offset_secs(ns: u64) -> i32 {
+    use chrono::Offset as _;
+    chrono::DateTime::from_timestamp((ns / 1_000_000_000) as i64, 0)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .offset()
+                .fix()
+                .local_minus_utc()
+        })
+        .unwrap_or(0)
+}
+
 /// RFC 3339 in UTC with milliseconds, for machines (Alertmanager).
 pub fn rfc3339_utc(ns: u64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(
