@@ -57,7 +57,7 @@ pub fn render_html(
 <span class=\"help\">drag on the lanes or the window strip to zoom in; wheel zooms, shift+wheel and arrow keys pan; 0 fits the records again</span></div>\n\
 <svg id=\"overview\" xmlns=\"http://www.w3.org/2000/svg\"></svg>\n\
 <svg id=\"lanes\" tabindex=\"0\" xmlns=\"http://www.w3.org/2000/svg\"></svg>\n\
-<div id=\"card\" hidden></div>\n\
+<div id=\"card\" hidden></div><div id=\"tip\" hidden></div>\n\
 <h2>Records ({shown})</h2>\n<table id=\"rows\"><thead><tr><th>time</th><th>kind</th><th>count</th><th>port</th><th>pid</th><th>command</th><th>summary</th></tr></thead><tbody></tbody></table>\n\
 <script type=\"application/json\" id=\"picture\">{data}</script>\n<script>{SCRIPT}</script>\n</body></html>\n",
         t = escape(title),

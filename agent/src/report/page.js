@@ -94,9 +94,28 @@ function drawOverview() {
   el('rect', { id: 'ov-view', class: 'ov-view', x: 0, y: 1, height: OV_H - 2, width: 1 }, ov);
 }
 
+// Hover text, made when asked for: a busy day has thousands of elements
+// and a redraw per zoom step must stay cheap.
+let tips = [];
+function tip(e, text) {
+  e.dataset.tip = tips.length;
+  tips.push(text);
+}
+const tipBox = document.getElementById('tip');
+svg.addEventListener('mousemove', e => {
+  const i = e.target.dataset && e.target.dataset.tip;
+  if (i === undefined) { tipBox.hidden = true; return; }
+  tipBox.textContent = tips[i]();
+  tipBox.style.left = (e.pageX + 12) + 'px';
+  tipBox.style.top = (e.pageY + 12) + 'px';
+  tipBox.hidden = false;
+});
+svg.addEventListener('mouseleave', () => { tipBox.hidden = true; });
+
 function draw() {
   const started = performance.now();
   svg.textContent = '';
+  tips = [];
   svg.dataset.viewFrom = view[0];
   svg.dataset.viewTo = view[1];
   const defs = el('defs', {}, svg);
@@ -119,7 +138,7 @@ function draw() {
       const x0 = clampX(x(a.start_ns)), x1 = clampX(x(end));
       const r = el('rect', { class: 'alert', 'data-alert': a.alert, 'data-row': a.row, x: x0, y: y, height: LANE - 2, width: Math.max(2, x1 - x0) }, c);
       if (a.row === selected && a.row !== null) r.classList.add('sel');
-      el('title', {}, r, a.alert + ' from ' + full(a.start_ns) + (a.end_ns ? ' to ' + full(a.end_ns) : ' (still firing)'));
+      tip(r, () => a.alert + ' from ' + full(a.start_ns) + (a.end_ns ? ' to ' + full(a.end_ns) : ' (still firing)'));
     }
     for (const b of l.bars) {
       const end = b.end_ns || P.to_ns;
@@ -127,24 +146,24 @@ function draw() {
       const x0 = clampX(x(b.start_ns)), x1 = clampX(x(end));
       const r = el('rect', { class: 'bar', 'data-label': b.label, 'data-row': b.row, 'data-open': b.end_ns ? '0' : '1', x: x0, y: y + 4, height: LANE - 10, width: Math.max(2, x1 - x0) }, c);
       if (b.row === selected && b.row !== null) r.classList.add('sel');
-      el('title', {}, r, b.label + ' held ' + l.proto + ' ' + l.port + ' from ' + full(b.start_ns) + (b.end_ns ? ' to ' + full(b.end_ns) : ' to the end of the window'));
+      tip(r, () => b.label + ' held ' + l.proto + ' ' + l.port + ' from ' + full(b.start_ns) + (b.end_ns ? ' to ' + full(b.end_ns) : ' to the end of the window'));
       // A label as soon as the bar can hold it.
       if (x1 - x0 >= b.label.length * 6.2 + 8) el('text', { x: x0 + 4, y: y + 17, class: 'bar-label', 'data-for': b.label }, c, b.label);
     }
-    // Marks closer than a few pixels at this zoom are drawn as one.
+    // Marks that would overlap at this zoom are drawn as one.
     let cur = null;
     const merged = [];
     for (const m of l.marks) {
       if (m.time_ns < view[0] || m.time_ns > view[1]) continue;
       const px = x(m.time_ns);
-      if (cur && px - cur.px < 5) { cur.count += m.count; continue; }
+      if (cur && px - cur.px < 7) { cur.count += m.count; continue; }
       cur = { px: px, count: m.count, m: m };
       merged.push(cur);
     }
     for (const k of merged) {
       const mc = el('circle', { class: 'mark', 'data-count': k.count, 'data-row': k.m.row, cx: k.px, cy: y + LANE / 2 - 1, r: k.count > 1 ? 5 : 3.5 }, c);
       if (k.m.row === selected && k.m.row !== null) mc.classList.add('sel');
-      el('title', {}, mc, (k.count > 1 ? k.count + ' failed binds from ' : '') + full(k.m.time_ns) + ': ' + k.m.summary);
+      tip(mc, () => (k.count > 1 ? k.count + ' failed binds from ' : '') + full(k.m.time_ns) + ': ' + k.m.summary);
     }
   });
   if (P.at_ns && P.at_ns >= view[0] && P.at_ns <= view[1]) {
