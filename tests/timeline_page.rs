@@ -286,6 +286,20 @@ fn the_page_fits_the_incident_zooms_and_says_each_thing_once() {
         page["zoomed"]["bars"]
     );
 
+    // The wheel zooms in, an arrow key pans by a fifth, Esc fits again.
+    let span = |v: &Value| v[1].as_f64().unwrap() - v[0].as_f64().unwrap();
+    let (dflt, wheeled, panned) = (&page["default"]["view"], &page["wheeled"], &page["panned"]);
+    assert!(
+        span(wheeled) < span(dflt) * 0.7,
+        "wheel: {dflt} -> {wheeled}"
+    );
+    let moved = panned[0].as_f64().unwrap() - wheeled[0].as_f64().unwrap();
+    assert!(
+        (moved / span(wheeled) - 0.2).abs() < 0.01 && (span(panned) - span(wheeled)).abs() < 1e3,
+        "pan: {wheeled} -> {panned}"
+    );
+    assert_eq!(&page["reset"], dflt);
+
     // Each thing once: one row per failure group, per alert episode, per
     // other record.
     let rows = page["default"]["rows"].as_array().unwrap();
@@ -312,6 +326,16 @@ fn the_page_fits_the_incident_zooms_and_says_each_thing_once() {
     // The last failure ran into the nginx that came back: another holder,
     // another row.
     assert_eq!(count_of(second), 3, "the three failures before: {second}");
+    // A conflict episode covers at least the failure that raised it.
+    for r in rows.iter().filter(|r| {
+        r["kind"] == "alert episode"
+            && r["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("BindwatchBindConflict")
+    }) {
+        assert!(!r["count"].as_str().unwrap().contains(" 0 failed"), "{r}");
+    }
     let firing = recs.iter().filter(|r| r["kind"] == "alert_firing").count();
     eprintln!(
         "timeline_page: {} records, {} rows; {firing} alert notifications in {episodes} episodes",

@@ -105,6 +105,17 @@ async function story(url, outdir) {
     await page.click(`#rows tr.row[data-row="${group.row}"] button.expand`);
     out.expanded = await geometry(page);
   }
+  // The wheel zooms around the pointer, the arrow keys pan, Esc resets.
+  await page.keyboard.press('0');
+  const plot = await page.evaluate(() => { const r = document.getElementById('plot').getBoundingClientRect(); return [r.left + r.width / 2, r.top + 10]; });
+  await page.mouse.move(plot[0], plot[1]);
+  for (let i = 0; i < 3; i++) await page.mouse.wheel(0, -100);
+  await page.waitForFunction(n => window.bindwatchPage.draws > n, (await page.evaluate(() => window.bindwatchPage.draws)) - 1);
+  out.wheeled = (await geometry(page)).view;
+  await page.keyboard.press('ArrowRight');
+  out.panned = (await geometry(page)).view;
+  await page.keyboard.press('Escape');
+  out.reset = (await geometry(page)).view;
   await close();
   return out;
 }

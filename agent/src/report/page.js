@@ -275,7 +275,7 @@ P.rows.forEach((r, i) => {
   cell(tr, when);
   cell(tr, r.kind === 'alert' ? 'alert episode' : r.kind);
   const n = cell(tr, r.kind === 'alert'
-    ? r.count + (r.count > 1 ? ' notifications' : ' notification') + (r.covered !== undefined ? ', ' + r.covered + ' failed binds' : '')
+    ? r.count + (r.count > 1 ? ' notifications' : ' notification') + (r.covered !== undefined ? ', ' + r.covered + (r.covered === 1 ? ' failed bind' : ' failed binds') : '')
     : r.count > 1 ? r.count + '×' : '');
   if (r.kind === 'bind_failed' && r.count > 1) {
     const b = document.createElement('button');

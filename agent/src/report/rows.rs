@@ -187,13 +187,15 @@ pub fn rows(records: &[Record], to_ns: u64) -> Rows {
                         row.pid = None;
                         row.comm = None;
                         row.alert = Some(name);
+                        // The alert's own start: the failure that raised
+                        // it, the moment the port went unheld; a record is
+                        // written a moment later (and, for an episode
+                        // resolved inside the window, maybe before it).
+                        row.first_ns = detail["starts_ns"]
+                            .as_u64()
+                            .unwrap_or(r.time_ns)
+                            .min(r.time_ns);
                         if !firing {
-                            // Fired before the window: its start is in
-                            // the alert itself.
-                            row.first_ns = detail["starts_ns"]
-                                .as_u64()
-                                .unwrap_or(r.time_ns)
-                                .min(r.time_ns);
                             row.last_ns = Some(r.time_ns);
                         }
                         rows.push(row);
@@ -404,8 +406,16 @@ mod tests {
         assert_eq!((group.first_ns, group.last_ns), (20, Some(95)));
         assert_eq!(group.members.len(), 4);
         let ep = &r.rows[2];
-        assert_eq!((ep.first_ns, ep.last_ns), (21, Some(90)));
-        assert_eq!(ep.covered, Some(3), "the failures at 30, 40 and 50");
+        assert_eq!(
+            (ep.first_ns, ep.last_ns),
+            (5, Some(90)),
+            "from the alert's own start"
+        );
+        assert_eq!(
+            ep.covered,
+            Some(4),
+            "the failures at 20 (which raised it), 30, 40 and 50"
+        );
         assert!(
             ep.card
                 .iter()

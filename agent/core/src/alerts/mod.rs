@@ -404,7 +404,9 @@ impl AlertEngine {
             let alert = Alert {
                 labels: labels(w, AlertKind::BindConflict),
                 annotations: a,
-                starts_ns: now,
+                // It began with the failed bind, a moment before it is
+                // evaluated (the timeline counts that failure in it).
+                starts_ns: ev.time_ns.min(now),
                 ends_ns: None,
             };
             // A resend period of zero: each conflict is news, always sent.
