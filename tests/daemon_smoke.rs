@@ -1,5 +1,6 @@
 //! The daemon in brief, for every kernel of the matrix: it starts and says
-//! it is ready, `/metrics` has every hook attached, and a watched port that
+//! it is ready, `/metrics` has every hook attached, `/healthz` and
+//! `/metrics` name the probe set the kernel offers, and a watched port that
 //! loses its holder raises one alert at a real webhook receiver.
 
 use support::*;
@@ -33,6 +34,17 @@ fn daemon_starts_scrapes_and_alerts_when_a_watched_port_is_lost() {
     for l in &hooks {
         assert!(l.ends_with(" 1"), "a hook is not attached: {l}");
     }
+    // The probe set in use is named in /healthz and /metrics.
+    let set = expected_probe_set();
+    let health = curl(&format!("http://{listen}/healthz")).unwrap();
+    assert!(
+        health.contains(&format!("\"probes\":\"{set}\"")),
+        "{set} in /healthz: {health}"
+    );
+    assert_eq!(
+        metric(&listen, &format!("bindwatch_probe_set{{set=\"{set}\"}}")),
+        1.0
+    );
     wait_for("the watched port up", 30, || {
         try_metric(&listen, "bindwatch_watched_port_up{watch=\"smoke\"}")
             .is_ok_and(|v| v == 1.0)

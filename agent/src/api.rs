@@ -34,6 +34,8 @@ pub struct ApiState {
     pub timeline_health: Option<Arc<crate::store::WriterHealth>>,
     /// Why there is no timeline, when there is none.
     pub timeline_error: Option<Arc<str>>,
+    /// The probe set in use (`fexit`, `tracepoint`, `etw`), for `/healthz`.
+    pub probes: &'static str,
     /// When set, every path but `/healthz` and `/readyz` needs
     /// `Authorization: Bearer TOKEN`.
     pub token: Option<Arc<str>>,
@@ -196,6 +198,7 @@ async fn require_token(
 struct Health {
     status: &'static str,
     timeline: String,
+    probes: &'static str,
 }
 
 /// Alive: 200 while the daemon runs. `degraded` when the timeline cannot
@@ -212,7 +215,12 @@ async fn healthz(State(s): State<ApiState>) -> Response {
         },
     };
     let status = if timeline == "ok" { "ok" } else { "degraded" };
-    Json(Health { status, timeline }).into_response()
+    Json(Health {
+        status,
+        timeline,
+        probes: s.probes,
+    })
+    .into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

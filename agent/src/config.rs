@@ -112,12 +112,17 @@ pub struct ProbesConfig {
     /// Kernel ring buffer size: a power of two, at least 4096.
     #[serde(default = "default_ring")]
     pub ring_buffer_bytes: u32,
+    /// Which hooks carry binds and listens: auto (fexit where the kernel
+    /// loads it, else tracepoints), tracepoint, fexit.
+    #[serde(default)]
+    pub mode: crate::source::ProbeMode,
 }
 
 impl Default for ProbesConfig {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: default_ring(),
+            mode: crate::source::ProbeMode::Auto,
         }
     }
 }

@@ -43,6 +43,12 @@ pub enum Error {
     NothingAttached(String),
 
     #[error(
+        "the kernel refused the fexit probe set ({0}); use --probes auto (falls back to \
+         tracepoints) or --probes tracepoint"
+    )]
+    FexitRefused(String),
+
+    #[error(
         "the ETW session could not start ({0}): run elevated (an Administrator, or the \
          service as LocalSystem)"
     )]

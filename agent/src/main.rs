@@ -39,6 +39,10 @@ enum Command {
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Which probe set to try: auto (fexit where the kernel loads it,
+        /// else tracepoints), tracepoint, fexit.
+        #[arg(long, default_value = "auto", value_parser = cli::trace::parse_probe_mode)]
+        probes: bindwatch::platform::ProbeMode,
     },
     /// Check a configuration file and print the result.
     CheckConfig {
@@ -54,7 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Trace(a) => cli::trace::exec(a),
         Command::Who(a) => cli::who::exec(a),
         Command::Timeline(a) => cli::timeline::exec(a),
-        Command::Probes { json } => cli::probes::exec(json),
+        Command::Probes { json, probes } => cli::probes::exec(json, probes),
         Command::CheckConfig { file } => cli::check_config::exec(file),
     };
     match result {

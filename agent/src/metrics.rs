@@ -111,6 +111,7 @@ pub struct Metrics {
     drift: IntCounterVec,
     table_sockets: IntGauge,
     probe_attached: IntGaugeVec,
+    probe_set: IntGaugeVec,
     pub alert_deliveries: IntCounterVec,
     pub alert_dropped: prometheus::IntCounter,
     pub config_reloads: IntCounterVec,
@@ -266,6 +267,12 @@ impl Metrics {
                 "bindwatch_probe_attached",
                 "1 when the kernel hook is attached.",
                 &["hook"],
+            ),
+            probe_set: gauge(
+                &r,
+                "bindwatch_probe_set",
+                "1 for the probe set in use: fexit (trampolines, no syscall tracepoint), tracepoint, or etw.",
+                &["set"],
             ),
             alert_deliveries: counter(
                 &r,
@@ -424,6 +431,11 @@ impl Metrics {
             }
         }
         self.table_sockets.set(sockets as i64);
+    }
+
+    pub fn set_probe_set(&self, set: &str) {
+        self.probe_set.reset();
+        self.probe_set.with_label_values(&[set]).set(1);
     }
 
     pub fn set_hooks(&self, hooks: &[(&str, bool)]) {

@@ -3,6 +3,8 @@
 //! sockets and processes), so `cmd` is written once and compiles against
 //! whichever is built. Linux-only and Windows-only code never meet.
 
+pub use crate::source::ProbeMode;
+
 #[cfg(target_os = "linux")]
 pub use crate::linux::{
     HookStatus, LostCounts, ProbeConfig, Probes, RingReader,

@@ -15,12 +15,51 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 pub struct ProbeConfig {
     /// Power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    pub mode: ProbeMode,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            mode: ProbeMode::Auto,
+        }
+    }
+}
+
+/// Which kernel hooks carry binds and listens on Linux. `fexit`: BPF
+/// trampolines on the kernel's bind and listen functions, so no syscall
+/// tracepoint is enabled and no other syscall pays for bindwatch (needs
+/// BTF and trampolines; most distribution kernels since 5.5 have them).
+/// `tracepoint`: the syscall tracepoints, which every kernel has. `auto`:
+/// fexit where the kernel loads it, else tracepoints. Windows has ETW
+/// whatever the mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeMode {
+    #[default]
+    Auto,
+    Tracepoint,
+    Fexit,
+}
+
+impl ProbeMode {
+    pub const NAMES: &'static str = "auto, tracepoint, fexit";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "tracepoint" => Some(Self::Tracepoint),
+            "fexit" => Some(Self::Fexit),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Tracepoint => "tracepoint",
+            Self::Fexit => "fexit",
         }
     }
 }

@@ -196,11 +196,18 @@ impl Tracer {
 
     /// As `start`, but Err holds what it printed when the kernel refused it.
     pub fn try_start(extra: &[&str]) -> Result<Self, String> {
+        Self::try_start_env(extra, &[])
+    }
+
+    /// As `try_start`, with variables added to the tracer's environment.
+    pub fn try_start_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         require_root();
         let mut child = Command::new(bindwatch_bin())
             .arg("trace")
             .arg("--json")
+            .args(forced_probe_set(extra))
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -302,6 +309,44 @@ impl Tracer {
         );
         parse_lines(&self.lines.lock().unwrap())
     }
+}
+
+/// `--probes MODE` when the run forces a probe set (BINDWATCH_PROBES, set
+/// by the kernel matrix to run the probe tests in tracepoint mode where the
+/// kernel would pick fexit), unless the test names one itself.
+pub fn forced_probe_set(extra: &[&str]) -> Vec<String> {
+    match std::env::var("BINDWATCH_PROBES") {
+        Ok(m) if !extra.contains(&"--probes") => vec!["--probes".into(), m],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether this kernel takes the fexit probe set (`bindwatch probes
+/// --probes fexit` attaches every hook).
+pub fn kernel_offers_fexit() -> bool {
+    Command::new(bindwatch_bin())
+        .args(["probes", "--probes", "fexit"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The probe set a daemon or tracer started by these helpers uses.
+pub fn expected_probe_set() -> &'static str {
+    match std::env::var("BINDWATCH_PROBES").as_deref() {
+        Ok("tracepoint") => "tracepoint",
+        Ok("fexit") => "fexit",
+        _ if kernel_offers_fexit() => "fexit",
+        _ => "tracepoint",
+    }
+}
+
+/// The probe set named in a start-up line ("... (fexit probes ...").
+pub fn probe_set_of(line: &str) -> Option<&str> {
+    let (before, _) = line.split_once(" probes")?;
+    before.rsplit(['(', ' ']).next()
 }
 
 /// (N, M) of "hooks N/M attached" in the tracer's start-up line.
@@ -534,6 +579,7 @@ impl Daemon {
         let child = Command::new(bindwatch_bin())
             .args(["run", "--config", cfg.to_str().unwrap(), "--state-dir"])
             .arg(state)
+            .args(forced_probe_set(&[]))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -1,8 +1,11 @@
 //! `bindwatch probes`: what this kernel lets bindwatch attach.
 
-pub fn exec(json: bool) -> anyhow::Result<()> {
+pub fn exec(json: bool, mode: bindwatch::platform::ProbeMode) -> anyhow::Result<()> {
     super::init_logging("error");
-    let report = bindwatch::cmd::probes::report(&Default::default())?;
+    let report = bindwatch::cmd::probes::report(&bindwatch::platform::ProbeConfig {
+        mode,
+        ..Default::default()
+    })?;
     let text = if json {
         serde_json::to_string(&report)? + "\n"
     } else {

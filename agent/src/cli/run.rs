@@ -21,6 +21,10 @@ pub struct Args {
     /// Overrides probes.ring_buffer_bytes.
     #[arg(long, value_parser = parse_ring_size)]
     ring_buffer_bytes: Option<u32>,
+    /// Which kernel hooks carry binds and listens (auto, tracepoint,
+    /// fexit); overrides probes.mode.
+    #[arg(long, value_parser = super::trace::parse_probe_mode)]
+    probes: Option<bindwatch::platform::ProbeMode>,
     /// Overrides holders.reconcile_every_secs.
     #[arg(long)]
     reconcile_every: Option<u64>,
@@ -56,6 +60,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     }
     if let Some(r) = a.ring_buffer_bytes {
         config.probes.ring_buffer_bytes = r;
+    }
+    if let Some(m) = a.probes {
+        config.probes.mode = m;
     }
     if let Some(r) = a.reconcile_every {
         config.holders.reconcile_every_secs = r;

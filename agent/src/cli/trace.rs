@@ -3,7 +3,7 @@
 use clap::Args as ClapArgs;
 
 use bindwatch::event::Proto;
-use bindwatch::platform::DEFAULT_RING_BUFFER_BYTES;
+use bindwatch::platform::{DEFAULT_RING_BUFFER_BYTES, ProbeMode};
 use bindwatch::trace::Filter;
 
 #[derive(ClapArgs)]
@@ -36,10 +36,18 @@ pub struct ProbeArgs {
     /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
+    /// Which kernel hooks carry binds and listens: auto (fexit where the
+    /// kernel loads it, else tracepoints), tracepoint, fexit.
+    #[arg(long, default_value = "auto", value_parser = parse_probe_mode)]
+    probes: ProbeMode,
     /// Seconds between reconciliations of the holder table with the
     /// kernel's socket tables (0: never).
     #[arg(long, default_value_t = 30)]
     reconcile_every: u64,
+}
+
+pub fn parse_probe_mode(s: &str) -> Result<ProbeMode, String> {
+    ProbeMode::parse(s).ok_or_else(|| format!("unknown probe mode {s:?}: use {}", ProbeMode::NAMES))
 }
 
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -62,6 +70,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         json: a.json,
         probe: bindwatch::platform::ProbeConfig {
             ring_buffer_bytes: a.probe.ring_buffer_bytes,
+            mode: a.probe.probes,
         },
         reconcile_every: std::time::Duration::from_secs(a.probe.reconcile_every),
     };

@@ -13,6 +13,11 @@ use crate::platform::{HookStatus, ProbeConfig, Probes};
 pub struct ProbeReport {
     /// The running kernel's release (`uname -r`), where the platform has one.
     pub kernel: String,
+    /// The probe set that attached: `fexit`, `tracepoint` (or `etw`).
+    pub probes: &'static str,
+    /// Why `auto` fell back from the fexit set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fexit_refused: Option<String>,
     pub hooks: Vec<HookStatus>,
 }
 
@@ -27,11 +32,15 @@ impl ProbeReport {
 
     pub fn render(&self) -> String {
         let mut s = format!(
-            "kernel {}: hooks {}/{} attached\n",
+            "kernel {}: {} probe set, hooks {}/{} attached\n",
             self.kernel,
+            self.probes,
             self.attached(),
             self.hooks.len()
         );
+        if let Some(why) = &self.fexit_refused {
+            s.push_str(&format!("  fexit set refused: {why}\n"));
+        }
         for h in &self.hooks {
             match &h.error {
                 None => s.push_str(&format!("  {:<20} attached\n", h.hook)),
@@ -48,6 +57,8 @@ pub fn report(cfg: &ProbeConfig) -> Result<ProbeReport> {
     let (probes, ring) = Probes::load(cfg)?;
     let report = ProbeReport {
         kernel: kernel_release(),
+        probes: probes.probe_set(),
+        fexit_refused: probes.fallback().map(str::to_owned),
         hooks: probes.hooks().to_vec(),
     };
     drop(ring);

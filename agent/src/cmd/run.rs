@@ -450,6 +450,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let (mut probes, ring) = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.probes.ring_buffer_bytes,
+        mode: cfg.probes.mode,
     })?;
     for h in probes.hooks() {
         tracing::info!(
@@ -462,6 +463,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     tracing::info!(
         attached = probes.attached_count(),
         hooks = probes.hooks().len(),
+        probes = probes.probe_set(),
+        fallback_reason = probes.fallback(),
         source = %probes.source_name(),
         "bindwatch running"
     );
@@ -475,6 +478,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .init_watches(&watch_series(&cfg));
+    metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_probe_set(probes.probe_set());
     metrics.lock().unwrap_or_else(|e| e.into_inner()).set_hooks(
         &probes
             .hooks()
@@ -514,6 +521,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         timeline_db: store.as_ref().map(|_| db.clone()),
         timeline_health: store.as_ref().map(|s| s.health()),
         timeline_error,
+        probes: probes.probe_set(),
         token,
     });
     let https = tls.is_some();
@@ -562,10 +570,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let started = daemon.agent_record(
         "agent_start",
         format!(
-            "bindwatch {} started; hooks {}/{} attached; {} sockets held, {} holding a port{}",
+            "bindwatch {} started; hooks {}/{} attached ({} probes); {} sockets held, {} holding a port{}",
             env!("CARGO_PKG_VERSION"),
             probes.attached_count(),
             probes.hooks().len(),
+            probes.probe_set(),
             correlator.table.len(),
             held.len() + left_out,
             if left_out > 0 {

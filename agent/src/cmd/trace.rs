@@ -131,9 +131,14 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         );
     }
     eprintln!(
-        "bindwatch: tracing; hooks {}/{} attached; ring buffer {} bytes; {} sockets held; Ctrl-C to stop",
+        "bindwatch: tracing; hooks {}/{} attached ({} probes{}); ring buffer {} bytes; {} sockets held; Ctrl-C to stop",
         probes.attached_count(),
         probes.hooks().len(),
+        probes.probe_set(),
+        probes
+            .fallback()
+            .map(|why| format!(", fexit refused: {why}"))
+            .unwrap_or_default(),
         opts.probe.ring_buffer_bytes,
         correlator.table.len()
     );

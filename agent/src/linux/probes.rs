@@ -5,8 +5,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, FExit, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -18,41 +18,59 @@ pub static PROBE_OBJECT: &[u8] =
     aya::include_bytes_aligned!("../../../probes/bindwatch-probes.bpf.o");
 
 pub use crate::source::{
-    DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, LostCounts, ProbeConfig,
+    DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, LostCounts, ProbeConfig, ProbeMode,
 };
 
 enum Hook {
     TracePoint(&'static str, &'static str),
+    FEntry(&'static str),
+    FExit(&'static str),
     SockAddr,
     Sock,
 }
 
-/// Every program in the object and where it goes. Exit hooks come before
-/// their entry hooks so no entry is recorded that nothing would complete.
-const HOOKS: &[(&str, Hook)] = &[
+/// Binds and listens from the syscall tracepoints (every kernel). Exit
+/// hooks come before their entry hooks so no entry is recorded that
+/// nothing would complete.
+const TRACEPOINT_SET: &[(&str, Hook)] = &[
     (
         names::SYS_EXIT_BIND,
         Hook::TracePoint("syscalls", "sys_exit_bind"),
-    ),
-    (names::POST_BIND4, Hook::Sock),
-    (names::POST_BIND6, Hook::Sock),
-    (names::BIND4, Hook::SockAddr),
-    (names::BIND6, Hook::SockAddr),
-    (
-        names::SYS_ENTER_BIND,
-        Hook::TracePoint("syscalls", "sys_enter_bind"),
     ),
     (
         names::SYS_EXIT_LISTEN,
         Hook::TracePoint("syscalls", "sys_exit_listen"),
     ),
     (
-        names::SOCK_SET_STATE,
-        Hook::TracePoint("sock", "inet_sock_set_state"),
+        names::SYS_ENTER_BIND,
+        Hook::TracePoint("syscalls", "sys_enter_bind"),
     ),
     (
         names::SYS_ENTER_LISTEN,
         Hook::TracePoint("syscalls", "sys_enter_listen"),
+    ),
+];
+
+/// Binds and listens from trampolines on the kernel's functions: no
+/// syscall tracepoint, so no tax on other syscalls. All or nothing.
+const FEXIT_SET: &[(&str, Hook)] = &[
+    (names::FEXIT_INET_BIND, Hook::FExit("inet_bind")),
+    (names::FEXIT_INET6_BIND, Hook::FExit("inet6_bind")),
+    (names::FEXIT_INET_LISTEN, Hook::FExit("inet_listen")),
+    (names::FENTRY_INET_BIND, Hook::FEntry("inet_bind")),
+    (names::FENTRY_INET6_BIND, Hook::FEntry("inet6_bind")),
+    (names::FENTRY_INET_LISTEN, Hook::FEntry("inet_listen")),
+];
+
+/// Attached with either set, after it (they only add to its entries).
+const COMMON: &[(&str, Hook)] = &[
+    (names::POST_BIND4, Hook::Sock),
+    (names::POST_BIND6, Hook::Sock),
+    (names::BIND4, Hook::SockAddr),
+    (names::BIND6, Hook::SockAddr),
+    (
+        names::SOCK_SET_STATE,
+        Hook::TracePoint("sock", "inet_sock_set_state"),
     ),
     (names::SOCK_RELEASE, Hook::Sock),
 ];
@@ -62,6 +80,8 @@ pub struct Probes {
     ebpf: Ebpf,
     hooks: Vec<HookStatus>,
     cgroup_root: PathBuf,
+    set: ProbeMode,
+    fallback: Option<String>,
 }
 
 /// The layout version recorded in a probe object.
@@ -218,21 +238,27 @@ impl Probes {
         let cgroup = File::open(&cgroup_root)
             .map_err(|e| Error::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
 
-        let mut hooks = Vec::with_capacity(HOOKS.len());
         let mut first_refusal = None;
-        for (name, hook) in HOOKS {
-            let error = attach_one(&mut ebpf, name, hook, &cgroup, true).err().map(|e| {
-                let msg = describe(e.as_ref());
-                tracing::warn!(hook = name, error = %msg, "hook not attached; its events will be missing");
-                first_refusal.get_or_insert((is_permission_error(e.as_ref()), msg.clone()));
-                msg
-            });
-            hooks.push(HookStatus {
-                hook: name,
-                attached: error.is_none(),
-                error,
-            });
-        }
+        let (set, fallback, mut hooks) = match cfg.mode {
+            ProbeMode::Tracepoint => (
+                ProbeMode::Tracepoint,
+                None,
+                attach_each(&mut ebpf, TRACEPOINT_SET, &cgroup, &mut first_refusal),
+            ),
+            ProbeMode::Fexit => match attach_all(&mut ebpf, FEXIT_SET) {
+                Ok(h) => (ProbeMode::Fexit, None, h),
+                Err(why) => return Err(Error::FexitRefused(why)),
+            },
+            ProbeMode::Auto => match attach_all(&mut ebpf, FEXIT_SET) {
+                Ok(h) => (ProbeMode::Fexit, None, h),
+                Err(why) => {
+                    tracing::info!(reason = %why, "fexit probe set refused; using the syscall tracepoints");
+                    let h = attach_each(&mut ebpf, TRACEPOINT_SET, &cgroup, &mut first_refusal);
+                    (ProbeMode::Tracepoint, Some(why), h)
+                }
+            },
+        };
+        hooks.extend(attach_each(&mut ebpf, COMMON, &cgroup, &mut first_refusal));
         if hooks.iter().all(|h| !h.attached)
             && let Some((denied, msg)) = first_refusal
         {
@@ -259,6 +285,8 @@ impl Probes {
                 ebpf,
                 hooks,
                 cgroup_root,
+                set,
+                fallback,
             },
             ring,
         ))
@@ -266,6 +294,16 @@ impl Probes {
 
     pub fn hooks(&self) -> &[HookStatus] {
         &self.hooks
+    }
+
+    /// The probe set in use: `fexit` or `tracepoint`.
+    pub fn probe_set(&self) -> &'static str {
+        self.set.as_str()
+    }
+
+    /// Why `auto` did not get the fexit set (the kernel's refusal).
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     pub fn attached_count(&self) -> usize {
@@ -288,7 +326,7 @@ impl Probes {
     pub fn check_hooks(&mut self) -> Vec<HookIncident> {
         // Our cgroup programs' ids, and which of them run on a live link.
         let mut ours: Vec<(&'static str, u32)> = Vec::new();
-        for (name, hook) in HOOKS {
+        for (name, hook) in COMMON {
             if matches!(hook, Hook::TracePoint(..))
                 || !self.hooks.iter().any(|h| h.hook == *name && h.attached)
             {
@@ -329,7 +367,7 @@ impl Probes {
             let result = File::open(&self.cgroup_root)
                 .map_err(|e| e.to_string())
                 .and_then(|cgroup| {
-                    let hook = HOOKS
+                    let hook = COMMON
                         .iter()
                         .find(|(n, _)| *n == name)
                         .map(|(_, h)| h)
@@ -414,6 +452,102 @@ impl Probes {
     }
 }
 
+/// Attaches each hook of a list, reporting each; a refusal is logged and
+/// the rest go on.
+fn attach_each(
+    ebpf: &mut Ebpf,
+    list: &[(&'static str, Hook)],
+    cgroup: &File,
+    first_refusal: &mut Option<(bool, String)>,
+) -> Vec<HookStatus> {
+    list
+        .iter()
+        .map(|(name, hook)| {
+            let error = attach_one(ebpf, name, hook, cgroup, true).err().map(|e| {
+                let msg = describe(e.as_ref());
+                tracing::warn!(hook = name, error = %msg, "hook not attached; its events will be missing");
+                first_refusal.get_or_insert((is_permission_error(e.as_ref()), msg.clone()));
+                msg
+            });
+            HookStatus {
+                hook: name,
+                attached: error.is_none(),
+                error,
+            }
+        })
+        .collect()
+}
+
+/// Set to N, makes the Nth program of the fexit set (0-based) fail to
+/// attach: the tests' way to force a refusal where the kernel accepts it.
+pub const REFUSE_FEXIT_AT_ENV: &str = "BINDWATCH_REFUSE_FEXIT_AT";
+
+/// Attaches every hook of a trampoline set, or none: at the first refusal
+/// the ones attached are unloaded (detaching them) and the refusal is
+/// returned.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    list: &[(&'static str, Hook)],
+) -> std::result::Result<Vec<HookStatus>, String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {}", describe(&e)))?;
+    // A refusal on purpose at the Nth program, for the tests of the
+    // fallback on kernels that accept the set (the rollback of a partly
+    // attached set can only be seen there).
+    let refuse_at: Option<usize> = std::env::var(REFUSE_FEXIT_AT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut done: Vec<&'static str> = Vec::new();
+    for (i, (name, hook)) in list.iter().enumerate() {
+        let r = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
+            if refuse_at == Some(i) {
+                return Err(format!("refused on purpose ({REFUSE_FEXIT_AT_ENV}={i})").into());
+            }
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} is not in the object"))?;
+            match hook {
+                Hook::FEntry(f) => {
+                    let p: &mut FEntry = prog.try_into()?;
+                    p.load(f, &btf)?;
+                    p.attach()?;
+                }
+                Hook::FExit(f) => {
+                    let p: &mut FExit = prog.try_into()?;
+                    p.load(f, &btf)?;
+                    p.attach()?;
+                }
+                _ => return Err("not a trampoline".into()),
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let why = format!("{name}: {}", describe(e.as_ref()));
+            for (d, h) in list.iter().take(done.len() + 1) {
+                let p = ebpf.program_mut(d);
+                let _ = match (h, p) {
+                    (Hook::FEntry(_), Some(p)) => {
+                        <&mut FEntry>::try_from(p).map(|p| p.unload().is_ok())
+                    }
+                    (Hook::FExit(_), Some(p)) => {
+                        <&mut FExit>::try_from(p).map(|p| p.unload().is_ok())
+                    }
+                    _ => Ok(false),
+                };
+            }
+            return Err(why);
+        }
+        done.push(name);
+    }
+    Ok(done
+        .into_iter()
+        .map(|hook| HookStatus {
+            hook,
+            attached: true,
+            error: None,
+        })
+        .collect())
+}
+
 /// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
 
@@ -440,6 +574,9 @@ fn attach_one(
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
             p.attach(cat, tp)?;
+        }
+        Hook::FEntry(_) | Hook::FExit(_) => {
+            return Err("trampolines attach as a set (attach_all)".into());
         }
         Hook::SockAddr => {
             let p: &mut CgroupSockAddr = prog.try_into()?;

@@ -306,6 +306,16 @@ impl Probes {
         ))
     }
 
+    /// The probe set in use: ETW, whatever `--probes` says.
+    pub fn probe_set(&self) -> &'static str {
+        "etw"
+    }
+
+    /// Why the asked-for probe set was not used (never, on Windows).
+    pub fn fallback(&self) -> Option<&str> {
+        None
+    }
+
     pub fn source_name(&self) -> String {
         format!("ETW (session {SESSION_NAME})")
     }

@@ -32,6 +32,13 @@ pub mod names {
     pub const SYS_EXIT_LISTEN: &str = "sys_exit_listen";
     pub const SOCK_SET_STATE: &str = "inet_sock_set_state";
     pub const SOCK_RELEASE: &str = "sock_release";
+    // The fexit probe set: trampolines on the kernel's bind and listen.
+    pub const FENTRY_INET_BIND: &str = "fentry_inet_bind";
+    pub const FENTRY_INET6_BIND: &str = "fentry_inet6_bind";
+    pub const FEXIT_INET_BIND: &str = "fexit_inet_bind";
+    pub const FEXIT_INET6_BIND: &str = "fexit_inet6_bind";
+    pub const FENTRY_INET_LISTEN: &str = "fentry_inet_listen";
+    pub const FEXIT_INET_LISTEN: &str = "fexit_inet_listen";
 }
 
 /// Slots of the per-CPU `LOST` array: what the probes could not deliver.

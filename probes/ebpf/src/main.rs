@@ -25,12 +25,12 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt},
     },
-    macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{SockAddrContext, SockContext, TracePointContext},
+    programs::{FEntryContext, FExitContext, SockAddrContext, SockContext, TracePointContext},
 };
 use bindwatch_common::{
     AF_INET, AF_INET6, AcceptKey, BoundSock, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, flags, kind,
@@ -139,14 +139,36 @@ fn try_enter_bind(ctx: &TracePointContext) -> Result<(), i32> {
     let fd: u64 = tp(ctx, 16);
     let uaddr: u64 = tp(ctx, 24);
     let len: u64 = tp(ctx, 32);
-    let family: u16 = unsafe { bpf_probe_read_user(uaddr as *const u16)? };
+    begin_bind(fd as i32, uaddr, len, true)
+}
+
+/// Reads `N` bytes of a sockaddr: the caller's (the syscall's argument)
+/// or the kernel's copy of it (what `inet_bind` is handed).
+#[inline(always)]
+fn read_addr<const N: usize>(addr: u64, user: bool) -> Result<[u8; N], i32> {
+    // SAFETY: the helpers check the address; a fault is an error.
+    unsafe {
+        if user {
+            bpf_probe_read_user(addr as *const [u8; N]).map_err(|e| e as i32)
+        } else {
+            bpf_probe_read_kernel(addr as *const [u8; N]).map_err(|e| e as i32)
+        }
+    }
+}
+
+/// The start of a bind, in either probe set: the requested address, read
+/// before the call (a failed bind leaves none in the socket).
+#[inline(always)]
+fn begin_bind(fd: i32, uaddr: u64, len: u64, user: bool) -> Result<(), i32> {
+    let head: [u8; 2] = read_addr(uaddr, user)?;
+    let family = u16::from_ne_bytes(head);
     let mut ev = task_event(kind::BIND);
-    ev.fd = fd as i32;
+    ev.fd = fd;
     if family == AF_INET as u16 {
         ev.family = AF_INET;
         if len >= 8 {
             // sockaddr_in: family, port (network order), address.
-            let raw: [u8; 8] = unsafe { bpf_probe_read_user(uaddr as *const [u8; 8])? };
+            let raw: [u8; 8] = read_addr(uaddr, user)?;
             ev.port = u16::from_be_bytes([raw[2], raw[3]]);
             ev.addr[..4].copy_from_slice(&raw[4..8]);
         }
@@ -154,7 +176,7 @@ fn try_enter_bind(ctx: &TracePointContext) -> Result<(), i32> {
         ev.family = AF_INET6;
         if len >= 24 {
             // sockaddr_in6: family, port, flowinfo, address.
-            let raw: [u8; 24] = unsafe { bpf_probe_read_user(uaddr as *const [u8; 24])? };
+            let raw: [u8; 24] = read_addr(uaddr, user)?;
             ev.port = u16::from_be_bytes([raw[2], raw[3]]);
             ev.addr.copy_from_slice(&raw[8..24]);
         }
@@ -275,8 +297,15 @@ fn on_post_bind(ctx: &SockContext, v6: bool) {
 
 #[tracepoint]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
-    let tid = current_tid();
     let ret: i64 = tp(&ctx, 16);
+    end_bind(ret);
+    0
+}
+
+/// The end of a bind, in either probe set: the result, and the event.
+#[inline(always)]
+fn end_bind(ret: i64) {
+    let tid = current_tid();
     if let Some(p) = PENDING_BIND.get_ptr_mut(&tid) {
         // SAFETY: the value stays valid until we remove it below.
         let mut ev = unsafe { *p };
@@ -284,7 +313,6 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
         emit(&ev);
         let _ = PENDING_BIND.remove(&tid);
     }
-    0
 }
 
 // ---- listen --------------------------------------------------------------
@@ -293,9 +321,15 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
     let fd: u64 = tp(&ctx, 16);
     let backlog: u64 = tp(&ctx, 24);
+    begin_listen(fd as i32, backlog as u32);
+    0
+}
+
+#[inline(always)]
+fn begin_listen(fd: i32, backlog: u32) {
     let mut ev = task_event(kind::LISTEN);
-    ev.fd = fd as i32;
-    ev.backlog = backlog as u32;
+    ev.fd = fd;
+    ev.backlog = backlog;
     // Family is not known until the state tracepoint; AF_INET keeps the
     // record decodable if listen fails before it (the agent drops those
     // without LISTEN_ADDR unless they failed).
@@ -304,15 +338,20 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
     if PENDING_LISTEN.insert(&ev.tid, &ev, 0).is_err() {
         count_lost(lost::PENDING_MAP_FULL);
     }
-    0
 }
 
 #[tracepoint]
 pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
-    let tid = current_tid();
     let ret: i64 = tp(&ctx, 16);
+    end_listen(ret);
+    0
+}
+
+#[inline(always)]
+fn end_listen(ret: i64) {
+    let tid = current_tid();
     if let Some(p) = PENDING_LISTEN.get_ptr_mut(&tid) {
-        // SAFETY: as in sys_exit_bind.
+        // SAFETY: as in end_bind.
         let mut ev = unsafe { *p };
         ev.ret = ret as i32;
         // A listen on a non-inet socket never reached the state tracepoint
@@ -322,6 +361,53 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
         }
         let _ = PENDING_LISTEN.remove(&tid);
     }
+}
+
+// ---- bind and listen through BPF trampolines (the fexit probe set) -------
+//
+// Where the kernel runs fentry/fexit programs, these replace the four
+// syscall tracepoints: while any syscall tracepoint has a program, every
+// syscall of every process takes the kernel's slow entry path, and these
+// run only on binds and listens. `inet_bind`, `inet6_bind` and
+// `inet_listen` are called through the socket's ops table, so they are
+// never inlined away. The file descriptor is not known there (-1: the
+// event has none). The cgroup hooks and the state tracepoint join these
+// entries by thread id exactly as they join the syscalls'.
+
+#[fentry(function = "inet_bind")]
+pub fn fentry_inet_bind(ctx: FEntryContext) -> i32 {
+    let _ = begin_bind(-1, ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32 as u64, false);
+    0
+}
+
+#[fentry(function = "inet6_bind")]
+pub fn fentry_inet6_bind(ctx: FEntryContext) -> i32 {
+    let _ = begin_bind(-1, ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32 as u64, false);
+    0
+}
+
+#[fexit(function = "inet_bind")]
+pub fn fexit_inet_bind(ctx: FExitContext) -> i32 {
+    // The return value follows the three arguments.
+    end_bind(ctx.arg::<u64>(3) as i32 as i64);
+    0
+}
+
+#[fexit(function = "inet6_bind")]
+pub fn fexit_inet6_bind(ctx: FExitContext) -> i32 {
+    end_bind(ctx.arg::<u64>(3) as i32 as i64);
+    0
+}
+
+#[fentry(function = "inet_listen")]
+pub fn fentry_inet_listen(ctx: FEntryContext) -> i32 {
+    begin_listen(-1, ctx.arg::<u64>(1) as u32);
+    0
+}
+
+#[fexit(function = "inet_listen")]
+pub fn fexit_inet_listen(ctx: FExitContext) -> i32 {
+    end_listen(ctx.arg::<u64>(2) as i32 as i64);
     0
 }
 

@@ -1,0 +1,181 @@
+//! The same events from every probe set the kernel offers. One scripted
+//! scenario (TCP and UDP, IPv4 and IPv6, failed and successful binds, a
+//! port-0 bind, listen, close, accepts) runs under `bindwatch trace` in
+//! each mode, in a namespace of its own; the events must be the same apart
+//! from what differs from run to run (times, thread ids, cookies, kernel
+//! addresses, the port the kernel picked, and the file descriptor, which
+//! the trampolines on the kernel's bind and listen do not see). On the
+//! host only the tracepoint set loads, and `auto` must fall back to it;
+//! in the Debian guests both sets load. A refusal of the fexit set part
+//! way through (forced) must fall back cleanly: no trampoline left behind,
+//! every event once.
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use support::*;
+
+/// One test at a time: accepts are counted by port alone, and trampolines
+/// are counted host-wide.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// What the scenario does, in a namespace; returns the port the kernel
+/// chose for the port-0 bind.
+fn scenario() -> u16 {
+    // TCP over IPv4: a listener, a failed bind on its address, accepts.
+    let l4 = TcpListener::bind("127.0.0.1:8080").unwrap();
+    let err = TcpListener::bind("127.0.0.1:8080").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    for _ in 0..3 {
+        let c = TcpStream::connect("127.0.0.1:8080").unwrap();
+        let (s, _) = l4.accept().unwrap();
+        drop((c, s));
+    }
+    // TCP over IPv6, and a failure.
+    let l6 = TcpListener::bind("[::1]:8081").unwrap();
+    let err = TcpListener::bind("[::1]:8081").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    // UDP over both, and their failures.
+    let u4 = UdpSocket::bind("127.0.0.1:5353").unwrap();
+    assert!(UdpSocket::bind("127.0.0.1:5353").is_err());
+    let u6 = UdpSocket::bind("[::1]:5354").unwrap();
+    assert!(UdpSocket::bind("[::1]:5354").is_err());
+    // An address the namespace lacks.
+    let err = TcpListener::bind("192.0.2.1:8082").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));
+    // Port 0: the kernel picks.
+    let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let chosen = l0.local_addr().unwrap().port();
+    drop((l4, l6, u4, u6, l0));
+    chosen
+}
+
+/// An event as it must be the same in every mode.
+fn comparable(e: &Value, chosen: u16) -> String {
+    let mut e = e.clone();
+    let o = e.as_object_mut().unwrap();
+    for k in [
+        "time_ns",
+        "tid",
+        "sock_cookie",
+        "netns_cookie",
+        "skaddr",
+        "fd",
+        "cgroup_id",
+        "diagnosis",
+    ] {
+        o.remove(k);
+    }
+    for k in ["port", "bound_port"] {
+        if o.get(k).and_then(Value::as_u64) == Some(chosen as u64) {
+            o.insert(k.into(), "chosen".into());
+        }
+    }
+    serde_json::to_string(&e).unwrap()
+}
+
+/// The trampoline programs loaded on the host now (bpftool's view; the
+/// kernel truncates names to 15 characters).
+fn trampolines_loaded() -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let progs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    progs
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("fentry_inet") || n.starts_with("fexit_inet"))
+        })
+        .count()
+}
+
+/// The scenario's events under one mode (and environment), comparable;
+/// the probe set the tracer's start-up line names; and how many of the
+/// fexit set's trampolines were loaded while it ran.
+fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
+    let tracer = Tracer::try_start_env(&["--probes", mode], env)
+        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
+    let set = probe_set_of(&tracer.started)
+        .unwrap_or_else(|| panic!("no probe set in {:?}", tracer.started))
+        .to_owned();
+    let trampolines = trampolines_loaded();
+    let ns = Netns::new("modes");
+    let cookie = ns.cookie();
+    let chosen = ns.run(scenario);
+    let events = tracer.stop();
+    let mut ours: Vec<String> = in_netns(&events, cookie)
+        .iter()
+        .map(|e| comparable(e, chosen))
+        .collect();
+    // Accepts are per-port sums without a namespace: ours by port.
+    let accepted: u64 = of_kind(&events, "accepts")
+        .iter()
+        .filter(|e| e["port"] == 8080)
+        .map(|e| e["delta"].as_u64().unwrap())
+        .sum();
+    ours.push(format!("accepts on 8080: {accepted}"));
+    ours.sort();
+    (ours, set, trampolines)
+}
+
+#[test]
+fn every_probe_set_the_kernel_offers_sees_the_same_events() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (tracepoint, set, loaded) = run("tracepoint", &[]);
+    assert_eq!((set.as_str(), loaded), ("tracepoint", 0));
+    // Sanity: the scenario's events are there at all.
+    let binds = tracepoint
+        .iter()
+        .filter(|e| e.contains("\"kind\":\"bind\""))
+        .count();
+    assert!(binds >= 10, "{tracepoint:#?}");
+    assert!(tracepoint.contains(&"accepts on 8080: 3".to_owned()));
+    let (auto, auto_set, _) = run("auto", &[]);
+    if kernel_offers_fexit() {
+        assert_eq!(
+            auto_set, "fexit",
+            "auto takes fexit where the kernel has it"
+        );
+        let (fexit, set, loaded) = run("fexit", &[]);
+        assert_eq!((set.as_str(), loaded), ("fexit", 6));
+        assert_eq!(fexit, tracepoint, "fexit against tracepoint");
+    } else {
+        assert_eq!(auto_set, "tracepoint", "auto falls back");
+        let out = Command::new(bindwatch_bin())
+            .args(["trace", "--probes", "fexit"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("refused the fexit probe set"),
+            "forced fexit on a kernel without it: {err}"
+        );
+    }
+    assert_eq!(auto, tracepoint, "auto ({auto_set}) against tracepoint");
+}
+
+#[test]
+fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The fifth trampoline refused: the four attached before it (the three
+    // exits and the bind entry) must be gone, and the events must be the
+    // tracepoint set's.
+    let (events, set, loaded) = run("auto", &[("BINDWATCH_REFUSE_FEXIT_AT", "4")]);
+    assert_eq!(
+        (set.as_str(), loaded),
+        ("tracepoint", 0),
+        "fell back with no trampoline left behind"
+    );
+    let (tracepoint, _, _) = run("tracepoint", &[]);
+    assert_eq!(events, tracepoint);
+}
