@@ -316,7 +316,7 @@ impl Tracer {
 /// kernel would pick fexit), unless the test names one itself.
 pub fn forced_probe_set(extra: &[&str]) -> Vec<String> {
     match std::env::var("BINDWATCH_PROBES") {
-        Ok(m) if !extra.contains(&"--probes") => vec!["--probes".into(), m],
+        Ok(m) if !m.is_empty() && !extra.contains(&"--probes") => vec!["--probes".into(), m],
         _ => Vec::new(),
     }
 }
