@@ -712,6 +712,7 @@ mod tests {
             ("[[watch]]\nport = 80\nprto = \"tcp\"\n", "prto"),
             ("[[watch]]\nport = 80\nproto = \"sctp\"\n", "sctp"),
             ("[probes]\nring_buffer_bytes = 5000\n", "ring_buffer_bytes"),
+            ("[probes]\nmode = \"kprobe\"\n", "kprobe"),
             ("[alerts]\nwebhook = [\"ftp://x\"]\n", "ftp://x"),
             ("[[watch]]\nport = 80\n[[watch]]\nport = 80\n", "twice"),
             (
