@@ -36,22 +36,6 @@ fn drive(mode: &str, url: &str, outdir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn timeline(state: &Path, args: &[&str]) -> String {
-    let out = Command::new(bindwatch_bin())
-        .arg("timeline")
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64()
         .unwrap_or_else(|| panic!("no number {k} in {v}"))
@@ -175,24 +159,10 @@ fn the_page_fits_the_incident_zooms_and_says_each_thing_once() {
         });
     }
     nginx.stop();
-    recorded("port lost", &|r| {
-        r["kind"] == "alert_firing"
-            && r["summary"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("BindwatchPortLost"))
-    });
+    recorded("port lost", &|r| alert_fired(r, "BindwatchPortLost"));
     let mut socat = Server::spawn(&ns, &["socat", "TCP4-LISTEN:80", "-"]);
     socat.wait_listening(&ns, 80);
-    let dir = nginx.dir.clone().unwrap();
-    let nginx_args = [
-        "nginx".to_owned(),
-        "-p".to_owned(),
-        format!("{}/", dir.display()),
-        "-c".to_owned(),
-        format!("{}/nginx.conf", dir.display()),
-    ];
-    let nginx_args: Vec<&str> = nginx_args.iter().map(String::as_str).collect();
-    let restart = Server::spawn(&ns, &nginx_args);
+    let restart = nginx.nginx_again(&ns);
     let restart_pid = restart.pid;
     recorded("nginx's failed restart", &|r| {
         r["kind"] == "bind_failed" && r["pid"] == restart_pid && r["holder_comm"] == "socat"
@@ -203,7 +173,7 @@ fn the_page_fits_the_incident_zooms_and_says_each_thing_once() {
     recorded("socat gone", &|r| {
         (r["kind"] == "listen_stop" || r["kind"] == "release") && r["pid"] == socat_pid
     });
-    let mut back = Server::spawn(&ns, &nginx_args);
+    let mut back = nginx.nginx_again(&ns);
     back.wait_listening(&ns, 80);
     let back_pid = back.pid;
     recorded("nginx back", &|r| {
@@ -228,7 +198,7 @@ fn the_page_fits_the_incident_zooms_and_says_each_thing_once() {
     daemon.stop();
 
     let html = state.parent().unwrap().join("timeline.html");
-    timeline(
+    timeline_cli(
         &state,
         &[
             "--port",

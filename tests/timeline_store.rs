@@ -11,22 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-fn timeline(state: &Path, args: &[&str]) -> String {
-    let out = Command::new(bindwatch_bin())
-        .arg("timeline")
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The page's DOM after its script ran, from headless Chromium; None (a
 /// skip, or a failure in CI) when Chromium is not installed.
 fn chromium_dom(url: &str, screenshot: Option<&Path>) -> String {
@@ -110,25 +94,10 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
         r["kind"] == "bind_failed" && r["holder_comm"] == "nginx"
     });
     nginx.stop();
-    recorded("port lost", &|r| {
-        r["kind"] == "alert_firing"
-            && r["summary"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("BindwatchPortLost"))
-    });
+    recorded("port lost", &|r| alert_fired(r, "BindwatchPortLost"));
     let mut stray = Server::spawn(&ns, &["socat", "TCP4-LISTEN:80", "-"]);
     stray.wait_listening(&ns, 80);
-    let dir = nginx.dir.clone().unwrap();
-    let restart = Server::spawn(
-        &ns,
-        &[
-            "nginx",
-            "-p",
-            &format!("{}/", dir.display()),
-            "-c",
-            &format!("{}/nginx.conf", dir.display()),
-        ],
-    );
+    let restart = nginx.nginx_again(&ns);
     let restart_pid = restart.pid;
     recorded("nginx's failed restart", &|r| {
         r["kind"] == "bind_failed" && r["pid"] == restart_pid && r["holder_comm"] == "socat"
@@ -154,11 +123,11 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
     daemon.stop();
 
     // With the daemon stopped, the CLI reads the file itself.
-    let json: Vec<Value> = timeline(&state, &["--port", "80", "--json"])
+    let json: Vec<Value> = timeline_cli(&state, &["--port", "80", "--json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let table = timeline(&state, &["--port", "80"]);
+    let table = timeline_cli(&state, &["--port", "80"]);
     let key = |r: &Value| {
         (
             r["time_ns"].as_u64().unwrap(),
@@ -251,7 +220,7 @@ fn nginx_story_timeline_is_ordered_and_every_surface_agrees() {
     // The picture: the same lanes, bars and marks from the HTML file and
     // from the daemon's /ui, as headless Chromium drew them.
     let html = state.parent().unwrap().join("timeline.html");
-    timeline(&state, &["--port", "80", "--html", html.to_str().unwrap()]);
+    timeline_cli(&state, &["--port", "80", "--html", html.to_str().unwrap()]);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-report.png");
     let file_dom = chromium_dom(&format!("file://{}", html.display()), Some(&shot));
     // Nothing in either page reaches the network (no external script,
@@ -367,7 +336,7 @@ fn kill_9_during_a_burst_keeps_the_database_sound_and_complete() {
     // It starts again on the same file.
     let again = Daemon::start(&state, listen, "");
     again.stop();
-    let out = timeline(&state, &["--kind", "agent_start"]);
+    let out = timeline_cli(&state, &["--kind", "agent_start"]);
     assert_eq!(out.lines().count(), 3, "two starts recorded:\n{out}");
     let _ = std::fs::remove_dir_all(state.parent().unwrap());
 }
@@ -442,7 +411,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
     daemon.stop();
 
     let at = |t: u64| -> Value {
-        let out = timeline(
+        let out = timeline_cli(
             &state,
             &[
                 "--port",
@@ -488,7 +457,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
     let v = at(t_fail);
     let fails = v["failures"].as_array().unwrap();
     assert!(fails.iter().any(|f| f["holder_pid"] == second_pid), "{v:#}");
-    let text = timeline(
+    let text = timeline_cli(
         &state,
         &[
             "--port",
@@ -509,7 +478,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
     // The picture marks the moment; the held records keep the holder's bar
     // whole across the daemon's restart.
     let html = state.parent().unwrap().join("timeline-at.html");
-    timeline(
+    timeline_cli(
         &state,
         &[
             "--port",

@@ -460,6 +460,18 @@ impl Server {
         s
     }
 
+    /// Another nginx with this one's configuration (a restart), started
+    /// without waiting for it to listen: it may fail to.
+    pub fn nginx_again(&self, ns: &Netns) -> Self {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("an nginx started by Server::nginx");
+        let prefix = format!("{}/", dir.display());
+        let conf = format!("{}/nginx.conf", dir.display());
+        Self::spawn(ns, &["nginx", "-p", &prefix, "-c", &conf])
+    }
+
     /// Waits until some socket in `ns` listens on (or, for UDP, holds) `port`.
     pub fn wait_listening(&mut self, ns: &Netns, port: u16) {
         self.wait_ss(ns, port, "-tu")
@@ -736,6 +748,29 @@ pub fn temp(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d.join("state")
+}
+
+/// A timeline record (JSON) of the alert `name` firing.
+pub fn alert_fired(r: &Value, name: &str) -> bool {
+    r["kind"] == "alert_firing" && r["summary"].as_str().is_some_and(|s| s.starts_with(name))
+}
+
+/// `bindwatch timeline --state-dir STATE ARGS...`: its standard output;
+/// fails the test with its standard error when it fails.
+pub fn timeline_cli(state: &Path, args: &[&str]) -> String {
+    let out = Command::new(bindwatch_bin())
+        .arg("timeline")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A child process killed when the test ends, however it ends.

@@ -146,22 +146,25 @@ pub fn network_references(html: &str) -> Vec<String> {
     found
 }
 
+/// A record of a TCP port for the tests of the picture and the page.
+#[cfg(test)]
+fn test_record(t: u64, kind: &str, port: u16, pid: u32, comm: &str) -> Record {
+    Record {
+        time_ns: t,
+        kind: kind.into(),
+        port: Some(port),
+        proto: Some("tcp".into()),
+        pid: Some(pid),
+        comm: Some(comm.into()),
+        summary: format!("{kind} by {comm}"),
+        ..Record::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_record as r;
     use super::*;
-
-    fn r(t: u64, kind: &str, port: u16, pid: u32, comm: &str) -> Record {
-        Record {
-            time_ns: t,
-            kind: kind.into(),
-            port: Some(port),
-            proto: Some("tcp".into()),
-            pid: Some(pid),
-            comm: Some(comm.into()),
-            summary: format!("{kind} by {comm}"),
-            ..Record::default()
-        }
-    }
 
     #[test]
     fn a_busy_days_page_reaches_no_network_and_keeps_its_bounds() {

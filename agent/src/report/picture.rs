@@ -247,20 +247,8 @@ pub fn picture(records: &[Record], from_ns: u64, to_ns: u64, at_ns: Option<u64>)
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_record as r;
     use super::*;
-
-    fn r(t: u64, kind: &str, port: u16, pid: u32, comm: &str) -> Record {
-        Record {
-            time_ns: t,
-            kind: kind.into(),
-            port: Some(port),
-            proto: Some("tcp".into()),
-            pid: Some(pid),
-            comm: Some(comm.into()),
-            summary: format!("{kind} by {comm}"),
-            ..Record::default()
-        }
-    }
 
     const S: u64 = 1_000_000_000;
 
