@@ -376,13 +376,23 @@ fn end_listen(ret: i64) {
 
 #[fentry(function = "inet_bind")]
 pub fn fentry_inet_bind(ctx: FEntryContext) -> i32 {
-    let _ = begin_bind(-1, ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32 as u64, false);
+    let _ = begin_bind(
+        -1,
+        ctx.arg::<u64>(1),
+        ctx.arg::<u64>(2) as u32 as u64,
+        false,
+    );
     0
 }
 
 #[fentry(function = "inet6_bind")]
 pub fn fentry_inet6_bind(ctx: FEntryContext) -> i32 {
-    let _ = begin_bind(-1, ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32 as u64, false);
+    let _ = begin_bind(
+        -1,
+        ctx.arg::<u64>(1),
+        ctx.arg::<u64>(2) as u32 as u64,
+        false,
+    );
     0
 }
 
