@@ -496,7 +496,6 @@ fn attach_all(
     let refuse_at: Option<usize> = std::env::var(REFUSE_FEXIT_AT_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
-    let mut done: Vec<&'static str> = Vec::new();
     for (i, (name, hook)) in list.iter().enumerate() {
         let r = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
             if refuse_at == Some(i) {
@@ -522,7 +521,7 @@ fn attach_all(
         })();
         if let Err(e) = r {
             let why = format!("{name}: {}", describe(e.as_ref()));
-            for (d, h) in list.iter().take(done.len() + 1) {
+            for (d, h) in &list[..=i] {
                 let p = ebpf.program_mut(d);
                 let _ = match (h, p) {
                     (Hook::FEntry(_), Some(p)) => {
@@ -536,11 +535,10 @@ fn attach_all(
             }
             return Err(why);
         }
-        done.push(name);
     }
-    Ok(done
-        .into_iter()
-        .map(|hook| HookStatus {
+    Ok(list
+        .iter()
+        .map(|(hook, _)| HookStatus {
             hook,
             attached: true,
             error: None,

@@ -56,20 +56,17 @@ const clampX = v => Math.max(LEFT, Math.min(LEFT + PW, v));
 const ox = t => LEFT + PW * (t - whole[0]) / (whole[1] - whole[0]);
 const otAt = px => whole[0] + (px - LEFT) / PW * (whole[1] - whole[0]);
 
-function ticks(g, a, b, xf, y, withGrid) {
+// The time axis of the lanes: ticks at a round step, with grid lines.
+function ticks(g, a, b, y) {
   const span = b - a;
   const step = STEPS.find(s => span / s <= 8) || STEPS[STEPS.length - 1];
   const off = P.utc_offset_s * 1e9;
   for (let t = Math.ceil((a + off) / step) * step - off; t <= b; t += step) {
-    const px = xf(t);
-    if (withGrid) el('line', { class: 'grid', x1: px, x2: px, y1: y + 4, y2: H }, g);
+    const px = x(t);
+    el('line', { class: 'grid', x1: px, x2: px, y1: y + 4, y2: H }, g);
     const anchor = px > LEFT + PW - 40 ? 'end' : px < LEFT + 40 ? 'start' : 'middle';
     el('text', { class: 'axis', x: px, y: y, 'text-anchor': anchor }, g, label(t, step));
   }
-}
-
-function laneOf(proto, port) {
-  return P.lanes.findIndex(l => l.port === port && l.proto === proto);
 }
 
 function drawOverview() {
@@ -121,7 +118,7 @@ function draw() {
   const defs = el('defs', {}, svg);
   el('rect', { x: LEFT, y: 0, width: PW, height: H }, el('clipPath', { id: 'plotclip' }, defs));
   el('rect', { id: 'plot', class: 'plot', x: LEFT, y: TOP - 4, width: PW, height: P.lanes.length * LANE }, svg);
-  ticks(svg, view[0], view[1], x, 12, true);
+  ticks(svg, view[0], view[1], 12);
   const hl = selected === null ? null : P.rows[selected];
   P.lanes.forEach((l, i) => {
     const y = TOP + i * LANE;
