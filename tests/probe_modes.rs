@@ -8,9 +8,14 @@
 //! host only the tracepoint set loads, and `auto` must fall back to it;
 //! in the Debian guests both sets load. A refusal of the fexit set part
 //! way through (forced) must fall back cleanly: no trampoline left behind,
-//! every event once.
+//! every event once. The TCP lifecycle (listen addresses, listener stops,
+//! accept counts) comes from sock_ops callbacks where the kernel takes
+//! them, else from the state tracepoint: the same scenario, plus a
+//! listener stopped by shutdown(2) and one that was listening before the
+//! tracer started, gives the same events from both.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -42,13 +47,18 @@ fn scenario() -> u16 {
     assert!(UdpSocket::bind("127.0.0.1:5353").is_err());
     let u6 = UdpSocket::bind("[::1]:5354").unwrap();
     assert!(UdpSocket::bind("[::1]:5354").is_err());
+    // A listener stopped without being closed: LISTEN to CLOSE, no release.
+    let stopped = TcpListener::bind("127.0.0.1:8083").unwrap();
+    // SAFETY: shutdown(2) on a descriptor the listener owns.
+    let rc = unsafe { libc::shutdown(stopped.as_raw_fd(), libc::SHUT_RD) };
+    assert_eq!(rc, 0, "shutdown: {}", std::io::Error::last_os_error());
     // An address the namespace lacks.
     let err = TcpListener::bind("192.0.2.1:8082").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));
     // Port 0: the kernel picks.
     let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
     let chosen = l0.local_addr().unwrap().port();
-    drop((l4, l6, u4, u6, l0));
+    drop((l4, l6, u4, u6, l0, stopped));
     chosen
 }
 
@@ -103,15 +113,26 @@ fn trampolines_loaded() -> usize {
 /// the probe set the tracer's start-up line names; and how many of the
 /// fexit set's trampolines were loaded while it ran.
 fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
-    let tracer = Tracer::try_start_env(&["--probes", mode], env)
-        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
-    let set = probe_set_of(&tracer.started)
-        .unwrap_or_else(|| panic!("no probe set in {:?}", tracer.started))
+    let (events, started, trampolines) = run_with_lifecycle(mode, env);
+    let set = probe_set_of(&started)
+        .unwrap_or_else(|| panic!("no probe set in {started:?}"))
         .to_owned();
-    let trampolines = trampolines_loaded();
+    (events, set, trampolines)
+}
+
+/// As `run`, with the tracer's whole start-up line; a listener in the
+/// namespace already listens when the tracer starts, and is closed during
+/// the scenario.
+fn run_with_lifecycle(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
     let ns = Netns::new("modes");
     let cookie = ns.cookie();
+    let before = ns.run(|| TcpListener::bind("[::1]:8084").unwrap());
+    let tracer = Tracer::try_start_env(&["--probes", mode], env)
+        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
+    let trampolines = trampolines_loaded();
     let chosen = ns.run(scenario);
+    drop(before);
+    let tracer_started = tracer.started.clone();
     let events = tracer.stop();
     let mut ours: Vec<String> = in_netns(&events, cookie)
         .iter()
@@ -125,7 +146,7 @@ fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
         .sum();
     ours.push(format!("accepts on 8080: {accepted}"));
     ours.sort();
-    (ours, set, trampolines)
+    (ours, tracer_started, trampolines)
 }
 
 #[test]
@@ -178,4 +199,51 @@ fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
     );
     let (tracepoint, _, _) = run("tracepoint", &[]);
     assert_eq!(events, tracepoint);
+}
+
+#[test]
+fn sock_ops_and_the_state_tracepoint_see_the_same_tcp_lifecycle() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (sock_ops, started, _) = run_with_lifecycle("tracepoint", &[]);
+    assert_eq!(
+        lifecycle_of(&started),
+        Some("sock_ops"),
+        "every kernel the project runs on takes sock_ops on the cgroup: {started}"
+    );
+    let (tracepoint, started, _) =
+        run_with_lifecycle("tracepoint", &[("BINDWATCH_NO_SOCK_OPS", "1")]);
+    assert_eq!(
+        lifecycle_of(&started),
+        Some("state_tracepoint"),
+        "{started}"
+    );
+    // The cases this lifecycle exists for are in the events at all.
+    for (what, needle) in [
+        // Released after its stop: no longer listening.
+        (
+            "the listener stopped by shutdown",
+            "\"port\":8083,\"proto\":\"tcp\",\"schema\":1,\"state\":7",
+        ),
+        ("the listener from before the tracer", "\"port\":8084"),
+        ("accepts", "accepts on 8080: 3"),
+    ] {
+        assert!(
+            sock_ops.iter().any(|e| e.contains(needle)),
+            "{what} missing from the sock_ops lifecycle's events: {sock_ops:#?}"
+        );
+    }
+    let stops = |evs: &[String], port: u16| {
+        evs.iter()
+            .filter(|e| {
+                e.contains("\"kind\":\"listen_stop\"") && e.contains(&format!("\"port\":{port},"))
+            })
+            .count()
+    };
+    for port in [8080, 8081, 8083, 8084] {
+        assert_eq!(stops(&sock_ops, port), 1, "stops of {port}: {sock_ops:#?}");
+    }
+    assert_eq!(
+        sock_ops, tracepoint,
+        "sock_ops against the state tracepoint"
+    );
 }

@@ -36,6 +36,9 @@ pub struct ApiState {
     pub timeline_error: Option<Arc<str>>,
     /// The probe set in use (`fexit`, `tracepoint`, `etw`), for `/healthz`.
     pub probes: &'static str,
+    /// Where the TCP lifecycle comes from (`sock_ops`, `state_tracepoint`,
+    /// `etw`), for `/healthz`.
+    pub tcp_lifecycle: &'static str,
     /// When set, every path but `/healthz` and `/readyz` needs
     /// `Authorization: Bearer TOKEN`.
     pub token: Option<Arc<str>>,
@@ -199,6 +202,7 @@ struct Health {
     status: &'static str,
     timeline: String,
     probes: &'static str,
+    tcp_lifecycle: &'static str,
 }
 
 /// Alive: 200 while the daemon runs. `degraded` when the timeline cannot
@@ -219,6 +223,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
         status,
         timeline,
         probes: s.probes,
+        tcp_lifecycle: s.tcp_lifecycle,
     })
     .into_response()
 }

@@ -112,6 +112,7 @@ pub struct Metrics {
     table_sockets: IntGauge,
     probe_attached: IntGaugeVec,
     probe_set: IntGaugeVec,
+    tcp_lifecycle: IntGaugeVec,
     pub alert_deliveries: IntCounterVec,
     pub alert_dropped: prometheus::IntCounter,
     pub config_reloads: IntCounterVec,
@@ -274,6 +275,12 @@ impl Metrics {
                 "1 for the probe set in use: fexit (trampolines, no syscall tracepoint), tracepoint, or etw.",
                 &["set"],
             ),
+            tcp_lifecycle: gauge(
+                &r,
+                "bindwatch_tcp_lifecycle",
+                "1 for where listen addresses, listener stops and accept counts come from: sock_ops (callbacks on listeners and handshakes only), state_tracepoint (every TCP state change), or etw.",
+                &["source"],
+            ),
             alert_deliveries: counter(
                 &r,
                 "bindwatch_alert_deliveries_total",
@@ -433,9 +440,11 @@ impl Metrics {
         self.table_sockets.set(sockets as i64);
     }
 
-    pub fn set_probe_set(&self, set: &str) {
+    pub fn set_probe_set(&self, set: &str, lifecycle: &str) {
         self.probe_set.reset();
         self.probe_set.with_label_values(&[set]).set(1);
+        self.tcp_lifecycle.reset();
+        self.tcp_lifecycle.with_label_values(&[lifecycle]).set(1);
     }
 
     pub fn set_hooks(&self, hooks: &[(&str, bool)]) {

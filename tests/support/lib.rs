@@ -349,6 +349,13 @@ pub fn probe_set_of(line: &str) -> Option<&str> {
     before.rsplit(['(', ' ']).next()
 }
 
+/// Where the TCP lifecycle comes from, as the tracer's start-up line names
+/// it: `sock_ops` or `state_tracepoint`.
+pub fn lifecycle_of(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("TCP lifecycle from ")?;
+    rest.split([',', ')', ';']).next()
+}
+
 /// (N, M) of "hooks N/M attached" in the tracer's start-up line.
 fn hooks(line: &str) -> Option<(u32, u32)> {
     let (_, rest) = line.split_once("hooks ")?;

@@ -32,10 +32,24 @@ impl DecodeStats {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Default)]
 struct SockIds {
     sock_cookie: Option<u64>,
     netns_cookie: Option<u64>,
+    /// The task that last listened on or released the socket: a stop from
+    /// a hook that cannot read the task (the sock_ops state callback) is
+    /// given the release's task (close) or else the listen's (shutdown).
+    task: Option<Task>,
+}
+
+#[derive(Clone)]
+struct Task {
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    comm: String,
+    cgroup_id: u64,
 }
 
 pub struct Decoder {
@@ -45,6 +59,33 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Joins a listen, or a release while listening, to its socket's
+    /// cookies, and remembers its task for the stop to come.
+    fn remember(&mut self, ev: &mut Event) {
+        let task = (ev.pid != 0).then(|| Task {
+            pid: ev.pid,
+            tid: ev.tid,
+            uid: ev.uid,
+            gid: ev.gid,
+            comm: ev.comm.clone(),
+            cgroup_id: ev.cgroup_id,
+        });
+        if let Some(ids) = self.by_skaddr.get_mut(&ev.skaddr) {
+            ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
+            ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
+            ids.task = task.or(ids.task.take());
+        } else if self.by_skaddr.len() < JOIN_CAPACITY {
+            let ids = SockIds {
+                sock_cookie: ev.sock_cookie,
+                netns_cookie: ev.netns_cookie,
+                task,
+            };
+            self.by_skaddr.insert(ev.skaddr, ids);
+        } else {
+            self.stats.join_full += 1;
+        }
+    }
+
     pub fn new(clock: Clock) -> Self {
         Self {
             clock,
@@ -94,6 +135,7 @@ impl Decoder {
                 let ids = SockIds {
                     sock_cookie: ev.sock_cookie,
                     netns_cookie: ev.netns_cookie,
+                    task: None,
                 };
                 if self.by_skaddr.len() < JOIN_CAPACITY || self.by_skaddr.contains_key(&ev.skaddr) {
                     self.by_skaddr.insert(ev.skaddr, ids);
@@ -102,20 +144,24 @@ impl Decoder {
                 }
             }
             EventKind::Bind => {}
-            EventKind::Listen | EventKind::ListenStop => {
-                let ids = if ev.kind == EventKind::ListenStop {
-                    self.by_skaddr.remove(&ev.skaddr)
-                } else {
-                    self.by_skaddr.get(&ev.skaddr).copied()
-                };
-                if let Some(ids) = ids {
+            EventKind::ListenStop => {
+                if let Some(ids) = self.by_skaddr.remove(&ev.skaddr) {
                     ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
                     ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
+                    if let (0, Some(t)) = (ev.pid, ids.task) {
+                        ev.pid = t.pid;
+                        ev.tid = t.tid;
+                        ev.uid = t.uid;
+                        ev.gid = t.gid;
+                        ev.comm = t.comm;
+                        ev.cgroup_id = t.cgroup_id;
+                    }
                 }
             }
-            // The release hook runs before TCP closes a listener, so a socket
+            EventKind::Listen => self.remember(ev),
+            // The release hook runs before TCP closes a listener: a socket
             // released while listening still has its stop to come.
-            EventKind::Release if ev.state == Some(TCP_LISTEN) => {}
+            EventKind::Release if ev.state == Some(TCP_LISTEN) => self.remember(ev),
             EventKind::Release => {
                 self.by_skaddr.remove(&ev.skaddr);
             }
@@ -135,6 +181,29 @@ mod tests {
         r.protocol = IPPROTO_TCP;
         r.skaddr = skaddr;
         r
+    }
+
+    #[test]
+    fn a_stop_without_its_task_takes_the_releasing_one() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        let mut rel = raw(kind::RELEASE, 0xffff_0002);
+        rel.state = TCP_LISTEN;
+        rel.pid = 4242;
+        rel.tid = 4243;
+        rel.comm[..5].copy_from_slice(b"nginx");
+        rel.sock_cookie = 7;
+        d.decode(rel.as_bytes()).unwrap();
+        // The sock_ops state callback's stop: no task, no cookie.
+        let s = d
+            .decode(raw(kind::LISTEN_STOP, 0xffff_0002).as_bytes())
+            .unwrap();
+        assert_eq!((s.pid, s.tid, s.comm.as_str()), (4242, 4243, "nginx"));
+        assert_eq!(s.sock_cookie, Some(7));
+        // A stop with its own task keeps it.
+        d.decode(rel.as_bytes()).unwrap();
+        let mut own = raw(kind::LISTEN_STOP, 0xffff_0002);
+        own.pid = 1;
+        assert_eq!(d.decode(own.as_bytes()).unwrap().pid, 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::control::{ConflictRecord, RECENT_CONFLICTS, Request};
 use std::net::IpAddr;
 
-use bindwatch_common::{AF_INET, AF_INET6, BoundSock, IPPROTO_TCP, IPPROTO_UDP};
+use bindwatch_common::{AF_INET, AF_INET6, BoundSock, IPPROTO_TCP, IPPROTO_UDP, bound};
 
 use crate::conflict::SockState;
 use crate::event::{Event, Proto};
@@ -44,6 +44,15 @@ fn bound_sock(h: &Holder) -> BoundSock {
         } else {
             IPPROTO_TCP
         },
+        // Listening before the probes loaded: no sock_ops callback was armed
+        // on it, so its release must report the stop (the probes clear this
+        // when the state tracepoint reports stops instead).
+        flags: if h.state == SockState::Listen {
+            bound::REPORTS_STOP
+        } else {
+            0
+        },
+        _pad: [0; 3],
     }
 }
 

@@ -15,6 +15,12 @@ pub struct ProbeReport {
     pub kernel: String,
     /// The probe set that attached: `fexit`, `tracepoint` (or `etw`).
     pub probes: &'static str,
+    /// Where the TCP lifecycle comes from: `sock_ops`, `state_tracepoint`
+    /// (or `etw`).
+    pub tcp_lifecycle: &'static str,
+    /// Why the lifecycle is not from sock_ops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sock_ops_refused: Option<String>,
     /// Why `auto` fell back from the fexit set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fexit_refused: Option<String>,
@@ -32,14 +38,18 @@ impl ProbeReport {
 
     pub fn render(&self) -> String {
         let mut s = format!(
-            "kernel {}: {} probe set, hooks {}/{} attached\n",
+            "kernel {}: {} probe set, TCP lifecycle from {}, hooks {}/{} attached\n",
             self.kernel,
             self.probes,
+            self.tcp_lifecycle,
             self.attached(),
             self.hooks.len()
         );
         if let Some(why) = &self.fexit_refused {
             s.push_str(&format!("  fexit set refused: {why}\n"));
+        }
+        if let Some(why) = &self.sock_ops_refused {
+            s.push_str(&format!("  sock_ops refused: {why}\n"));
         }
         for h in &self.hooks {
             match &h.error {
@@ -58,6 +68,8 @@ pub fn report(cfg: &ProbeConfig) -> Result<ProbeReport> {
     let report = ProbeReport {
         kernel: kernel_release(),
         probes: probes.probe_set(),
+        tcp_lifecycle: probes.lifecycle(),
+        sock_ops_refused: probes.sock_ops_refused().map(str::to_owned),
         fexit_refused: probes.fallback().map(str::to_owned),
         hooks: probes.hooks().to_vec(),
     };

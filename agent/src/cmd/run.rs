@@ -464,6 +464,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         attached = probes.attached_count(),
         hooks = probes.hooks().len(),
         probes = probes.probe_set(),
+        tcp_lifecycle = probes.lifecycle(),
+        sock_ops_refused = probes.sock_ops_refused(),
         fallback_reason = probes.fallback(),
         source = %probes.source_name(),
         "bindwatch running"
@@ -481,7 +483,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     metrics
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .set_probe_set(probes.probe_set());
+        .set_probe_set(probes.probe_set(), probes.lifecycle());
     metrics.lock().unwrap_or_else(|e| e.into_inner()).set_hooks(
         &probes
             .hooks()
@@ -522,6 +524,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         timeline_health: store.as_ref().map(|s| s.health()),
         timeline_error,
         probes: probes.probe_set(),
+        tcp_lifecycle: probes.lifecycle(),
         token,
     });
     let https = tls.is_some();
@@ -570,11 +573,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let started = daemon.agent_record(
         "agent_start",
         format!(
-            "bindwatch {} started; hooks {}/{} attached ({} probes); {} sockets held, {} holding a port{}",
+            "bindwatch {} started; hooks {}/{} attached ({} probes, TCP lifecycle from {}); {} sockets held, {} holding a port{}",
             env!("CARGO_PKG_VERSION"),
             probes.attached_count(),
             probes.hooks().len(),
             probes.probe_set(),
+            probes.lifecycle(),
             correlator.table.len(),
             held.len() + left_out,
             if left_out > 0 {

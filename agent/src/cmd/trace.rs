@@ -131,10 +131,11 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
         );
     }
     eprintln!(
-        "bindwatch: tracing; hooks {}/{} attached ({} probes{}); ring buffer {} bytes; {} sockets held; Ctrl-C to stop",
+        "bindwatch: tracing; hooks {}/{} attached ({} probes, TCP lifecycle from {}{}); ring buffer {} bytes; {} sockets held; Ctrl-C to stop",
         probes.attached_count(),
         probes.hooks().len(),
         probes.probe_set(),
+        probes.lifecycle(),
         probes
             .fallback()
             .map(|why| format!(", fexit refused: {why}"))

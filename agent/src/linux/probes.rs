@@ -5,9 +5,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, FExit, TracePoint};
+use aya::programs::{
+    CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, FExit, SockOps, TracePoint,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
-use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, lost, names};
+use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, bound, lost, names};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::error::{Error, Result};
@@ -27,6 +29,7 @@ enum Hook {
     FExit(&'static str),
     SockAddr,
     Sock,
+    SockOps,
 }
 
 /// Binds and listens from the syscall tracepoints (every kernel). Exit
@@ -68,12 +71,38 @@ const COMMON: &[(&str, Hook)] = &[
     (names::POST_BIND6, Hook::Sock),
     (names::BIND4, Hook::SockAddr),
     (names::BIND6, Hook::SockAddr),
-    (
-        names::SOCK_SET_STATE,
-        Hook::TracePoint("sock", "inet_sock_set_state"),
-    ),
     (names::SOCK_RELEASE, Hook::Sock),
 ];
+
+/// Listen addresses, listener stops and accept counts: from sock_ops
+/// callbacks on the cgroup where the kernel has them (called only at a
+/// listen, a handshake's end and a listener's stop), else from the state
+/// tracepoint (called at every state change of every TCP connection).
+const LIFECYCLE_SOCK_OPS: (&str, Hook) = (names::SOCK_OPS, Hook::SockOps);
+const LIFECYCLE_TRACEPOINT: (&str, Hook) = (
+    names::SOCK_SET_STATE,
+    Hook::TracePoint("sock", "inet_sock_set_state"),
+);
+
+/// Set (to anything), keeps the sock_ops program from attaching: the tests'
+/// way to run the state tracepoint's lifecycle where sock_ops works.
+pub const NO_SOCK_OPS_ENV: &str = "BINDWATCH_NO_SOCK_OPS";
+
+/// Where the TCP lifecycle comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    SockOps,
+    StateTracepoint,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SockOps => "sock_ops",
+            Self::StateTracepoint => "state_tracepoint",
+        }
+    }
+}
 
 /// The loaded probes. Dropping this detaches every program.
 pub struct Probes {
@@ -82,6 +111,8 @@ pub struct Probes {
     cgroup_root: PathBuf,
     set: ProbeMode,
     fallback: Option<String>,
+    lifecycle: Lifecycle,
+    sock_ops_refused: Option<String>,
 }
 
 /// The layout version recorded in a probe object.
@@ -259,6 +290,9 @@ impl Probes {
             },
         };
         hooks.extend(attach_each(&mut ebpf, COMMON, &cgroup, &mut first_refusal));
+        let (lifecycle, lifecycle_hook, sock_ops_refused) =
+            attach_lifecycle(&mut ebpf, &cgroup, &mut first_refusal);
+        hooks.push(lifecycle_hook);
         if hooks.iter().all(|h| !h.attached)
             && let Some((denied, msg)) = first_refusal
         {
@@ -287,6 +321,8 @@ impl Probes {
                 cgroup_root,
                 set,
                 fallback,
+                lifecycle,
+                sock_ops_refused,
             },
             ring,
         ))
@@ -304,6 +340,16 @@ impl Probes {
     /// Why `auto` did not get the fexit set (the kernel's refusal).
     pub fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
+    }
+
+    /// Where the TCP lifecycle comes from: `sock_ops` or `state_tracepoint`.
+    pub fn lifecycle(&self) -> &'static str {
+        self.lifecycle.as_str()
+    }
+
+    /// Why the lifecycle is not from sock_ops (the kernel's refusal).
+    pub fn sock_ops_refused(&self) -> Option<&str> {
+        self.sock_ops_refused.as_deref()
     }
 
     pub fn attached_count(&self) -> usize {
@@ -326,7 +372,10 @@ impl Probes {
     pub fn check_hooks(&mut self) -> Vec<HookIncident> {
         // Our cgroup programs' ids, and which of them run on a live link.
         let mut ours: Vec<(&'static str, u32)> = Vec::new();
-        for (name, hook) in COMMON {
+        let cgroup_hooks = COMMON
+            .iter()
+            .chain((self.lifecycle == Lifecycle::SockOps).then_some(&LIFECYCLE_SOCK_OPS));
+        for (name, hook) in cgroup_hooks {
             if matches!(hook, Hook::TracePoint(..))
                 || !self.hooks.iter().any(|h| h.hook == *name && h.attached)
             {
@@ -369,6 +418,7 @@ impl Probes {
                 .and_then(|cgroup| {
                     let hook = COMMON
                         .iter()
+                        .chain(std::iter::once(&LIFECYCLE_SOCK_OPS))
                         .find(|(n, _)| *n == name)
                         .map(|(_, h)| h)
                         .expect("listed above");
@@ -427,7 +477,12 @@ impl Probes {
             })?;
         let mut n = 0;
         for (cookie, b) in socks {
-            if m.insert(cookie, *b, 0).is_ok() {
+            let mut b = *b;
+            if self.lifecycle != Lifecycle::SockOps {
+                // The state tracepoint reports every listener's stop.
+                b.flags &= !bound::REPORTS_STOP;
+            }
+            if m.insert(cookie, b, 0).is_ok() {
                 n += 1;
             }
         }
@@ -450,6 +505,44 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// Attaches the sock_ops lifecycle, or the state tracepoint when the kernel
+/// refuses it (or the tests ask, [`NO_SOCK_OPS_ENV`]).
+fn attach_lifecycle(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+    first_refusal: &mut Option<(bool, String)>,
+) -> (Lifecycle, HookStatus, Option<String>) {
+    let (name, hook) = &LIFECYCLE_SOCK_OPS;
+    let refused = if std::env::var_os(NO_SOCK_OPS_ENV).is_some() {
+        format!("{NO_SOCK_OPS_ENV} is set")
+    } else {
+        match attach_one(ebpf, name, hook, cgroup, true) {
+            Ok(()) => {
+                return (
+                    Lifecycle::SockOps,
+                    HookStatus {
+                        hook: name,
+                        attached: true,
+                        error: None,
+                    },
+                    None,
+                );
+            }
+            Err(e) => describe(e.as_ref()),
+        }
+    };
+    tracing::info!(reason = %refused, "sock_ops refused; the TCP lifecycle comes from the state tracepoint");
+    let status = attach_each(
+        ebpf,
+        std::slice::from_ref(&LIFECYCLE_TRACEPOINT),
+        cgroup,
+        first_refusal,
+    )
+    .pop()
+    .expect("one hook in, one status out");
+    (Lifecycle::StateTracepoint, status, Some(refused))
 }
 
 /// Attaches each hook of a list, reporting each; a refusal is logged and
@@ -585,6 +678,13 @@ fn attach_one(
         }
         Hook::Sock => {
             let p: &mut CgroupSock = prog.try_into()?;
+            if load {
+                p.load()?;
+            }
+            p.attach(cgroup, CgroupAttachMode::Single)?;
+        }
+        Hook::SockOps => {
+            let p: &mut SockOps = prog.try_into()?;
             if load {
                 p.load()?;
             }

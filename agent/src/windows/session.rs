@@ -311,6 +311,16 @@ impl Probes {
         "etw"
     }
 
+    /// Where the TCP lifecycle comes from: ETW here too.
+    pub fn lifecycle(&self) -> &'static str {
+        "etw"
+    }
+
+    /// Why sock_ops is not used (it does not exist here).
+    pub fn sock_ops_refused(&self) -> Option<&str> {
+        None
+    }
+
     /// Why the asked-for probe set was not used (never, on Windows).
     pub fn fallback(&self) -> Option<&str> {
         None

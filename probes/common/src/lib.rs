@@ -11,7 +11,7 @@
 
 /// Version of the event layout. Stored in the probe object as the global
 /// [`LAYOUT_SYMBOL`] and in every event.
-pub const LAYOUT_VERSION: u16 = 1;
+pub const LAYOUT_VERSION: u16 = 2;
 
 /// Name of the `u16` global in the probe object that holds [`LAYOUT_VERSION`].
 pub const LAYOUT_SYMBOL: &str = "BINDWATCH_LAYOUT_VERSION";
@@ -32,6 +32,9 @@ pub mod names {
     pub const SYS_EXIT_LISTEN: &str = "sys_exit_listen";
     pub const SOCK_SET_STATE: &str = "inet_sock_set_state";
     pub const SOCK_RELEASE: &str = "sock_release";
+    /// The TCP lifecycle from sock_ops callbacks, where the kernel has them:
+    /// in place of `SOCK_SET_STATE`.
+    pub const SOCK_OPS: &str = "tcp_lifecycle";
     // The fexit probe set: trampolines on the kernel's bind and listen.
     pub const FENTRY_INET_BIND: &str = "fentry_inet_bind";
     pub const FENTRY_INET6_BIND: &str = "fentry_inet6_bind";
@@ -100,8 +103,18 @@ pub mod flags {
     pub const SOCK_INFO: u32 = 1 << 3;
     /// The kernel assigned the port (`post_bind` ran): `bound_port` is real.
     pub const BOUND: u32 = 1 << 4;
-    /// A listen event whose socket address was seen by the state tracepoint.
+    /// A listen event whose socket address was seen (by the state
+    /// tracepoint or the sock_ops listen callback).
     pub const LISTEN_ADDR: u32 = 1 << 5;
+}
+
+/// Bits of `BoundSock::flags`.
+pub mod bound {
+    /// The release hook reports this socket's LISTEN to CLOSE itself: it
+    /// was listening before the sock_ops callback could be armed on it (the
+    /// agent's start-up seeding sets this when the lifecycle comes from
+    /// sock_ops; with the state tracepoint nobody needs it).
+    pub const REPORTS_STOP: u8 = 1 << 0;
 }
 
 pub const AF_INET: u8 = 2;
@@ -178,7 +191,7 @@ unsafe impl aya::Pod for RawEvent {}
 // SAFETY: repr(C), plain integers, padding explicit (`_pad`).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for AcceptKey {}
-// SAFETY: repr(C), plain integers without padding (20 bytes, tested).
+// SAFETY: repr(C), plain integers, padding explicit (`_pad`; 24 bytes, tested).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for BoundSock {}
 
@@ -285,11 +298,14 @@ pub struct BoundSock {
     pub port: u16,
     pub family: u8,
     pub protocol: u8,
+    /// Bits from [`bound`].
+    pub flags: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Key of the per-CPU accept counter map: completed passive TCP handshakes
-/// per local port and family. The state tracepoint carries no namespace, so
-/// the count is per port across namespaces.
+/// per local port and family. Neither the state tracepoint nor the sock_ops
+/// callback carries a namespace, so the count is per port across namespaces.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AcceptKey {
@@ -310,7 +326,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(RawEvent, addr), 76);
         assert_eq!(core::mem::offset_of!(RawEvent, comm), 104);
         assert_eq!(core::mem::size_of::<AcceptKey>(), 4);
-        assert_eq!(core::mem::size_of::<BoundSock>(), 20);
+        assert_eq!(core::mem::size_of::<BoundSock>(), 24);
     }
 
     fn valid() -> RawEvent {

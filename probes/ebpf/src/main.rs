@@ -22,19 +22,27 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
+    bindings::{
+        BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_LISTEN_CB, bpf_sock_ops,
+    },
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt},
+        generated::{
+            bpf_get_current_task, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt,
+        },
     },
-    macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, tracepoint},
+    macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, sock_ops, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{FEntryContext, FExitContext, SockAddrContext, SockContext, TracePointContext},
+    programs::{
+        FEntryContext, FExitContext, SockAddrContext, SockContext, SockOpsContext,
+        TracePointContext,
+    },
 };
 use bindwatch_common::{
-    AF_INET, AF_INET6, AcceptKey, BoundSock, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, flags, kind,
-    lost, tcp_state,
+    AF_INET, AF_INET6, AcceptKey, BoundSock, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, bound, flags,
+    kind, lost, tcp_state,
 };
 
 /// Read by the agent from the object file before loading, and copied into
@@ -66,8 +74,12 @@ static PENDING_BIND: HashMap<u32, RawEvent> = HashMap::with_max_entries(16384, 0
 #[map]
 static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 0);
 
+/// Per-thread state of a listen, keyed by the current task's address
+/// rather than its id: the sock_ops listen callback that adds the address
+/// may not ask for the thread id (sock_ops callbacks also run in softirq),
+/// but may ask for the current task.
 #[map]
-static PENDING_LISTEN: HashMap<u32, RawEvent> = HashMap::with_max_entries(16384, 0);
+static PENDING_LISTEN: HashMap<u64, RawEvent> = HashMap::with_max_entries(16384, 0);
 
 const SOL_SOCKET: i32 = 1;
 const SO_REUSEADDR: i32 = 2;
@@ -124,6 +136,12 @@ fn tp<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
 #[inline(always)]
 fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+fn current_task() -> u64 {
+    // SAFETY: no arguments; returns the address of the running task.
+    unsafe { bpf_get_current_task() }
 }
 
 // ---- bind ----------------------------------------------------------------
@@ -267,6 +285,8 @@ fn on_post_bind(ctx: &SockContext, v6: bool) {
         port: 0,
         family: if v6 { AF_INET6 } else { AF_INET },
         protocol: 0,
+        flags: 0,
+        _pad: [0; 3],
     };
     // SAFETY: context loads; post_bind4 may read src_ip4, post_bind6 src_ip6
     // (the verifier refuses the other), both src_port.
@@ -335,7 +355,7 @@ fn begin_listen(fd: i32, backlog: u32) {
     // without LISTEN_ADDR unless they failed).
     ev.family = AF_INET;
     ev.protocol = IPPROTO_TCP;
-    if PENDING_LISTEN.insert(&ev.tid, &ev, 0).is_err() {
+    if PENDING_LISTEN.insert(&current_task(), &ev, 0).is_err() {
         count_lost(lost::PENDING_MAP_FULL);
     }
 }
@@ -349,8 +369,8 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn end_listen(ret: i64) {
-    let tid = current_tid();
-    if let Some(p) = PENDING_LISTEN.get_ptr_mut(&tid) {
+    let task = current_task();
+    if let Some(p) = PENDING_LISTEN.get_ptr_mut(&task) {
         // SAFETY: as in end_bind.
         let mut ev = unsafe { *p };
         ev.ret = ret as i32;
@@ -359,7 +379,7 @@ fn end_listen(ret: i64) {
         if ev.flags & flags::LISTEN_ADDR != 0 || ev.ret != 0 {
             emit(&ev);
         }
-        let _ = PENDING_LISTEN.remove(&tid);
+        let _ = PENDING_LISTEN.remove(&task);
     }
 }
 
@@ -463,8 +483,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     if new == tcp_state::LISTEN {
-        let tid = current_tid();
-        if let Some(p) = PENDING_LISTEN.get_ptr_mut(&tid) {
+        if let Some(p) = PENDING_LISTEN.get_ptr_mut(&current_task()) {
             // SAFETY: map value of this thread.
             let ev = unsafe { &mut *p };
             read_state_addr(ctx, ev)?;
@@ -485,22 +504,158 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     } else if old == tcp_state::SYN_RECV && new == tcp_state::ESTABLISHED {
         let sport: u16 = tp(ctx, 24);
         let family: u16 = tp(ctx, 28);
-        let key = AcceptKey {
-            port: sport,
-            family: family as u8,
-            _pad: 0,
-        };
-        match ACCEPTS.get_ptr_mut(&key) {
-            // SAFETY: per-CPU value, no concurrent writer on this CPU.
-            Some(n) => unsafe { *n += 1 },
-            None => {
-                if ACCEPTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
-                    count_lost(lost::ACCEPT_MAP_FULL);
-                }
+        count_accept(sport, family as u8);
+    }
+    Ok(())
+}
+
+// ---- the TCP lifecycle through sock_ops ----------------------------------
+//
+// Where the kernel runs sock_ops programs on the cgroup, this one program
+// stands in for the state tracepoint, which runs on every state change of
+// every TCP connection on the host. Here the kernel calls bindwatch only at
+// a listen, at each passive handshake's end, and for state changes of the
+// sockets it asked for (listeners: the state callback is armed at listen,
+// and disarmed on each accepted child, which inherits it).
+
+#[sock_ops]
+pub fn tcp_lifecycle(ctx: SockOpsContext) -> u32 {
+    let op = ctx.op();
+    if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+        on_accepted(&ctx);
+        return 1;
+    }
+    let stop = op == BPF_SOCK_OPS_STATE_CB
+        && ctx.arg(0) as i32 == tcp_state::LISTEN
+        && ctx.arg(1) as i32 == tcp_state::CLOSE;
+    if !stop && op != BPF_SOCK_OPS_TCP_LISTEN_CB {
+        return 1;
+    }
+    // One place reads the address: inlined twice, the compiler would share
+    // the loads through a moved context pointer, which the verifier refuses.
+    let mut ev = RawEvent::zeroed();
+    sock_ops_addr(&ctx, &mut ev);
+    if stop {
+        on_listen_stop_cb(ev);
+    } else {
+        on_listen_cb(&ctx, ev);
+    }
+    1
+}
+
+/// A field of the sock_ops context, loaded at its own offset from the
+/// context pointer (the only form of context load the verifier accepts).
+#[inline(always)]
+fn ops_u32(ctx: &SockOpsContext, offset: usize) -> u32 {
+    // SAFETY: every offset used is a u32 field of `bpf_sock_ops`.
+    unsafe { core::ptr::read_volatile((ctx.ops as *const u8).add(offset) as *const u32) }
+}
+
+/// The socket's local address, as the state tracepoint would give it.
+#[inline(always)]
+fn sock_ops_addr(ctx: &SockOpsContext, ev: &mut RawEvent) {
+    // SAFETY: a context load the verifier rewrites (the socket's address).
+    ev.skaddr = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as u64;
+    let port = ctx.local_port() as u16;
+    ev.port = port;
+    ev.bound_port = port;
+    ev.protocol = IPPROTO_TCP;
+    if ctx.family() == AF_INET6 as u32 {
+        ev.family = AF_INET6;
+        // local_ip6: four words in network order.
+        let at = core::mem::offset_of!(bpf_sock_ops, local_ip6);
+        ev.addr[..4].copy_from_slice(&ops_u32(ctx, at).to_ne_bytes());
+        ev.addr[4..8].copy_from_slice(&ops_u32(ctx, at + 4).to_ne_bytes());
+        ev.addr[8..12].copy_from_slice(&ops_u32(ctx, at + 8).to_ne_bytes());
+        ev.addr[12..].copy_from_slice(&ops_u32(ctx, at + 12).to_ne_bytes());
+    } else {
+        ev.family = AF_INET;
+        ev.addr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+    }
+}
+
+/// A successful listen, inside listen(2) (or io_uring's) on the listener's
+/// thread: the address joins the entry the listen's start left, by task.
+#[inline(always)]
+fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent) {
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    // SAFETY: the sock_ops flavour of the helper, on our context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    ev.sock_cookie = cookie;
+    // The state callback now reports this socket's stop; a listener
+    // autobound by listen() has no entry yet, and needs one for its release.
+    match BOUND.get_ptr_mut(&cookie) {
+        // SAFETY: a map value.
+        Some(b) => unsafe { (*b).flags &= !bound::REPORTS_STOP },
+        None => {
+            let b = BoundSock {
+                addr: ev.addr,
+                port: ev.port,
+                family: ev.family,
+                protocol: IPPROTO_TCP,
+                flags: 0,
+                _pad: [0; 3],
+            };
+            let _ = BOUND.insert(&cookie, &b, 0);
+        }
+    }
+    if let Some(p) = PENDING_LISTEN.get_ptr_mut(&current_task()) {
+        // SAFETY: the map value of this task, until its listen ends.
+        let p = unsafe { &mut *p };
+        p.skaddr = ev.skaddr;
+        p.port = ev.port;
+        p.bound_port = ev.bound_port;
+        p.family = ev.family;
+        p.addr = ev.addr;
+        p.sock_cookie = cookie;
+        p.flags |= flags::LISTEN_ADDR;
+    } else {
+        // A listen whose start was not seen (io_uring with the syscall
+        // tracepoints): reported at once, without its task, which these
+        // callbacks may not read.
+        ev.kind = kind::LISTEN;
+        ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        ev.flags = flags::LISTEN_ADDR;
+        emit(&ev);
+    }
+}
+
+/// LISTEN to CLOSE of a listener armed at its listen. Its task is not
+/// readable here; the agent takes it from the release just before.
+#[inline(always)]
+fn on_listen_stop_cb(mut ev: RawEvent) {
+    ev.kind = kind::LISTEN_STOP;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.state = tcp_state::LISTEN as u8;
+    emit(&ev);
+}
+
+#[inline(always)]
+fn on_accepted(ctx: &SockOpsContext) {
+    let cb = ctx.cb_flags();
+    if cb & BPF_SOCK_OPS_STATE_CB_FLAG != 0 {
+        // Inherited from the listener: the child's states are not ours.
+        let _ = ctx.set_cb_flags((cb & !BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    }
+    count_accept(ctx.local_port() as u16, ctx.family() as u8);
+}
+
+#[inline(always)]
+fn count_accept(port: u16, family: u8) {
+    let key = AcceptKey {
+        port,
+        family,
+        _pad: 0,
+    };
+    match ACCEPTS.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            if ACCEPTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+                count_lost(lost::ACCEPT_MAP_FULL);
             }
         }
     }
-    Ok(())
 }
 
 // ---- release -------------------------------------------------------------
@@ -513,17 +668,17 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 pub fn sock_release(ctx: SockContext) -> i32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: a map value, copied before the entry is deleted.
-    let Some(bound) = (unsafe { BOUND.get(&cookie) }).copied() else {
+    let Some(held) = (unsafe { BOUND.get(&cookie) }).copied() else {
         return 1;
     };
     let _ = BOUND.remove(&cookie);
     let sk = ctx.sock;
     let mut ev = task_event(kind::RELEASE);
-    ev.family = bound.family;
-    ev.protocol = bound.protocol;
-    ev.addr = bound.addr;
-    ev.port = bound.port;
-    ev.bound_port = bound.port;
+    ev.family = held.family;
+    ev.protocol = held.protocol;
+    ev.addr = held.addr;
+    ev.port = held.port;
+    ev.bound_port = held.port;
     ev.sock_cookie = cookie;
     // SAFETY: context loads the release hook may make.
     unsafe {
@@ -534,6 +689,12 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     }
     ev.skaddr = sk as u64;
     emit(&ev);
+    // A listener no callback was armed on (listening before bindwatch):
+    // its stop, which the release precedes, is reported from here.
+    if held.flags & bound::REPORTS_STOP != 0 && ev.state as i32 == tcp_state::LISTEN {
+        ev.kind = kind::LISTEN_STOP;
+        emit(&ev);
+    }
     1
 }
 
