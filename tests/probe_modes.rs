@@ -38,6 +38,27 @@ fn scenario() -> u16 {
         let (s, _) = l4.accept().unwrap();
         drop((c, s));
     }
+    // A client that binds its source port, then connects: its bind is an
+    // event, its release is not (a connection's, like the accepted one's).
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    client
+        .bind(
+            &"127.0.0.1:8085"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    client
+        .connect(
+            &"127.0.0.1:8080"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let (s, _) = l4.accept().unwrap();
+    drop((client, s));
     // TCP over IPv6, and a failure.
     let l6 = TcpListener::bind("[::1]:8081").unwrap();
     let err = TcpListener::bind("[::1]:8081").unwrap_err();
@@ -160,7 +181,7 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
         .filter(|e| e.contains("\"kind\":\"bind\""))
         .count();
     assert!(binds >= 10, "{tracepoint:#?}");
-    assert!(tracepoint.contains(&"accepts on 8080: 3".to_owned()));
+    assert!(tracepoint.contains(&"accepts on 8080: 4".to_owned()));
     let (auto, auto_set, _) = run("auto", &[]);
     if kernel_offers_fexit() {
         assert_eq!(
@@ -225,7 +246,8 @@ fn sock_ops_and_the_state_tracepoint_see_the_same_tcp_lifecycle() {
             "\"port\":8083,\"proto\":\"tcp\",\"schema\":1,\"state\":7",
         ),
         ("the listener from before the tracer", "\"port\":8084"),
-        ("accepts", "accepts on 8080: 3"),
+        ("accepts", "accepts on 8080: 4"),
+        ("the bound client", "\"port\":8085"),
     ] {
         assert!(
             sock_ops.iter().any(|e| e.contains(needle)),
@@ -242,6 +264,11 @@ fn sock_ops_and_the_state_tracepoint_see_the_same_tcp_lifecycle() {
     for port in [8080, 8081, 8083, 8084] {
         assert_eq!(stops(&sock_ops, port), 1, "stops of {port}: {sock_ops:#?}");
     }
+    let client_releases = sock_ops
+        .iter()
+        .filter(|e| e.contains("\"kind\":\"release\"") && e.contains("\"port\":8085,"))
+        .count();
+    assert_eq!(client_releases, 0, "a connection's release: {sock_ops:#?}");
     assert_eq!(
         sock_ops, tracepoint,
         "sock_ops against the state tracepoint"

@@ -9,7 +9,9 @@ use aya::programs::{
     CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, FExit, SockOps, TracePoint,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
-use bindwatch_common::{AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, bound, lost, names};
+use bindwatch_common::{
+    AcceptKey, BoundSock, LAYOUT_SYMBOL, LAYOUT_VERSION, bound, config, lost, names,
+};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::error::{Error, Result};
@@ -293,6 +295,12 @@ impl Probes {
         let (lifecycle, lifecycle_hook, sock_ops_refused) =
             attach_lifecycle(&mut ebpf, &cgroup, &mut first_refusal);
         hooks.push(lifecycle_hook);
+        if lifecycle == Lifecycle::SockOps
+            && let Err(e) = set_config(&mut ebpf, config::RELEASE_SKIPS_CONNECTIONS, 1)
+        {
+            // Still right, only slower: every close looks the socket up.
+            tracing::warn!(error = %e, "cannot tell the release hook to skip connections");
+        }
         if hooks.iter().all(|h| !h.attached)
             && let Some((denied, msg)) = first_refusal
         {
@@ -505,6 +513,23 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// Sets one slot of the probes' `CONFIG` array.
+fn set_config(ebpf: &mut Ebpf, slot: u32, value: u32) -> Result<()> {
+    let map = ebpf.map_mut(names::CONFIG).ok_or_else(|| Error::Map {
+        name: names::CONFIG,
+        reason: "not in the object".into(),
+    })?;
+    let mut arr: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(map).map_err(|e| Error::Map {
+            name: names::CONFIG,
+            reason: e.to_string(),
+        })?;
+    arr.set(slot, value, 0).map_err(|e| Error::Map {
+        name: names::CONFIG,
+        reason: e.to_string(),
+    })
 }
 
 /// Attaches the sock_ops lifecycle, or the state tracepoint when the kernel

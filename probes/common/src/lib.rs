@@ -22,6 +22,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const ACCEPTS: &str = "ACCEPTS";
     pub const BOUND: &str = "BOUND";
+    pub const CONFIG: &str = "CONFIG";
     pub const SYS_ENTER_BIND: &str = "sys_enter_bind";
     pub const SYS_EXIT_BIND: &str = "sys_exit_bind";
     pub const BIND4: &str = "bind4";
@@ -42,6 +43,16 @@ pub mod names {
     pub const FEXIT_INET6_BIND: &str = "fexit_inet6_bind";
     pub const FENTRY_INET_LISTEN: &str = "fentry_inet_listen";
     pub const FEXIT_INET_LISTEN: &str = "fexit_inet_listen";
+}
+
+/// Slots of the `CONFIG` array: switches the agent sets after attaching.
+pub mod config {
+    /// Non-zero when the sock_ops lifecycle is attached: it drops a socket
+    /// from `BOUND` when the socket connects, so the release hook may skip
+    /// every TCP socket that is neither listening nor closed (accepted and
+    /// client connections, the bulk of all closes) without a lookup.
+    pub const RELEASE_SKIPS_CONNECTIONS: u32 = 0;
+    pub const SLOTS: u32 = 1;
 }
 
 /// Slots of the per-CPU `LOST` array: what the probes could not deliver.

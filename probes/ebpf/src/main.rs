@@ -24,7 +24,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{
         BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
-        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_LISTEN_CB, bpf_sock_ops,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+        bpf_sock_ops,
     },
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
@@ -34,15 +35,15 @@ use aya_ebpf::{
         },
     },
     macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, sock_ops, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         FEntryContext, FExitContext, SockAddrContext, SockContext, SockOpsContext,
         TracePointContext,
     },
 };
 use bindwatch_common::{
-    AF_INET, AF_INET6, AcceptKey, BoundSock, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, bound, flags,
-    kind, lost, tcp_state,
+    AF_INET, AF_INET6, AcceptKey, BoundSock, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, bound, config,
+    flags, kind, lost, tcp_state,
 };
 
 /// Read by the agent from the object file before loading, and copied into
@@ -78,6 +79,10 @@ static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 
 /// rather than its id: the sock_ops listen callback that adds the address
 /// may not ask for the thread id (sock_ops callbacks also run in softirq),
 /// but may ask for the current task.
+/// Switches set by the agent (see `bindwatch_common::config`).
+#[map]
+static CONFIG: Array<u32> = Array::with_max_entries(config::SLOTS, 0);
+
 #[map]
 static PENDING_LISTEN: HashMap<u64, RawEvent> = HashMap::with_max_entries(16384, 0);
 
@@ -525,6 +530,14 @@ pub fn tcp_lifecycle(ctx: SockOpsContext) -> u32 {
         on_accepted(&ctx);
         return 1;
     }
+    if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        // A socket that connects is a client from now on; its release is
+        // skipped (see `sock_release`), so it leaves `BOUND` here.
+        // SAFETY: the sock_ops flavour of the helper, on our context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        let _ = BOUND.remove(&cookie);
+        return 1;
+    }
     let stop = op == BPF_SOCK_OPS_STATE_CB
         && ctx.arg(0) as i32 == tcp_state::LISTEN
         && ctx.arg(1) as i32 == tcp_state::CLOSE;
@@ -663,16 +676,39 @@ fn count_accept(port: u16, family: u8) {
 /// The last close of an inet socket. Only sockets in `BOUND` are reported
 /// (listeners, UDP servers, bound-but-idle sockets: the holders); client
 /// sockets would only add volume. The release context cannot read the
-/// source address, hence the lookup.
+/// source address, hence the lookup. A TCP socket bound and then
+/// connected is a client's from its connect on: not reported (its port is
+/// held by the connection, then by TIME_WAIT; the agent's reconciliation
+/// drops it).
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
+    let sk = ctx.sock;
+    // SAFETY: context loads the release hook may make.
+    let (protocol, state) = unsafe { ((*sk).protocol as u8, (*sk).state as i32) };
+    // Connections (accepted, or clients) are most closes on a busy host
+    // and never in `BOUND` while the sock_ops lifecycle runs: skipped
+    // before the cookie and the lookup, which cost most of a miss.
+    let connection =
+        protocol == IPPROTO_TCP && state != tcp_state::LISTEN && state != tcp_state::CLOSE;
+    if connection
+        && CONFIG
+            .get(config::RELEASE_SKIPS_CONNECTIONS)
+            .is_some_and(|v| *v != 0)
+    {
+        return 1;
+    }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if connection {
+        // Without sock_ops nothing took it out of `BOUND` at its connect:
+        // done here, and not reported either way.
+        let _ = BOUND.remove(&cookie);
+        return 1;
+    }
     // SAFETY: a map value, copied before the entry is deleted.
     let Some(held) = (unsafe { BOUND.get(&cookie) }).copied() else {
         return 1;
     };
     let _ = BOUND.remove(&cookie);
-    let sk = ctx.sock;
     let mut ev = task_event(kind::RELEASE);
     ev.family = held.family;
     ev.protocol = held.protocol;
