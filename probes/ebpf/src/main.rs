@@ -89,7 +89,6 @@ static PENDING_LISTEN: HashMap<u64, RawEvent> = HashMap::with_max_entries(16384,
 const SOL_SOCKET: i32 = 1;
 const SO_REUSEADDR: i32 = 2;
 const SO_REUSEPORT: i32 = 15;
-const SO_BINDTOIFINDEX: i32 = 62;
 
 #[inline(always)]
 fn count_lost(slot: u32) {
@@ -183,19 +182,30 @@ fn read_addr<const N: usize>(addr: u64, user: bool) -> Result<[u8; N], i32> {
 /// before the call (a failed bind leaves none in the socket).
 #[inline(always)]
 fn begin_bind(fd: i32, uaddr: u64, len: u64, user: bool) -> Result<(), i32> {
-    let head: [u8; 2] = read_addr(uaddr, user)?;
-    let family = u16::from_ne_bytes(head);
+    // One read covers a sockaddr_in's family, port and address (a
+    // sockaddr_in6's family and port); a shorter one only the family.
+    let head: [u8; 8] = if len >= 8 {
+        read_addr(uaddr, user)?
+    } else {
+        let f: [u8; 2] = read_addr(uaddr, user)?;
+        [f[0], f[1], 0, 0, 0, 0, 0, 0]
+    };
+    let family = u16::from_ne_bytes([head[0], head[1]]);
+    // Not inet (most binds on a host are AF_UNIX): nothing of ours, and
+    // nothing gathered about the task.
+    if family != AF_INET as u16 && family != AF_INET6 as u16 {
+        return Ok(());
+    }
     let mut ev = task_event(kind::BIND);
     ev.fd = fd;
     if family == AF_INET as u16 {
         ev.family = AF_INET;
         if len >= 8 {
             // sockaddr_in: family, port (network order), address.
-            let raw: [u8; 8] = read_addr(uaddr, user)?;
-            ev.port = u16::from_be_bytes([raw[2], raw[3]]);
-            ev.addr[..4].copy_from_slice(&raw[4..8]);
+            ev.port = u16::from_be_bytes([head[2], head[3]]);
+            ev.addr[..4].copy_from_slice(&head[4..8]);
         }
-    } else if family == AF_INET6 as u16 {
+    } else {
         ev.family = AF_INET6;
         if len >= 24 {
             // sockaddr_in6: family, port, flowinfo, address.
@@ -203,8 +213,6 @@ fn begin_bind(fd: i32, uaddr: u64, len: u64, user: bool) -> Result<(), i32> {
             ev.port = u16::from_be_bytes([raw[2], raw[3]]);
             ev.addr.copy_from_slice(&raw[8..24]);
         }
-    } else {
-        return Ok(());
     }
     if PENDING_BIND.insert(&ev.tid, &ev, 0).is_err() {
         count_lost(lost::PENDING_MAP_FULL);
@@ -253,7 +261,11 @@ fn on_bind_hook(ctx: &SockAddrContext) {
     if getsockopt_int(ctx, SO_REUSEPORT).unwrap_or(0) != 0 {
         fl |= flags::REUSEPORT;
     }
-    let ifindex = getsockopt_int(ctx, SO_BINDTOIFINDEX).unwrap_or(0);
+    // The bound device is a field of the socket the context points to: a
+    // load, where SO_BINDTOIFINDEX would be a third helper call.
+    // SAFETY: the context's socket, never null in a bind hook; the
+    // verifier rewrites the field into a safe load.
+    let ifindex = unsafe { (*(*sa).__bindgen_anon_1.sk).bound_dev_if };
     if ifindex > 0 {
         fl |= flags::BOUND_DEV;
     }
@@ -265,7 +277,7 @@ fn on_bind_hook(ctx: &SockAddrContext) {
         (*p).sock_cookie = bpf_get_socket_cookie(ctx.as_ptr());
         (*p).netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
         (*p).skaddr = (*sa).__bindgen_anon_1.sk as u64;
-        (*p).bound_ifindex = ifindex as u32;
+        (*p).bound_ifindex = ifindex;
         (*p).flags |= fl;
     }
 }
