@@ -576,6 +576,15 @@ fn ops_u32(ctx: &SockOpsContext, offset: usize) -> u32 {
     unsafe { core::ptr::read_volatile((ctx.ops as *const u8).add(offset) as *const u32) }
 }
 
+/// The address a socket holds.
+#[inline(always)]
+fn put_addr(ev: &mut RawEvent, family: u8, addr: [u8; 16], port: u16) {
+    ev.family = family;
+    ev.addr = addr;
+    ev.port = port;
+    ev.bound_port = port;
+}
+
 /// The socket's local address, as the state tracepoint would give it.
 #[inline(always)]
 fn sock_ops_addr(ctx: &SockOpsContext, ev: &mut RawEvent) {
@@ -627,11 +636,8 @@ fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent) {
     if let Some(p) = PENDING_LISTEN.get_ptr_mut(&current_task()) {
         // SAFETY: the map value of this task, until its listen ends.
         let p = unsafe { &mut *p };
+        put_addr(p, ev.family, ev.addr, ev.port);
         p.skaddr = ev.skaddr;
-        p.port = ev.port;
-        p.bound_port = ev.bound_port;
-        p.family = ev.family;
-        p.addr = ev.addr;
         p.sock_cookie = cookie;
         p.flags |= flags::LISTEN_ADDR;
     } else {
@@ -722,11 +728,8 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     };
     let _ = BOUND.remove(&cookie);
     let mut ev = task_event(kind::RELEASE);
-    ev.family = held.family;
+    put_addr(&mut ev, held.family, held.addr, held.port);
     ev.protocol = held.protocol;
-    ev.addr = held.addr;
-    ev.port = held.port;
-    ev.bound_port = held.port;
     ev.sock_cookie = cookie;
     // SAFETY: context loads the release hook may make.
     unsafe {
