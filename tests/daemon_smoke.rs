@@ -1,7 +1,9 @@
 //! The daemon in brief, for every kernel of the matrix: it starts and says
 //! it is ready, `/metrics` has every hook attached, `/healthz` and
-//! `/metrics` name the probe set the kernel offers, and a watched port that
-//! loses its holder raises one alert at a real webhook receiver.
+//! `/metrics` name the probe set the kernel offers and where the TCP
+//! lifecycle comes from, and a watched port that loses its holder (a
+//! listener from before the daemon started) raises one alert at a real
+//! webhook receiver.
 
 use support::*;
 
@@ -43,6 +45,18 @@ fn daemon_starts_scrapes_and_alerts_when_a_watched_port_is_lost() {
     );
     assert_eq!(
         metric(&listen, &format!("bindwatch_probe_set{{set=\"{set}\"}}")),
+        1.0
+    );
+    let lifecycle = expected_lifecycle();
+    assert!(
+        health.contains(&format!("\"tcp_lifecycle\":\"{lifecycle}\"")),
+        "{lifecycle} in /healthz: {health}"
+    );
+    assert_eq!(
+        metric(
+            &listen,
+            &format!("bindwatch_tcp_lifecycle{{source=\"{lifecycle}\"}}")
+        ),
         1.0
     );
     wait_for("the watched port up", 30, || {

@@ -343,6 +343,16 @@ pub fn expected_probe_set() -> &'static str {
     }
 }
 
+/// Where the TCP lifecycle must come from here: sock_ops on every kernel
+/// the project runs on (cgroup v2), unless the tests force the fallback.
+pub fn expected_lifecycle() -> &'static str {
+    if std::env::var_os("BINDWATCH_NO_SOCK_OPS").is_some() {
+        "state_tracepoint"
+    } else {
+        "sock_ops"
+    }
+}
+
 /// The probe set named in a start-up line ("... (fexit probes ...").
 pub fn probe_set_of(line: &str) -> Option<&str> {
     let (before, _) = line.split_once(" probes")?;
