@@ -77,8 +77,8 @@ const COMMON: &[(&str, Hook)] = &[
 ];
 
 /// Listen addresses, listener stops and accept counts: from sock_ops
-/// callbacks on the cgroup where the kernel has them (called only at a
-/// listen, a handshake's end and a listener's stop), else from the state
+/// callbacks on the cgroup where the kernel has them (acting at a listen,
+/// a handshake's end and a listener's stop), else from the state
 /// tracepoint (called at every state change of every TCP connection).
 const LIFECYCLE_SOCK_OPS: (&str, Hook) = (names::SOCK_OPS, Hook::SockOps);
 const LIFECYCLE_TRACEPOINT: (&str, Hook) = (

@@ -530,10 +530,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 //
 // Where the kernel runs sock_ops programs on the cgroup, this one program
 // stands in for the state tracepoint, which runs on every state change of
-// every TCP connection on the host. Here the kernel calls bindwatch only at
-// a listen, at each passive handshake's end, and for state changes of the
-// sockets it asked for (listeners: the state callback is armed at listen,
-// and disarmed on each accepted child, which inherits it).
+// every TCP connection on the host. The kernel calls it for every TCP
+// operation it has a callback for; it acts at a listen, at each passive
+// handshake's end, at a connect, and on state changes of the sockets it
+// asked for (listeners: the state callback is armed at listen, and
+// disarmed on each accepted child, which inherits it).
 
 #[sock_ops]
 pub fn tcp_lifecycle(ctx: SockOpsContext) -> u32 {
