@@ -464,24 +464,23 @@ fn read_state_addr(ctx: &TracePointContext, ev: &mut RawEvent) -> Result<(), i32
     let skaddr: u64 = tp(ctx, 8);
     let sport: u16 = tp(ctx, 24);
     let family: u16 = tp(ctx, 28);
-    ev.skaddr = skaddr;
-    ev.port = sport;
-    ev.bound_port = sport;
-    ev.protocol = IPPROTO_TCP;
-    if family == AF_INET6 as u16 {
-        ev.family = AF_INET6;
+    let mut addr = [0u8; 16];
+    let family = if family == AF_INET6 as u16 {
         // Two 8-byte loads: a 16-byte copy from the context would become a
         // memcpy call on a moved context pointer, which the verifier refuses.
         let hi: u64 = tp(ctx, 40);
         let lo: u64 = tp(ctx, 48);
-        ev.addr[..8].copy_from_slice(&hi.to_ne_bytes());
-        ev.addr[8..].copy_from_slice(&lo.to_ne_bytes());
+        addr[..8].copy_from_slice(&hi.to_ne_bytes());
+        addr[8..].copy_from_slice(&lo.to_ne_bytes());
+        AF_INET6
     } else {
-        ev.family = AF_INET;
         let v4: u32 = tp(ctx, 32);
-        let v4 = v4.to_ne_bytes();
-        ev.addr[..4].copy_from_slice(&v4);
-    }
+        addr[..4].copy_from_slice(&v4.to_ne_bytes());
+        AF_INET
+    };
+    put_addr(ev, family, addr, sport);
+    ev.skaddr = skaddr;
+    ev.protocol = IPPROTO_TCP;
     Ok(())
 }
 
@@ -591,22 +590,21 @@ fn put_addr(ev: &mut RawEvent, family: u8, addr: [u8; 16], port: u16) {
 fn sock_ops_addr(ctx: &SockOpsContext, ev: &mut RawEvent) {
     // SAFETY: a context load the verifier rewrites (the socket's address).
     ev.skaddr = unsafe { (*ctx.ops).__bindgen_anon_2.sk } as u64;
-    let port = ctx.local_port() as u16;
-    ev.port = port;
-    ev.bound_port = port;
     ev.protocol = IPPROTO_TCP;
-    if ctx.family() == AF_INET6 as u32 {
-        ev.family = AF_INET6;
+    let mut addr = [0u8; 16];
+    let family = if ctx.family() == AF_INET6 as u32 {
         // local_ip6: four words in network order.
         let at = core::mem::offset_of!(bpf_sock_ops, local_ip6);
-        ev.addr[..4].copy_from_slice(&ops_u32(ctx, at).to_ne_bytes());
-        ev.addr[4..8].copy_from_slice(&ops_u32(ctx, at + 4).to_ne_bytes());
-        ev.addr[8..12].copy_from_slice(&ops_u32(ctx, at + 8).to_ne_bytes());
-        ev.addr[12..].copy_from_slice(&ops_u32(ctx, at + 12).to_ne_bytes());
+        addr[..4].copy_from_slice(&ops_u32(ctx, at).to_ne_bytes());
+        addr[4..8].copy_from_slice(&ops_u32(ctx, at + 4).to_ne_bytes());
+        addr[8..12].copy_from_slice(&ops_u32(ctx, at + 8).to_ne_bytes());
+        addr[12..].copy_from_slice(&ops_u32(ctx, at + 12).to_ne_bytes());
+        AF_INET6
     } else {
-        ev.family = AF_INET;
-        ev.addr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
-    }
+        addr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+        AF_INET
+    };
+    put_addr(ev, family, addr, ctx.local_port() as u16);
 }
 
 /// A successful listen, inside listen(2) (or io_uring's) on the listener's
