@@ -79,8 +79,38 @@ fn scenario() -> u16 {
     // Port 0: the kernel picks.
     let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
     let chosen = l0.local_addr().unwrap().port();
-    drop((l4, l6, u4, u6, l0, stopped));
+    // MPTCP sockets: newer kernels bind and listen them without calling
+    // inet_bind or inet_listen.
+    let m4 = mptcp_listener("127.0.0.1:8086");
+    let err = mptcp_socket(socket2::Domain::IPV4)
+        .bind(
+            &"127.0.0.1:8086"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    let m6 = mptcp_listener("[::1]:8087");
+    drop((l4, l6, u4, u6, l0, stopped, m4, m6));
     chosen
+}
+
+fn mptcp_socket(domain: socket2::Domain) -> socket2::Socket {
+    socket2::Socket::new(
+        domain,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::MPTCP),
+    )
+    .expect("an MPTCP socket (net.mptcp.enabled, on in Debian's kernels and this host's)")
+}
+
+fn mptcp_listener(addr: &str) -> socket2::Socket {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let s = mptcp_socket(socket2::Domain::for_address(addr));
+    s.bind(&addr.into()).unwrap();
+    s.listen(8).unwrap();
+    s
 }
 
 /// An event as it must be the same in every mode.
@@ -107,8 +137,8 @@ fn comparable(e: &Value, chosen: u16) -> String {
     serde_json::to_string(&e).unwrap()
 }
 
-/// The trampoline programs loaded on the host now (bpftool's view; the
-/// kernel truncates names to 15 characters).
+/// The fexit set's programs loaded on the host now, its cgroup bind hooks
+/// included (bpftool's view; the kernel truncates names to 15 characters).
 fn trampolines_loaded() -> usize {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
@@ -123,9 +153,13 @@ fn trampolines_loaded() -> usize {
     progs
         .iter()
         .filter(|p| {
-            p["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("fentry_inet") || n.starts_with("fexit_inet"))
+            p["name"].as_str().is_some_and(|n| {
+                ["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+                    || n == "bind4_begin"
+                    || n == "bind6_begin"
+            })
         })
         .count()
 }
@@ -182,6 +216,26 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
         .count();
     assert!(binds >= 10, "{tracepoint:#?}");
     assert!(tracepoint.contains(&"accepts on 8080: 4".to_owned()));
+    // The MPTCP sockets' binds (one failed) and listens, with their process.
+    let mptcp = |kind: &str, port: u16, errno: u64| {
+        // Every line but the accept count is an event.
+        tracepoint.iter().filter(|e| e.starts_with('{')).any(|e| {
+            let v: Value = serde_json::from_str(e).unwrap();
+            v["kind"] == kind && v["port"] == port && v["errno"] == errno && v["pid"] != 0
+        })
+    };
+    for (kind, port, errno) in [
+        ("bind", 8086, 0),
+        ("bind", 8086, libc::EADDRINUSE as u64),
+        ("listen", 8086, 0),
+        ("bind", 8087, 0),
+        ("listen", 8087, 0),
+    ] {
+        assert!(
+            mptcp(kind, port, errno),
+            "MPTCP {kind} on {port} (errno {errno}): {tracepoint:#?}"
+        );
+    }
     let (auto, auto_set, _) = run("auto", &[]);
     if kernel_offers_fexit() {
         assert_eq!(
@@ -189,7 +243,9 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
             "auto takes fexit where the kernel has it"
         );
         let (fexit, set, loaded) = run("fexit", &[]);
-        assert_eq!((set.as_str(), loaded), ("fexit", 6));
+        // Five trampolines on inet and MPTCP binds and listens, two on
+        // listen entries, two cgroup bind hooks.
+        assert_eq!((set.as_str(), loaded), ("fexit", 9));
         assert_eq!(fexit, tracepoint, "fexit against tracepoint");
     } else {
         assert_eq!(auto_set, "tracepoint", "auto falls back");
@@ -209,10 +265,10 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
 #[test]
 fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // The fifth trampoline refused: the four attached before it (the three
-    // exits and the bind entry) must be gone, and the events must be the
-    // tracepoint set's.
-    let (events, set, loaded) = run("auto", &[("BINDWATCH_REFUSE_FEXIT_AT", "4")]);
+    // The last program refused: the eight attached before it (the
+    // trampolines and the first cgroup bind hook) must be gone, and the
+    // events must be the tracepoint set's.
+    let (events, set, loaded) = run("auto", &[("BINDWATCH_REFUSE_FEXIT_AT", "8")]);
     assert_eq!(
         (set.as_str(), loaded),
         ("tracepoint", 0),

@@ -36,7 +36,7 @@ enum Hook {
 
 /// Binds and listens from the syscall tracepoints (every kernel). Exit
 /// hooks come before their entry hooks so no entry is recorded that
-/// nothing would complete.
+/// nothing would complete; the cgroup bind hooks add to the entries.
 const TRACEPOINT_SET: &[(&str, Hook)] = &[
     (
         names::SYS_EXIT_BIND,
@@ -54,25 +54,36 @@ const TRACEPOINT_SET: &[(&str, Hook)] = &[
         names::SYS_ENTER_LISTEN,
         Hook::TracePoint("syscalls", "sys_enter_listen"),
     ),
+    (names::BIND4, Hook::SockAddr),
+    (names::BIND6, Hook::SockAddr),
 ];
 
-/// Binds and listens from trampolines on the kernel's functions: no
-/// syscall tracepoint, so no tax on other syscalls. All or nothing.
+/// Binds and listens from trampolines on the kernel's functions and the
+/// cgroup bind hooks (where a bind begins in this set): no syscall
+/// tracepoint, so no tax on other syscalls. All or nothing; ends before
+/// beginnings, as above.
 const FEXIT_SET: &[(&str, Hook)] = &[
     (names::FEXIT_INET_BIND, Hook::FExit("inet_bind")),
     (names::FEXIT_INET6_BIND, Hook::FExit("inet6_bind")),
+    (names::FEXIT_MPTCP_BIND, Hook::FExit("mptcp_bind")),
     (names::FEXIT_INET_LISTEN, Hook::FExit("inet_listen")),
-    (names::FENTRY_INET_BIND, Hook::FEntry("inet_bind")),
-    (names::FENTRY_INET6_BIND, Hook::FEntry("inet6_bind")),
+    (names::FEXIT_MPTCP_LISTEN, Hook::FExit("mptcp_listen")),
     (names::FENTRY_INET_LISTEN, Hook::FEntry("inet_listen")),
+    (names::FENTRY_MPTCP_LISTEN, Hook::FEntry("mptcp_listen")),
+    (names::BIND4_BEGIN, Hook::SockAddr),
+    (names::BIND6_BEGIN, Hook::SockAddr),
 ];
+
+/// Kernel functions the fexit set hooks only where the kernel has them:
+/// MPTCP is a build option. Where it is built, its sockets bind and listen
+/// through these (newer kernels without calling `inet_bind` or
+/// `inet_listen`).
+const IF_PRESENT: &[&str] = &["mptcp_bind", "mptcp_listen"];
 
 /// Attached with either set, after it (they only add to its entries).
 const COMMON: &[(&str, Hook)] = &[
     (names::POST_BIND4, Hook::Sock),
     (names::POST_BIND6, Hook::Sock),
-    (names::BIND4, Hook::SockAddr),
-    (names::BIND6, Hook::SockAddr),
     (names::SOCK_RELEASE, Hook::Sock),
 ];
 
@@ -278,11 +289,11 @@ impl Probes {
                 None,
                 attach_each(&mut ebpf, TRACEPOINT_SET, &cgroup, &mut first_refusal),
             ),
-            ProbeMode::Fexit => match attach_all(&mut ebpf, FEXIT_SET) {
+            ProbeMode::Fexit => match attach_all(&mut ebpf, FEXIT_SET, &cgroup) {
                 Ok(h) => (ProbeMode::Fexit, None, h),
                 Err(why) => return Err(Error::FexitRefused(why)),
             },
-            ProbeMode::Auto => match attach_all(&mut ebpf, FEXIT_SET) {
+            ProbeMode::Auto => match attach_all(&mut ebpf, FEXIT_SET, &cgroup) {
                 Ok(h) => (ProbeMode::Fexit, None, h),
                 Err(why) => {
                     tracing::info!(reason = %why, "fexit probe set refused; using the syscall tracepoints");
@@ -373,6 +384,19 @@ impl Probes {
         &self.cgroup_root
     }
 
+    /// The hooks of this load that hang on the cgroup: the set's own, the
+    /// common ones and the sock_ops lifecycle.
+    fn cgroup_hooks(&self) -> impl Iterator<Item = &'static (&'static str, Hook)> {
+        let set = match self.set {
+            ProbeMode::Fexit => FEXIT_SET,
+            _ => TRACEPOINT_SET,
+        };
+        set.iter()
+            .chain(COMMON)
+            .chain((self.lifecycle == Lifecycle::SockOps).then_some(&LIFECYCLE_SOCK_OPS))
+            .filter(|(_, h)| matches!(h, Hook::SockAddr | Hook::Sock | Hook::SockOps))
+    }
+
     /// Finds cgroup hooks detached behind bindwatch's back (`bpftool link
     /// detach`, a cgroup removed) or whose link now runs another program
     /// (`BPF_LINK_UPDATE`), and attaches each again. Tracepoint links
@@ -380,10 +404,7 @@ impl Probes {
     pub fn check_hooks(&mut self) -> Vec<HookIncident> {
         // Our cgroup programs' ids, and which of them run on a live link.
         let mut ours: Vec<(&'static str, u32)> = Vec::new();
-        let cgroup_hooks = COMMON
-            .iter()
-            .chain((self.lifecycle == Lifecycle::SockOps).then_some(&LIFECYCLE_SOCK_OPS));
-        for (name, hook) in cgroup_hooks {
+        for (name, hook) in self.cgroup_hooks() {
             if matches!(hook, Hook::TracePoint(..))
                 || !self.hooks.iter().any(|h| h.hook == *name && h.attached)
             {
@@ -424,9 +445,8 @@ impl Probes {
             let result = File::open(&self.cgroup_root)
                 .map_err(|e| e.to_string())
                 .and_then(|cgroup| {
-                    let hook = COMMON
-                        .iter()
-                        .chain(std::iter::once(&LIFECYCLE_SOCK_OPS))
+                    let hook = self
+                        .cgroup_hooks()
                         .find(|(n, _)| *n == name)
                         .map(|(_, h)| h)
                         .expect("listed above");
@@ -600,12 +620,13 @@ fn attach_each(
 /// attach: the tests' way to force a refusal where the kernel accepts it.
 pub const REFUSE_FEXIT_AT_ENV: &str = "BINDWATCH_REFUSE_FEXIT_AT";
 
-/// Attaches every hook of a trampoline set, or none: at the first refusal
+/// Attaches every hook of the fexit set, or none: at the first refusal
 /// the ones attached are unloaded (detaching them) and the refusal is
-/// returned.
+/// returned. A function of [`IF_PRESENT`] the kernel lacks is left out.
 fn attach_all(
     ebpf: &mut Ebpf,
     list: &[(&'static str, Hook)],
+    cgroup: &File,
 ) -> std::result::Result<Vec<HookStatus>, String> {
     let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {}", describe(&e)))?;
     // A refusal on purpose at the Nth program, for the tests of the
@@ -614,54 +635,91 @@ fn attach_all(
     let refuse_at: Option<usize> = std::env::var(REFUSE_FEXIT_AT_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
+    let mut attached = Vec::new();
     for (i, (name, hook)) in list.iter().enumerate() {
-        let r = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let r = (|| -> std::result::Result<bool, Box<dyn std::error::Error>> {
             if refuse_at == Some(i) {
                 return Err(format!("refused on purpose ({REFUSE_FEXIT_AT_ENV}={i})").into());
             }
             let prog = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("program {name} is not in the object"))?;
-            match hook {
+            let loaded = match hook {
                 Hook::FEntry(f) => {
                     let p: &mut FEntry = prog.try_into()?;
-                    p.load(f, &btf)?;
-                    p.attach()?;
+                    absent_if_optional(f, p.load(f, &btf))?
                 }
                 Hook::FExit(f) => {
                     let p: &mut FExit = prog.try_into()?;
-                    p.load(f, &btf)?;
-                    p.attach()?;
+                    absent_if_optional(f, p.load(f, &btf))?
                 }
-                _ => return Err("not a trampoline".into()),
+                Hook::SockAddr => {
+                    attach_one(ebpf, name, hook, cgroup, true)?;
+                    return Ok(true);
+                }
+                _ => return Err("not a hook of the fexit set".into()),
+            };
+            if !loaded {
+                return Ok(false);
             }
-            Ok(())
+            let prog = ebpf.program_mut(name).expect("loaded above");
+            match hook {
+                Hook::FEntry(_) => <&mut FEntry>::try_from(prog)?.attach().map(drop)?,
+                _ => <&mut FExit>::try_from(prog)?.attach().map(drop)?,
+            }
+            Ok(true)
         })();
-        if let Err(e) = r {
-            let why = format!("{name}: {}", describe(e.as_ref()));
-            for (d, h) in &list[..=i] {
-                let p = ebpf.program_mut(d);
-                let _ = match (h, p) {
-                    (Hook::FEntry(_), Some(p)) => {
-                        <&mut FEntry>::try_from(p).map(|p| p.unload().is_ok())
-                    }
-                    (Hook::FExit(_), Some(p)) => {
-                        <&mut FExit>::try_from(p).map(|p| p.unload().is_ok())
-                    }
-                    _ => Ok(false),
-                };
+        match r {
+            Ok(true) => attached.push(HookStatus {
+                hook: name,
+                attached: true,
+                error: None,
+            }),
+            Ok(false) => {
+                tracing::debug!(
+                    hook = name,
+                    "the kernel lacks the function (no MPTCP); left out"
+                )
             }
-            return Err(why);
+            Err(e) => {
+                let why = format!("{name}: {}", describe(e.as_ref()));
+                for (d, h) in &list[..=i] {
+                    let p = ebpf.program_mut(d);
+                    let _ = match (h, p) {
+                        (Hook::FEntry(_), Some(p)) => {
+                            <&mut FEntry>::try_from(p).map(|p| p.unload().is_ok())
+                        }
+                        (Hook::FExit(_), Some(p)) => {
+                            <&mut FExit>::try_from(p).map(|p| p.unload().is_ok())
+                        }
+                        (Hook::SockAddr, Some(p)) => {
+                            <&mut CgroupSockAddr>::try_from(p).map(|p| p.unload().is_ok())
+                        }
+                        _ => Ok(false),
+                    };
+                }
+                return Err(why);
+            }
         }
     }
-    Ok(list
-        .iter()
-        .map(|(hook, _)| HookStatus {
-            hook,
-            attached: true,
-            error: None,
-        })
-        .collect())
+    Ok(attached)
+}
+
+/// A trampoline's load: `Ok(false)` when the kernel has no such function
+/// and the function is one of [`IF_PRESENT`]; any other failure stands.
+fn absent_if_optional(
+    function: &str,
+    load: std::result::Result<(), aya::programs::ProgramError>,
+) -> std::result::Result<bool, aya::programs::ProgramError> {
+    match load {
+        Ok(()) => Ok(true),
+        Err(aya::programs::ProgramError::Btf(aya::BtfError::UnknownBtfTypeName { .. }))
+            if IF_PRESENT.contains(&function) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.

@@ -36,13 +36,17 @@ pub mod names {
     /// The TCP lifecycle from sock_ops callbacks, where the kernel has them:
     /// in place of `SOCK_SET_STATE`.
     pub const SOCK_OPS: &str = "tcp_lifecycle";
-    // The fexit probe set: trampolines on the kernel's bind and listen.
-    pub const FENTRY_INET_BIND: &str = "fentry_inet_bind";
-    pub const FENTRY_INET6_BIND: &str = "fentry_inet6_bind";
+    // The fexit probe set: the bind begun at the cgroup bind hook, ended
+    // by trampolines on the kernel's bind; trampolines on its listen.
+    pub const BIND4_BEGIN: &str = "bind4_begin";
+    pub const BIND6_BEGIN: &str = "bind6_begin";
     pub const FEXIT_INET_BIND: &str = "fexit_inet_bind";
     pub const FEXIT_INET6_BIND: &str = "fexit_inet6_bind";
+    pub const FEXIT_MPTCP_BIND: &str = "fexit_mptcp_bind";
     pub const FENTRY_INET_LISTEN: &str = "fentry_inet_listen";
     pub const FEXIT_INET_LISTEN: &str = "fexit_inet_listen";
+    pub const FENTRY_MPTCP_LISTEN: &str = "fentry_mptcp_listen";
+    pub const FEXIT_MPTCP_LISTEN: &str = "fexit_mptcp_listen";
 }
 
 /// Slots of the `CONFIG` array: switches the agent sets after attaching.

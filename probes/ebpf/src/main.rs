@@ -5,9 +5,11 @@
 //! `sys_enter_bind` copies the requested sockaddr (a failed bind leaves no
 //! address in the socket), `cgroup/bind4|6` adds what only the socket knows
 //! (protocol, type, reuse flags, cookies), `cgroup/post_bind4|6` the port the
-//! kernel chose, and `sys_exit_bind` the result, then sends one event.
-//! Listen works the same way between `sys_enter_listen`, the state
-//! tracepoint (which knows the address) and `sys_exit_listen`.
+//! kernel chose, and `sys_exit_bind` the result, then sends one event. In
+//! the fexit set the cgroup bind hook also begins the bind (its context
+//! holds the requested address), and a trampoline on the kernel's bind
+//! ends it. Listen works the same way between `sys_enter_listen`, the
+//! address from sock_ops or the state tracepoint, and `sys_exit_listen`.
 //!
 //! Every helper is `#[inline(always)]`: a local function symbol would carry
 //! a crate hash derived from the checkout's path, and the committed object
@@ -29,13 +31,13 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{
             bpf_get_current_task, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt,
         },
     },
     macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, sock_ops, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         FEntryContext, FExitContext, SockAddrContext, SockContext, SockOpsContext,
         TracePointContext,
@@ -61,13 +63,14 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 #[map]
 static ACCEPTS: PerCpuHashMap<AcceptKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
 
-/// Per-thread state between a syscall's entry and exit. A plain hash, not
-/// LRU: each entry lives for one syscall, and LRU maps are slowest at
-/// exactly this insert-then-delete churn (measured: the largest part of the
-/// probes' cost in a bind storm). An entry left by a thread that died
-/// mid-syscall is overwritten when its id is reused.
+/// Per-thread state between a bind's start and end: one slot a thread,
+/// kept between binds and written in place, so a bind costs lookups and
+/// no insert or delete (an insert and a delete a syscall were the largest
+/// part of the programs' cost in a bind storm). A slot is in use while its
+/// `kind` is set; the end clears it. LRU: the slots of threads that have
+/// exited are reclaimed by the kernel, oldest first, when the map is full.
 #[map]
-static PENDING_BIND: HashMap<u32, RawEvent> = HashMap::with_max_entries(16384, 0);
+static PENDING_BIND: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
 
 /// Bound sockets by cookie, for the release hook (see `BoundSock`). LRU: a
 /// host with more bound sockets loses the oldest entries' release events,
@@ -75,16 +78,16 @@ static PENDING_BIND: HashMap<u32, RawEvent> = HashMap::with_max_entries(16384, 0
 #[map]
 static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 0);
 
-/// Per-thread state of a listen, keyed by the current task's address
-/// rather than its id: the sock_ops listen callback that adds the address
-/// may not ask for the thread id (sock_ops callbacks also run in softirq),
-/// but may ask for the current task.
 /// Switches set by the agent (see `bindwatch_common::config`).
 #[map]
 static CONFIG: Array<u32> = Array::with_max_entries(config::SLOTS, 0);
 
+/// Per-thread state of a listen, slots kept as in `PENDING_BIND`, keyed by
+/// the current task's address rather than its id: the sock_ops listen
+/// callback that adds the address may not ask for the thread id (sock_ops
+/// callbacks also run in softirq), but may ask for the current task.
 #[map]
-static PENDING_LISTEN: HashMap<u64, RawEvent> = HashMap::with_max_entries(16384, 0);
+static PENDING_LISTEN: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(16384, 0);
 
 const SOL_SOCKET: i32 = 1;
 const SO_REUSEADDR: i32 = 2;
@@ -148,6 +151,22 @@ fn current_task() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
+/// This thread's pending bind, if one is under way.
+#[inline(always)]
+fn pending_bind(tid: u32) -> Option<*mut RawEvent> {
+    let p = PENDING_BIND.get_ptr_mut(&tid)?;
+    // SAFETY: a map value; `kind` is cleared when the bind ends.
+    (unsafe { (*p).kind } == kind::BIND).then_some(p)
+}
+
+/// This task's pending listen, if one is under way.
+#[inline(always)]
+fn pending_listen(task: u64) -> Option<*mut RawEvent> {
+    let p = PENDING_LISTEN.get_ptr_mut(&task)?;
+    // SAFETY: as in `pending_bind`.
+    (unsafe { (*p).kind } == kind::LISTEN).then_some(p)
+}
+
 // ---- bind ----------------------------------------------------------------
 
 #[tracepoint]
@@ -161,33 +180,26 @@ fn try_enter_bind(ctx: &TracePointContext) -> Result<(), i32> {
     let fd: u64 = tp(ctx, 16);
     let uaddr: u64 = tp(ctx, 24);
     let len: u64 = tp(ctx, 32);
-    begin_bind(fd as i32, uaddr, len, true)
+    begin_bind(fd as i32, uaddr, len)
 }
 
-/// Reads `N` bytes of a sockaddr: the caller's (the syscall's argument)
-/// or the kernel's copy of it (what `inet_bind` is handed).
+/// Reads `N` bytes of the caller's sockaddr (the syscall's argument).
 #[inline(always)]
-fn read_addr<const N: usize>(addr: u64, user: bool) -> Result<[u8; N], i32> {
-    // SAFETY: the helpers check the address; a fault is an error.
-    unsafe {
-        if user {
-            bpf_probe_read_user(addr as *const [u8; N]).map_err(|e| e as i32)
-        } else {
-            bpf_probe_read_kernel(addr as *const [u8; N]).map_err(|e| e as i32)
-        }
-    }
+fn read_addr<const N: usize>(addr: u64) -> Result<[u8; N], i32> {
+    // SAFETY: the helper checks the address; a fault is an error.
+    unsafe { bpf_probe_read_user(addr as *const [u8; N]).map_err(|e| e as i32) }
 }
 
-/// The start of a bind, in either probe set: the requested address, read
+/// The start of a bind in the tracepoint set: the requested address, read
 /// before the call (a failed bind leaves none in the socket).
 #[inline(always)]
-fn begin_bind(fd: i32, uaddr: u64, len: u64, user: bool) -> Result<(), i32> {
+fn begin_bind(fd: i32, uaddr: u64, len: u64) -> Result<(), i32> {
     // One read covers a sockaddr_in's family, port and address (a
     // sockaddr_in6's family and port); a shorter one only the family.
     let head: [u8; 8] = if len >= 8 {
-        read_addr(uaddr, user)?
+        read_addr(uaddr)?
     } else {
-        let f: [u8; 2] = read_addr(uaddr, user)?;
+        let f: [u8; 2] = read_addr(uaddr)?;
         [f[0], f[1], 0, 0, 0, 0, 0, 0]
     };
     let family = u16::from_ne_bytes([head[0], head[1]]);
@@ -209,15 +221,28 @@ fn begin_bind(fd: i32, uaddr: u64, len: u64, user: bool) -> Result<(), i32> {
         ev.family = AF_INET6;
         if len >= 24 {
             // sockaddr_in6: family, port, flowinfo, address.
-            let raw: [u8; 24] = read_addr(uaddr, user)?;
+            let raw: [u8; 24] = read_addr(uaddr)?;
             ev.port = u16::from_be_bytes([raw[2], raw[3]]);
             ev.addr.copy_from_slice(&raw[8..24]);
         }
     }
-    if PENDING_BIND.insert(&ev.tid, &ev, 0).is_err() {
-        count_lost(lost::PENDING_MAP_FULL);
-    }
+    start_pending(&PENDING_BIND, &ev.tid, &ev);
     Ok(())
+}
+
+/// Puts a syscall's start in the thread's slot: written over the slot a
+/// previous call left, inserted only for a thread's first call.
+#[inline(always)]
+fn start_pending<K>(map: &LruHashMap<K, RawEvent>, key: &K, ev: &RawEvent) {
+    match map.get_ptr_mut(key) {
+        // SAFETY: a map value; this thread's alone while its call runs.
+        Some(p) => unsafe { *p = *ev },
+        None => {
+            if map.insert(key, ev, 0).is_err() {
+                count_lost(lost::PENDING_MAP_FULL);
+            }
+        }
+    }
 }
 
 #[cgroup_sock_addr(bind4)]
@@ -249,10 +274,15 @@ fn getsockopt_int(ctx: &SockAddrContext, optname: i32) -> Option<i32> {
 
 #[inline(always)]
 fn on_bind_hook(ctx: &SockAddrContext) {
-    let tid = current_tid();
-    let Some(p) = PENDING_BIND.get_ptr_mut(&tid) else {
-        return;
-    };
+    if let Some(p) = pending_bind(current_tid()) {
+        // SAFETY: this thread's slot, while its bind runs.
+        sock_info(ctx, unsafe { &mut *p });
+    }
+}
+
+/// What only the socket knows: protocol, type, reuse flags, device, cookies.
+#[inline(always)]
+fn sock_info(ctx: &SockAddrContext, ev: &mut RawEvent) {
     let sa = ctx.sock_addr;
     let mut fl = flags::SOCK_INFO;
     if getsockopt_int(ctx, SO_REUSEADDR).unwrap_or(0) != 0 {
@@ -269,17 +299,65 @@ fn on_bind_hook(ctx: &SockAddrContext) {
     if ifindex > 0 {
         fl |= flags::BOUND_DEV;
     }
-    // SAFETY: `p` points into the map value for this thread; `sa` is the
-    // program context, whose fields the verifier rewrites into safe loads.
+    // SAFETY: `sa` is the program context, whose fields the verifier
+    // rewrites into safe loads.
     unsafe {
-        (*p).protocol = (*sa).protocol as u8;
-        (*p).sock_type = (*sa).type_ as u8;
-        (*p).sock_cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        (*p).netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
-        (*p).skaddr = (*sa).__bindgen_anon_1.sk as u64;
-        (*p).bound_ifindex = ifindex;
-        (*p).flags |= fl;
+        ev.protocol = (*sa).protocol as u8;
+        ev.sock_type = (*sa).type_ as u8;
+        ev.sock_cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        ev.netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
+        ev.skaddr = (*sa).__bindgen_anon_1.sk as u64;
     }
+    ev.bound_ifindex = ifindex;
+    ev.flags |= fl;
+}
+
+// The fexit set's bind hooks: the bind begins here, inside the kernel's
+// bind for every socket that reaches it (MPTCP's included, which newer
+// kernels bind without calling `inet_bind`); the requested address is in
+// the context. A bind refused before this point (a sockaddr too short) is
+// not followed.
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4_begin(ctx: SockAddrContext) -> i32 {
+    begin_bind_at_hook(&ctx, false);
+    1
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6_begin(ctx: SockAddrContext) -> i32 {
+    begin_bind_at_hook(&ctx, true);
+    1
+}
+
+#[inline(always)]
+fn begin_bind_at_hook(ctx: &SockAddrContext, v6: bool) {
+    let sa = ctx.sock_addr;
+    // SAFETY: context loads; bind4 may read user_ip4, bind6 user_ip6 (the
+    // verifier refuses the other), both the family and the port.
+    let (family, port) = unsafe { ((*sa).user_family, (*sa).user_port) };
+    // The tracepoint set's rule: a sockaddr that is not inet (AF_UNSPEC)
+    // is not followed.
+    if family != AF_INET as u32 && family != AF_INET6 as u32 {
+        return;
+    }
+    let mut ev = task_event(kind::BIND);
+    ev.family = family as u8;
+    // The port's two bytes in network order, in the low half.
+    ev.port = u16::from_be(port as u16);
+    if v6 {
+        if family == AF_INET6 as u32 {
+            let a = unsafe { (*sa).user_ip6 };
+            ev.addr[..4].copy_from_slice(&a[0].to_ne_bytes());
+            ev.addr[4..8].copy_from_slice(&a[1].to_ne_bytes());
+            ev.addr[8..12].copy_from_slice(&a[2].to_ne_bytes());
+            ev.addr[12..].copy_from_slice(&a[3].to_ne_bytes());
+        }
+    } else if family == AF_INET as u32 {
+        ev.addr[..4].copy_from_slice(&unsafe { (*sa).user_ip4 }.to_ne_bytes());
+    }
+    sock_info(ctx, &mut ev);
+    start_pending(&PENDING_BIND, &ev.tid, &ev);
 }
 
 #[cgroup_sock(post_bind4)]
@@ -322,8 +400,7 @@ fn on_post_bind(ctx: &SockContext, v6: bool) {
     }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let _ = BOUND.insert(&cookie, &bound, 0);
-    let tid = current_tid();
-    if let Some(p) = PENDING_BIND.get_ptr_mut(&tid) {
+    if let Some(p) = pending_bind(current_tid()) {
         // SAFETY: map value of this thread.
         unsafe {
             (*p).bound_port = bound.port;
@@ -342,13 +419,14 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
 /// The end of a bind, in either probe set: the result, and the event.
 #[inline(always)]
 fn end_bind(ret: i64) {
-    let tid = current_tid();
-    if let Some(p) = PENDING_BIND.get_ptr_mut(&tid) {
-        // SAFETY: the value stays valid until we remove it below.
-        let mut ev = unsafe { *p };
-        ev.ret = ret as i32;
-        emit(&ev);
-        let _ = PENDING_BIND.remove(&tid);
+    if let Some(p) = pending_bind(current_tid()) {
+        // SAFETY: this thread's slot; sent from where it lies, then freed
+        // for the thread's next bind.
+        unsafe {
+            (*p).ret = ret as i32;
+            emit(&*p);
+            (*p).kind = 0;
+        }
     }
 }
 
@@ -372,9 +450,7 @@ fn begin_listen(fd: i32, backlog: u32) {
     // without LISTEN_ADDR unless they failed).
     ev.family = AF_INET;
     ev.protocol = IPPROTO_TCP;
-    if PENDING_LISTEN.insert(&current_task(), &ev, 0).is_err() {
-        count_lost(lost::PENDING_MAP_FULL);
-    }
+    start_pending(&PENDING_LISTEN, &current_task(), &ev);
 }
 
 #[tracepoint]
@@ -386,17 +462,17 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn end_listen(ret: i64) {
-    let task = current_task();
-    if let Some(p) = PENDING_LISTEN.get_ptr_mut(&task) {
+    if let Some(p) = pending_listen(current_task()) {
         // SAFETY: as in end_bind.
-        let mut ev = unsafe { *p };
-        ev.ret = ret as i32;
-        // A listen on a non-inet socket never reached the state tracepoint
-        // and did not fail: nothing of ours.
-        if ev.flags & flags::LISTEN_ADDR != 0 || ev.ret != 0 {
-            emit(&ev);
+        unsafe {
+            (*p).ret = ret as i32;
+            // A listen on a non-inet socket never reached the state
+            // tracepoint and did not fail: nothing of ours.
+            if (*p).flags & flags::LISTEN_ADDR != 0 || ret != 0 {
+                emit(&*p);
+            }
+            (*p).kind = 0;
         }
-        let _ = PENDING_LISTEN.remove(&task);
     }
 }
 
@@ -407,31 +483,10 @@ fn end_listen(ret: i64) {
 // syscall of every process takes the kernel's slow entry path, and these
 // run only on binds and listens. `inet_bind`, `inet6_bind` and
 // `inet_listen` are called through the socket's ops table, so they are
-// never inlined away. The file descriptor is not known there (-1: the
-// event has none). The cgroup hooks and the state tracepoint join these
-// entries by thread id exactly as they join the syscalls'.
-
-#[fentry(function = "inet_bind")]
-pub fn fentry_inet_bind(ctx: FEntryContext) -> i32 {
-    let _ = begin_bind(
-        -1,
-        ctx.arg::<u64>(1),
-        ctx.arg::<u64>(2) as u32 as u64,
-        false,
-    );
-    0
-}
-
-#[fentry(function = "inet6_bind")]
-pub fn fentry_inet6_bind(ctx: FEntryContext) -> i32 {
-    let _ = begin_bind(
-        -1,
-        ctx.arg::<u64>(1),
-        ctx.arg::<u64>(2) as u32 as u64,
-        false,
-    );
-    0
-}
+// never inlined away; so are MPTCP's `mptcp_bind` and `mptcp_listen`,
+// which newer kernels implement without calling the inet ones (older
+// ones call both: the inner exit ends the call, the outer finds its slot
+// free). The file descriptor is not known there (-1: the event has none).
 
 #[fexit(function = "inet_bind")]
 pub fn fexit_inet_bind(ctx: FExitContext) -> i32 {
@@ -446,6 +501,12 @@ pub fn fexit_inet6_bind(ctx: FExitContext) -> i32 {
     0
 }
 
+#[fexit(function = "mptcp_bind")]
+pub fn fexit_mptcp_bind(ctx: FExitContext) -> i32 {
+    end_bind(ctx.arg::<u64>(3) as i32 as i64);
+    0
+}
+
 #[fentry(function = "inet_listen")]
 pub fn fentry_inet_listen(ctx: FEntryContext) -> i32 {
     begin_listen(-1, ctx.arg::<u64>(1) as u32);
@@ -454,6 +515,18 @@ pub fn fentry_inet_listen(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "inet_listen")]
 pub fn fexit_inet_listen(ctx: FExitContext) -> i32 {
+    end_listen(ctx.arg::<u64>(2) as i32 as i64);
+    0
+}
+
+#[fentry(function = "mptcp_listen")]
+pub fn fentry_mptcp_listen(ctx: FEntryContext) -> i32 {
+    begin_listen(-1, ctx.arg::<u64>(1) as u32);
+    0
+}
+
+#[fexit(function = "mptcp_listen")]
+pub fn fexit_mptcp_listen(ctx: FExitContext) -> i32 {
     end_listen(ctx.arg::<u64>(2) as i32 as i64);
     0
 }
@@ -499,7 +572,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     if new == tcp_state::LISTEN {
-        if let Some(p) = PENDING_LISTEN.get_ptr_mut(&current_task()) {
+        if let Some(p) = pending_listen(current_task()) {
             // SAFETY: map value of this thread.
             let ev = unsafe { &mut *p };
             read_state_addr(ctx, ev)?;
@@ -632,7 +705,7 @@ fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent) {
             let _ = BOUND.insert(&cookie, &b, 0);
         }
     }
-    if let Some(p) = PENDING_LISTEN.get_ptr_mut(&current_task()) {
+    if let Some(p) = pending_listen(current_task()) {
         // SAFETY: the map value of this task, until its listen ends.
         let p = unsafe { &mut *p };
         put_addr(p, ev.family, ev.addr, ev.port);
