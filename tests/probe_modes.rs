@@ -27,8 +27,11 @@ use support::*;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// What the scenario does, in a namespace; returns the port the kernel
-/// chose for the port-0 bind.
-fn scenario() -> u16 {
+/// chose for the port-0 bind. `failed_listen`: also a listen that fails
+/// (only where both runs take the lifecycle from the same source: the
+/// state tracepoint sees such a listen reach LISTEN and fall back to
+/// CLOSE, which sock_ops does not report).
+fn scenario(failed_listen: bool) -> u16 {
     // TCP over IPv4: a listener, a failed bind on its address, accepts.
     let l4 = TcpListener::bind("127.0.0.1:8080").unwrap();
     let err = TcpListener::bind("127.0.0.1:8080").unwrap_err();
@@ -92,6 +95,21 @@ fn scenario() -> u16 {
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
     let m6 = mptcp_listener("[::1]:8087");
+    // A listen that fails: two sockets share an address with SO_REUSEADDR
+    // while neither listens; the second listen finds the first listening.
+    let shared: std::net::SocketAddr = "127.0.0.1:8088".parse().unwrap();
+    let reuse = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&shared.into()).unwrap();
+        s
+    };
+    if failed_listen {
+        let (first, second) = (reuse(), reuse());
+        first.listen(16).unwrap();
+        let err = second.listen(17).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    }
     drop((l4, l6, u4, u6, l0, stopped, m4, m6));
     chosen
 }
@@ -168,7 +186,7 @@ fn trampolines_loaded() -> usize {
 /// the probe set the tracer's start-up line names; and how many of the
 /// fexit set's trampolines were loaded while it ran.
 fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
-    let (events, started, trampolines) = run_with_lifecycle(mode, env);
+    let (events, started, trampolines) = run_with_lifecycle(mode, env, true);
     let set = probe_set_of(&started)
         .unwrap_or_else(|| panic!("no probe set in {started:?}"))
         .to_owned();
@@ -178,14 +196,18 @@ fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
 /// As `run`, with the tracer's whole start-up line; a listener in the
 /// namespace already listens when the tracer starts, and is closed during
 /// the scenario.
-fn run_with_lifecycle(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
+fn run_with_lifecycle(
+    mode: &str,
+    env: &[(&str, &str)],
+    failed_listen: bool,
+) -> (Vec<String>, String, usize) {
     let ns = Netns::new("modes");
     let cookie = ns.cookie();
     let before = ns.run(|| TcpListener::bind("[::1]:8084").unwrap());
     let tracer = Tracer::try_start_env(&["--probes", mode], env)
         .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
     let trampolines = trampolines_loaded();
-    let chosen = ns.run(scenario);
+    let chosen = ns.run(move || scenario(failed_listen));
     drop(before);
     let tracer_started = tracer.started.clone();
     let events = tracer.stop();
@@ -193,6 +215,13 @@ fn run_with_lifecycle(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String,
         .iter()
         .map(|e| comparable(e, chosen))
         .collect();
+    // A failed listen names no socket, so no namespace: ours by process.
+    ours.extend(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "listen" && e["errno"] != 0 && e["pid"] == std::process::id())
+            .map(|e| format!("failed listen: {}", comparable(e, chosen))),
+    );
     // Accepts are per-port sums without a namespace: ours by port.
     let accepted: u64 = of_kind(&events, "accepts")
         .iter()
@@ -218,12 +247,18 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
     assert!(tracepoint.contains(&"accepts on 8080: 4".to_owned()));
     // The MPTCP sockets' binds (one failed) and listens, with their process.
     let mptcp = |kind: &str, port: u16, errno: u64| {
-        // Every line but the accept count is an event.
+        // Every line but the accept count and the failed listen is an event.
         tracepoint.iter().filter(|e| e.starts_with('{')).any(|e| {
             let v: Value = serde_json::from_str(e).unwrap();
             v["kind"] == kind && v["port"] == port && v["errno"] == errno && v["pid"] != 0
         })
     };
+    assert!(
+        tracepoint.iter().any(|e| e.starts_with("failed listen:")
+            && e.contains("\"backlog\":17")
+            && e.contains("\"errno\":98")),
+        "the failed listen: {tracepoint:#?}"
+    );
     for (kind, port, errno) in [
         ("bind", 8086, 0),
         ("bind", 8086, libc::EADDRINUSE as u64),
@@ -243,9 +278,9 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
             "auto takes fexit where the kernel has it"
         );
         let (fexit, set, loaded) = run("fexit", &[]);
-        // Five trampolines on inet and MPTCP binds and listens, two on
-        // listen entries, two cgroup bind hooks.
-        assert_eq!((set.as_str(), loaded), ("fexit", 9));
+        // Five trampolines on inet and MPTCP binds' and listens' ends, one
+        // on MPTCP's listen entry, two cgroup bind hooks.
+        assert_eq!((set.as_str(), loaded), ("fexit", 8));
         assert_eq!(fexit, tracepoint, "fexit against tracepoint");
     } else {
         assert_eq!(auto_set, "tracepoint", "auto falls back");
@@ -265,10 +300,10 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
 #[test]
 fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // The last program refused: the eight attached before it (the
+    // The last program refused: the seven attached before it (the
     // trampolines and the first cgroup bind hook) must be gone, and the
     // events must be the tracepoint set's.
-    let (events, set, loaded) = run("auto", &[("BINDWATCH_REFUSE_FEXIT_AT", "8")]);
+    let (events, set, loaded) = run("auto", &[("BINDWATCH_REFUSE_FEXIT_AT", "7")]);
     assert_eq!(
         (set.as_str(), loaded),
         ("tracepoint", 0),
@@ -281,14 +316,14 @@ fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
 #[test]
 fn sock_ops_and_the_state_tracepoint_see_the_same_tcp_lifecycle() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (sock_ops, started, _) = run_with_lifecycle("tracepoint", &[]);
+    let (sock_ops, started, _) = run_with_lifecycle("tracepoint", &[], false);
     assert_eq!(
         lifecycle_of(&started),
         Some("sock_ops"),
         "every kernel the project runs on takes sock_ops on the cgroup: {started}"
     );
     let (tracepoint, started, _) =
-        run_with_lifecycle("tracepoint", &[("BINDWATCH_NO_SOCK_OPS", "1")]);
+        run_with_lifecycle("tracepoint", &[("BINDWATCH_NO_SOCK_OPS", "1")], false);
     assert_eq!(
         lifecycle_of(&started),
         Some("state_tracepoint"),

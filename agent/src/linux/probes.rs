@@ -59,7 +59,8 @@ const TRACEPOINT_SET: &[(&str, Hook)] = &[
 ];
 
 /// Binds and listens from trampolines on the kernel's functions and the
-/// cgroup bind hooks (where a bind begins in this set): no syscall
+/// cgroup bind hooks (where a bind begins in this set; a plain listen
+/// begins at its address, `config::LISTEN_BEGINS_AT_ADDRESS`): no syscall
 /// tracepoint, so no tax on other syscalls. All or nothing; ends before
 /// beginnings, as above.
 const FEXIT_SET: &[(&str, Hook)] = &[
@@ -68,7 +69,6 @@ const FEXIT_SET: &[(&str, Hook)] = &[
     (names::FEXIT_MPTCP_BIND, Hook::FExit("mptcp_bind")),
     (names::FEXIT_INET_LISTEN, Hook::FExit("inet_listen")),
     (names::FEXIT_MPTCP_LISTEN, Hook::FExit("mptcp_listen")),
-    (names::FENTRY_INET_LISTEN, Hook::FEntry("inet_listen")),
     (names::FENTRY_MPTCP_LISTEN, Hook::FEntry("mptcp_listen")),
     (names::BIND4_BEGIN, Hook::SockAddr),
     (names::BIND6_BEGIN, Hook::SockAddr),
@@ -289,11 +289,11 @@ impl Probes {
                 None,
                 attach_each(&mut ebpf, TRACEPOINT_SET, &cgroup, &mut first_refusal),
             ),
-            ProbeMode::Fexit => match attach_all(&mut ebpf, FEXIT_SET, &cgroup) {
+            ProbeMode::Fexit => match attach_fexit_set(&mut ebpf, &cgroup) {
                 Ok(h) => (ProbeMode::Fexit, None, h),
                 Err(why) => return Err(Error::FexitRefused(why)),
             },
-            ProbeMode::Auto => match attach_all(&mut ebpf, FEXIT_SET, &cgroup) {
+            ProbeMode::Auto => match attach_fexit_set(&mut ebpf, &cgroup) {
                 Ok(h) => (ProbeMode::Fexit, None, h),
                 Err(why) => {
                     tracing::info!(reason = %why, "fexit probe set refused; using the syscall tracepoints");
@@ -619,6 +619,21 @@ fn attach_each(
 /// Set to N, makes the Nth program of the fexit set (0-based) fail to
 /// attach: the tests' way to force a refusal where the kernel accepts it.
 pub const REFUSE_FEXIT_AT_ENV: &str = "BINDWATCH_REFUSE_FEXIT_AT";
+
+/// The fexit set with the switch it needs: its listens begin at their
+/// address (set before the set attaches, cleared again if it is refused).
+fn attach_fexit_set(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+) -> std::result::Result<Vec<HookStatus>, String> {
+    set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 1)
+        .map_err(|e| format!("setting the probes' listen switch: {e}"))?;
+    attach_all(ebpf, FEXIT_SET, cgroup).inspect_err(|_| {
+        if let Err(e) = set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 0) {
+            tracing::warn!(error = %e, "cannot clear the fexit set's listen switch; listens not made through listen(2) will be missing");
+        }
+    })
+}
 
 /// Attaches every hook of the fexit set, or none: at the first refusal
 /// the ones attached are unloaded (detaching them) and the refusal is

@@ -37,13 +37,13 @@ pub mod names {
     /// in place of `SOCK_SET_STATE`.
     pub const SOCK_OPS: &str = "tcp_lifecycle";
     // The fexit probe set: the bind begun at the cgroup bind hook, ended
-    // by trampolines on the kernel's bind; trampolines on its listen.
+    // by trampolines on the kernel's bind; a listen ended by trampolines
+    // on the kernel's listen (begun at its address, or by MPTCP's entry).
     pub const BIND4_BEGIN: &str = "bind4_begin";
     pub const BIND6_BEGIN: &str = "bind6_begin";
     pub const FEXIT_INET_BIND: &str = "fexit_inet_bind";
     pub const FEXIT_INET6_BIND: &str = "fexit_inet6_bind";
     pub const FEXIT_MPTCP_BIND: &str = "fexit_mptcp_bind";
-    pub const FENTRY_INET_LISTEN: &str = "fentry_inet_listen";
     pub const FEXIT_INET_LISTEN: &str = "fexit_inet_listen";
     pub const FENTRY_MPTCP_LISTEN: &str = "fentry_mptcp_listen";
     pub const FEXIT_MPTCP_LISTEN: &str = "fexit_mptcp_listen";
@@ -56,7 +56,12 @@ pub mod config {
     /// every TCP socket that is neither listening nor closed (accepted and
     /// client connections, the bulk of all closes) without a lookup.
     pub const RELEASE_SKIPS_CONNECTIONS: u32 = 0;
-    pub const SLOTS: u32 = 1;
+    /// Non-zero with the fexit set: a listen's address (sock_ops listen
+    /// callback or state tracepoint) begins the listen's pending slot,
+    /// which the exit trampoline ends, instead of reporting a listen it
+    /// did not see begin; no entry program runs on `inet_listen`.
+    pub const LISTEN_BEGINS_AT_ADDRESS: u32 = 1;
+    pub const SLOTS: u32 = 2;
 }
 
 /// Slots of the per-CPU `LOST` array: what the probes could not deliver.

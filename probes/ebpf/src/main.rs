@@ -140,6 +140,12 @@ fn tp<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }
 
+/// A switch of the `CONFIG` array the agent set (0 when it set none).
+#[inline(always)]
+fn config_on(slot: u32) -> bool {
+    CONFIG.get(slot).is_some_and(|v| *v != 0)
+}
+
 #[inline(always)]
 fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
@@ -476,6 +482,40 @@ fn end_listen(ret: i64) {
     }
 }
 
+/// The end of a listen in the fexit set. A plain listen was begun by its
+/// address (`config::LISTEN_BEGINS_AT_ADDRESS`), whose callback cannot
+/// read the task: the task is added here. A listen that failed before
+/// its address (no slot) is reported from here by `inet_listen`'s exit;
+/// `mptcp_listen`'s only ends what its entry began, so a kernel whose MPTCP
+/// calls `inet_listen` inside reports the failure once.
+#[inline(always)]
+fn end_listen_at_exit(ret: i64, backlog: u32, reports_failure: bool) {
+    if let Some(p) = pending_listen(current_task()) {
+        // SAFETY: this task's slot, until the end below.
+        unsafe {
+            if (*p).pid == 0 && (*p).tid == 0 {
+                let t = task_event(kind::LISTEN);
+                (*p).pid = t.pid;
+                (*p).tid = t.tid;
+                (*p).uid = t.uid;
+                (*p).gid = t.gid;
+                (*p).cgroup_id = t.cgroup_id;
+                (*p).comm = t.comm;
+            }
+            (*p).backlog = backlog;
+        }
+        end_listen(ret);
+    } else if reports_failure && ret != 0 {
+        let mut ev = task_event(kind::LISTEN);
+        ev.backlog = backlog;
+        // As in `begin_listen`: the family is not known.
+        ev.family = AF_INET;
+        ev.protocol = IPPROTO_TCP;
+        ev.ret = ret as i32;
+        emit(&ev);
+    }
+}
+
 // ---- bind and listen through BPF trampolines (the fexit probe set) -------
 //
 // Where the kernel runs fentry/fexit programs, these replace the four
@@ -486,7 +526,10 @@ fn end_listen(ret: i64) {
 // never inlined away; so are MPTCP's `mptcp_bind` and `mptcp_listen`,
 // which newer kernels implement without calling the inet ones (older
 // ones call both: the inner exit ends the call, the outer finds its slot
-// free). The file descriptor is not known there (-1: the event has none).
+// free). A plain listen begins at its address (the sock_ops listen
+// callback or the state tracepoint), so `inet_listen` needs no entry
+// program; MPTCP's keeps one, which begins the listen before its inner
+// calls. The file descriptor is not known there (-1: the event has none).
 
 #[fexit(function = "inet_bind")]
 pub fn fexit_inet_bind(ctx: FExitContext) -> i32 {
@@ -507,15 +550,13 @@ pub fn fexit_mptcp_bind(ctx: FExitContext) -> i32 {
     0
 }
 
-#[fentry(function = "inet_listen")]
-pub fn fentry_inet_listen(ctx: FEntryContext) -> i32 {
-    begin_listen(-1, ctx.arg::<u64>(1) as u32);
-    0
-}
-
 #[fexit(function = "inet_listen")]
 pub fn fexit_inet_listen(ctx: FExitContext) -> i32 {
-    end_listen(ctx.arg::<u64>(2) as i32 as i64);
+    end_listen_at_exit(
+        ctx.arg::<u64>(2) as i32 as i64,
+        ctx.arg::<u64>(1) as u32,
+        true,
+    );
     0
 }
 
@@ -527,7 +568,11 @@ pub fn fentry_mptcp_listen(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "mptcp_listen")]
 pub fn fexit_mptcp_listen(ctx: FExitContext) -> i32 {
-    end_listen(ctx.arg::<u64>(2) as i32 as i64);
+    end_listen_at_exit(
+        ctx.arg::<u64>(2) as i32 as i64,
+        ctx.arg::<u64>(1) as u32,
+        false,
+    );
     0
 }
 
@@ -578,12 +623,17 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             read_state_addr(ctx, ev)?;
             ev.flags |= flags::LISTEN_ADDR;
         } else {
-            // A listen that did not come through listen(2) (io_uring, a
-            // kernel service): report it at once.
             let mut ev = task_event(kind::LISTEN);
             read_state_addr(ctx, &mut ev)?;
             ev.flags |= flags::LISTEN_ADDR;
-            emit(&ev);
+            if config_on(config::LISTEN_BEGINS_AT_ADDRESS) {
+                // The fexit set: the listen's exit ends it.
+                start_pending(&PENDING_LISTEN, &current_task(), &ev);
+            } else {
+                // A listen that did not come through listen(2) (io_uring,
+                // a kernel service): report it at once.
+                emit(&ev);
+            }
         }
     } else if old == tcp_state::LISTEN && new == tcp_state::CLOSE {
         let mut ev = task_event(kind::LISTEN_STOP);
@@ -713,13 +763,18 @@ fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent) {
         p.sock_cookie = cookie;
         p.flags |= flags::LISTEN_ADDR;
     } else {
-        // A listen whose start was not seen (io_uring with the syscall
-        // tracepoints): reported at once, without its task, which these
-        // callbacks may not read.
         ev.kind = kind::LISTEN;
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.flags = flags::LISTEN_ADDR;
-        emit(&ev);
+        if config_on(config::LISTEN_BEGINS_AT_ADDRESS) {
+            // The fexit set: the listen begins here, and its exit adds the
+            // task, which these callbacks may not read.
+            start_pending(&PENDING_LISTEN, &current_task(), &ev);
+        } else {
+            // A listen whose start was not seen (io_uring with the syscall
+            // tracepoints): reported at once, without its task.
+            emit(&ev);
+        }
     }
 }
 
@@ -780,11 +835,7 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     // before the cookie and the lookup, which cost most of a miss.
     let connection =
         protocol == IPPROTO_TCP && state != tcp_state::LISTEN && state != tcp_state::CLOSE;
-    if connection
-        && CONFIG
-            .get(config::RELEASE_SKIPS_CONNECTIONS)
-            .is_some_and(|v| *v != 0)
-    {
+    if connection && config_on(config::RELEASE_SKIPS_CONNECTIONS) {
         return 1;
     }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
