@@ -157,7 +157,7 @@ fn comparable(e: &Value, chosen: u16) -> String {
 
 /// The fexit set's programs loaded on the host now, its cgroup bind hooks
 /// included (bpftool's view; the kernel truncates names to 15 characters).
-fn trampolines_loaded() -> usize {
+fn fexit_set_loaded() -> usize {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -206,7 +206,7 @@ fn run_with_lifecycle(
     let before = ns.run(|| TcpListener::bind("[::1]:8084").unwrap());
     let tracer = Tracer::try_start_env(&["--probes", mode], env)
         .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
-    let trampolines = trampolines_loaded();
+    let trampolines = fexit_set_loaded();
     let chosen = ns.run(move || scenario(failed_listen));
     drop(before);
     let tracer_started = tracer.started.clone();

@@ -116,18 +116,24 @@ fn emit(ev: &RawEvent) {
 #[inline(always)]
 fn task_event(kind: u8) -> RawEvent {
     let mut ev = RawEvent::zeroed();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     ev.kind = kind;
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    put_task(&mut ev);
+    ev.version = unsafe { core::ptr::read_volatile(&BINDWATCH_LAYOUT_VERSION) };
+    ev
+}
+
+/// The current task's fields.
+#[inline(always)]
+fn put_task(ev: &mut RawEvent) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     ev.uid = uid_gid as u32;
     ev.gid = (uid_gid >> 32) as u32;
     ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    ev.version = unsafe { core::ptr::read_volatile(&BINDWATCH_LAYOUT_VERSION) };
-    ev
 }
 
 /// A field of a tracepoint's record, loaded directly: the verifier checks
@@ -494,13 +500,7 @@ fn end_listen_at_exit(ret: i64, backlog: u32, reports_failure: bool) {
         // SAFETY: this task's slot, until the end below.
         unsafe {
             if (*p).pid == 0 && (*p).tid == 0 {
-                let t = task_event(kind::LISTEN);
-                (*p).pid = t.pid;
-                (*p).tid = t.tid;
-                (*p).uid = t.uid;
-                (*p).gid = t.gid;
-                (*p).cgroup_id = t.cgroup_id;
-                (*p).comm = t.comm;
+                put_task(&mut *p);
             }
             (*p).backlog = backlog;
         }
