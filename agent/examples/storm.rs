@@ -5,13 +5,22 @@
 //! release; UDP two: bind, release).
 //!
 //! `cargo run --release -p bindwatch --example storm -- 100000 tcp [RATE]`
+//!
+//! `storm N conn`: N TCP connections on loopback instead (connect, accept,
+//! the accepted end closes, then the client's), the accept path's
+//! workload for the profile; nanoseconds per connection.
 
 use std::time::{Duration, Instant};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let cycles: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let udp = args.next().as_deref() == Some("udp");
+    let mode = args.next();
+    if mode.as_deref() == Some("conn") {
+        connections(cycles);
+        return;
+    }
+    let udp = mode.as_deref() == Some("udp");
     let rate: Option<f64> = args.next().and_then(|a| a.parse().ok());
     let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
     let ty = if udp {
@@ -40,5 +49,21 @@ fn main() {
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / cycles as f64;
+    println!("{ns:.1}");
+}
+
+/// The accepted end closes first, so TIME_WAIT stays on the server's one
+/// port and the client's ephemeral ports are never used up.
+fn connections(n: u64) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1:0");
+    let addr = listener.local_addr().expect("the listener's address");
+    let start = Instant::now();
+    for _ in 0..n {
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        drop(accepted);
+        drop(client);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n as f64;
     println!("{ns:.1}");
 }
