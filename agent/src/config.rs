@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::alerts::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
+pub use crate::containers::ContainersConfig;
 pub use crate::error::ConfigError;
 pub use crate::metrics::MetricsConfig;
 pub use crate::serve::HttpConfig;
@@ -51,6 +52,9 @@ pub struct Config {
     pub export: ExportConfig,
     #[serde(default)]
     pub redact: RedactConfig,
+    /// The container runtimes read for the owners behind holders.
+    #[serde(default)]
+    pub containers: ContainersConfig,
     /// Ports whose holder is watched.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
@@ -101,6 +105,7 @@ impl Default for Config {
             timeline: TimelineConfig::default(),
             export: ExportConfig::default(),
             redact: RedactConfig::default(),
+            containers: ContainersConfig::default(),
             watch: Vec::new(),
         }
     }

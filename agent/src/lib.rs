@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod containers;
 pub mod control;
 pub mod deliver;
 pub mod error;
@@ -30,5 +31,5 @@ pub use error::{Error, Result};
 #[cfg(test)]
 pub(crate) use bindwatch_core::testing;
 pub use bindwatch_core::{
-    alerts, clock, conflict, decode, errno, etw, event, holders, timeline, trace, who,
+    alerts, clock, conflict, decode, errno, etw, event, holders, owner, timeline, trace, who,
 };

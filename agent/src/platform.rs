@@ -8,6 +8,7 @@ pub use crate::source::ProbeMode;
 #[cfg(target_os = "linux")]
 pub use crate::linux::{
     HookStatus, LostCounts, ProbeConfig, Probes, RingReader,
+    containers::{read_now as read_containers, spawn_watch as watch_containers},
     kernel::KernelView,
     memory::release_free_memory,
     netns::cookie_of_path,
@@ -18,5 +19,6 @@ pub use crate::linux::{
 #[cfg(windows)]
 pub use crate::windows::{
     DEFAULT_RING_BUFFER_BYTES, HookIncident, HookStatus, KernelView, LostCounts, ProbeConfig,
-    Probes, RingReader, cookie_of_path, drop_to_runtime, release_free_memory,
+    Probes, RingReader, cookie_of_path, drop_to_runtime, read_containers, release_free_memory,
+    watch_containers,
 };

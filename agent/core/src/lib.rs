@@ -13,6 +13,7 @@ pub mod errno;
 pub mod etw;
 pub mod event;
 pub mod holders;
+pub mod owner;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod timeline;

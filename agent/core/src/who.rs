@@ -65,9 +65,11 @@ impl WhoAnswer {
         query: WhoQuery,
         mut holders: Vec<crate::holders::Holder>,
         processes: Vec<crate::holders::ProcessInfo>,
+        containers: std::sync::Arc<crate::owner::Directory>,
     ) -> Self {
         holders.retain(|h| query.matches(h));
         let mut table = crate::holders::HolderTable::new();
+        table.set_directory(containers);
         table.seed(crate::holders::Snapshot {
             taken_ns: crate::clock::now_unix_ns(),
             holders,
@@ -146,6 +148,18 @@ pub fn render(a: &WhoAnswer) -> String {
             if !o.cmdline.is_empty() {
                 let _ = writeln!(s, "            {}", one_line(&o.cmdline, 160));
             }
+        }
+        if let Some(owner) = &h.owner {
+            let what = match (&owner.via, &owner.mapping) {
+                (crate::owner::Via::Process, _) => format!("runs in {}", owner.who()),
+                (_, Some(m)) => format!("publishes -p {} for {}", m.flag(), owner.who()),
+                (_, None) => format!("publishes for {}", owner.who()),
+            };
+            let _ = writeln!(s, "  owner     {what}");
+            if let Some(why) = &owner.unknown {
+                let _ = writeln!(s, "            identity unknown: {why}");
+            }
+            let _ = writeln!(s, "  fix       {}", owner.fix());
         }
         match (h.source, h.owners.iter().filter_map(|o| o.started_ns).min()) {
             (Source::Event, _) => {

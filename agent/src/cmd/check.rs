@@ -34,5 +34,9 @@ pub async fn from_daemon(
 /// privileged-port start, read now.
 pub fn standalone(req: &BindRequest) -> CheckAnswer {
     let mut host = crate::platform::KernelView::new();
-    check(&HolderTable::new(), req, std::process::id(), &mut host)
+    let mut table = HolderTable::new();
+    table.set_directory(
+        crate::platform::read_containers(&crate::containers::ContainersConfig::default()).into(),
+    );
+    check(&table, req, std::process::id(), &mut host)
 }

@@ -122,6 +122,9 @@ pub struct Correlator {
     last_reconcile: Instant,
     pub reconcile_every: Duration,
     recent: VecDeque<ConflictRecord>,
+    /// The container runtimes' latest directory, for the owners behind
+    /// holders (None: the table keeps the one it has).
+    containers: Option<crate::containers::SharedDirectory>,
 }
 
 impl Correlator {
@@ -166,6 +169,25 @@ impl Correlator {
             last_reconcile: Instant::now(),
             reconcile_every,
             recent: VecDeque::new(),
+            containers: None,
+        }
+    }
+
+    /// Names owners from this directory from now on (kept current by the
+    /// platform's runtime reader).
+    pub fn follow_containers(&mut self, shared: crate::containers::SharedDirectory) {
+        self.containers = Some(shared);
+        self.sync_containers();
+    }
+
+    /// Takes the reader's latest directory, if it changed: one pointer
+    /// compare, no waiting on any runtime.
+    fn sync_containers(&mut self) {
+        if let Some(shared) = &self.containers {
+            let d = shared.get();
+            if !std::sync::Arc::ptr_eq(&d, &self.table.directory_arc()) {
+                self.table.set_directory(d);
+            }
         }
     }
 
@@ -177,6 +199,7 @@ impl Correlator {
         if !ev.failed() {
             return None;
         }
+        self.sync_containers();
         let (fast, from_syscall) = (&mut self.fast, &mut self.from_syscall);
         let d = diagnose_failed_bind(&mut self.table, ev, &mut self.facts, || {
             fast.record(t0.elapsed());
@@ -197,6 +220,7 @@ impl Correlator {
 
     /// Answers an API request from the table (between batches).
     pub fn answer(&mut self, req: Request) {
+        self.sync_containers();
         match req {
             Request::Holders(q, reply) => {
                 let holders = q.run(&self.table);
@@ -269,6 +293,7 @@ impl Correlator {
     /// Reads /proc details of processes new to the table (after a batch,
     /// off the per-event path).
     pub fn after_batch(&mut self) {
+        self.sync_containers();
         for pid in self.table.take_incomplete(PROCESS_READS_PER_BATCH) {
             if let Some(info) = self.facts.process_info(pid) {
                 self.table.set_process(info);

@@ -567,6 +567,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Duration::from_secs(cfg.holders.reconcile_every_secs),
         &mut probes,
     );
+    let containers = crate::containers::SharedDirectory::default();
+    let _containers_watch =
+        crate::platform::watch_containers(cfg.containers.clone(), containers.clone());
+    correlator.follow_containers(containers);
     let mut daemon = Daemon::new(cfg, metrics, store, correlator.own_netns());
     let started_ns = crate::clock::now_unix_ns();
     let (held, left_out) = crate::timeline::held_records(&correlator.table, started_ns);

@@ -123,6 +123,12 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
     let (mut probes, ring) = Probes::load(&opts.probe)?;
     let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
     let mut correlator = Correlator::start(opts.reconcile_every, &mut probes);
+    let containers = crate::containers::SharedDirectory::default();
+    let _containers_watch = crate::platform::watch_containers(
+        crate::containers::ContainersConfig::default(),
+        containers.clone(),
+    );
+    correlator.follow_containers(containers);
     for h in probes.hooks().iter().filter(|h| !h.attached) {
         eprintln!(
             "bindwatch: hook {} not attached: {}",

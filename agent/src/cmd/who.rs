@@ -53,7 +53,9 @@ pub fn standalone(query: WhoQuery) -> WhoAnswer {
         &queries,
         true,
     );
-    let mut answer = WhoAnswer::from_host(query, r.holders, r.processes);
+    let containers =
+        crate::platform::read_containers(&crate::containers::ContainersConfig::default());
+    let mut answer = WhoAnswer::from_host(query, r.holders, r.processes, containers.into());
     answer.notes = crate::who::ephemeral_notes(&answer.holders, &mut kv);
     answer
 }

@@ -239,6 +239,9 @@ impl Default for KernelView {
 }
 
 impl HostFacts for KernelView {
+    fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
+        self.process_info(pid)
+    }
     fn owners_of(
         &mut self,
         netns: u64,

@@ -1,5 +1,6 @@
 //! The Linux event source: eBPF probes through aya.
 
+pub mod containers;
 pub mod kernel;
 pub mod memory;
 pub mod netns;

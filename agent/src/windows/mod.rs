@@ -34,6 +34,19 @@ pub fn drop_to_runtime() -> std::io::Result<Vec<String>> {
     Ok(Vec::new())
 }
 
+/// No container runtime is read on Windows: owners there are http.sys's.
+pub fn read_containers(_: &crate::containers::ContainersConfig) -> crate::owner::Directory {
+    crate::owner::Directory::default()
+}
+
+/// Nothing to follow on Windows (see [`read_containers`]).
+pub fn watch_containers(
+    _: crate::containers::ContainersConfig,
+    _: crate::containers::SharedDirectory,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {})
+}
+
 /// The Windows heap returns freed memory by itself.
 pub fn release_free_memory() {}
 

@@ -7,5 +7,5 @@ use crate::who::WhoAnswer;
 
 pub fn standalone(query: WhoQuery) -> WhoAnswer {
     let r = super::KernelView::new().port(query.proto, query.port);
-    WhoAnswer::from_host(query, r.holders, r.processes)
+    WhoAnswer::from_host(query, r.holders, r.processes, Default::default())
 }

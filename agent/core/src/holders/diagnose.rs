@@ -46,6 +46,11 @@ pub trait HostFacts {
     fn http_sys(&mut self) -> Option<HttpSys> {
         None
     }
+    /// A process's details read now: a middleman that failed to bind (a
+    /// docker-proxy) exits at once, before the table's next read.
+    fn process(&mut self, _pid: u32) -> Option<super::ProcessInfo> {
+        None
+    }
     /// The socket `cookie` on `port` as the host has it now, with every
     /// process sharing it (forked children included); None when it is gone
     /// or the host may not be asked now (implementations rate-limit this).
@@ -129,6 +134,10 @@ pub struct Diagnosis {
     pub cap_net_bind_service: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses: Option<Vec<IpAddr>>,
+    /// Whom the failing process was binding for, when it is a middleman
+    /// (docker-proxy publishing a container that is starting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester: Option<crate::owner::Owner>,
 }
 
 impl Diagnosis {
@@ -142,7 +151,35 @@ impl Diagnosis {
             unprivileged_port_start: None,
             cap_net_bind_service: None,
             addresses: None,
+            requester: None,
         }
+    }
+
+    /// Says whom the failing middleman was binding for, and how to fix it
+    /// on that owner's side.
+    pub fn set_requester(&mut self, owner: crate::owner::Owner, ev: &Event) {
+        let what = match &owner.state {
+            Some(s) if s == "created" => ", which was starting",
+            _ => "",
+        };
+        self.summary.push_str(&format!(
+            "; {} was binding it for {}{what}",
+            owner.middleman.as_deref().unwrap_or(&ev.comm),
+            owner.who()
+        ));
+        if let (Some(c), Some(m)) = (&owner.container, &owner.mapping) {
+            let other = match self.hint.take() {
+                Some(h) => format!(" ({h})"),
+                None => String::new(),
+            };
+            self.hint = Some(format!(
+                "free {} from its holder{other}, or publish {} on another host port (change -p {})",
+                endpoint(ev.addr, ev.port),
+                c.label_short(),
+                m.flag()
+            ));
+        }
+        self.requester = Some(owner);
     }
 }
 
@@ -415,12 +452,20 @@ fn blame_all<'a>(
                 }
                 RuleSet::Windows => judge_windows(req, ev, h, table, http)?,
             };
+            let holder = table.view(h);
+            // A middleman's or a container's socket is fixed on its owner:
+            // the container to stop or remap, not docker-proxy. A process
+            // blocking itself keeps the rule's own advice.
+            let hint = match &holder.owner {
+                Some(o) if !h.owners.contains(&ev.pid) => o.fix(),
+                _ => hint,
+            };
             Some(Blame {
                 reason,
                 explanation,
                 hint,
                 certain,
-                holder: table.view(h),
+                holder,
             })
         })
         .collect();
@@ -491,6 +536,7 @@ pub(super) fn in_use_for(
                 scratch.insert(h);
             }
             scratch.rules = table.rules;
+            scratch.set_directory(table.directory_arc());
             blames = blame_all(&scratch, ev, req, req_v6only_known, http, scratch.iter());
         }
     }

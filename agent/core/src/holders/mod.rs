@@ -28,6 +28,7 @@ pub use strategy::diagnose_failed_bind;
 
 use crate::conflict::{SockSpec, SockState};
 use crate::event::{Event, EventKind, Proto, endpoint};
+use crate::owner::Directory;
 
 /// Most sockets the table follows (about 300 bytes each). Past it, new
 /// sockets are counted in `TableStats::full` and left to the kernel
@@ -155,12 +156,25 @@ pub struct HolderView {
     pub remote: Option<String>,
     /// What binds this socket blocks, in words.
     pub blocks: Vec<String>,
+    /// Whom the socket is really for, when its process stands for someone
+    /// else (a container's published port) or runs in a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::owner::Owner>,
 }
 
 impl HolderView {
     /// `nginx (pid 812, www-data, nginx.service)`, or the socket alone when
     /// no process holds it (TIME_WAIT).
     pub fn owner_label(&self) -> String {
+        let processes = self.processes_label();
+        match &self.owner {
+            Some(o) => o.label_with(&processes),
+            None => processes,
+        }
+    }
+
+    /// The processes alone, without the owner they stand for.
+    pub fn processes_label(&self) -> String {
         match self.owners.as_slice() {
             [] if self.state == SockState::TimeWait => "no process (TIME_WAIT)".to_owned(),
             [] => "an unknown process".to_owned(),
@@ -265,7 +279,10 @@ fn blocks_linux(h: &Holder) -> Vec<String> {
 }
 
 /// A holder as reported, with its owners' details.
-fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>]) -> HolderView {
+fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderView {
+    let owner = owners
+        .iter()
+        .find_map(|p| crate::owner::resolve(dir, p, h.proto, h.port));
     HolderView {
         proto: h.proto,
         endpoint: endpoint(h.addr, h.port),
@@ -285,6 +302,7 @@ fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>]) -> HolderView {
         source: h.source,
         remote: h.remote.map(|(a, p)| endpoint(a, p)),
         blocks: blocks(h),
+        owner,
     }
 }
 
@@ -364,11 +382,27 @@ pub struct HolderTable {
     stats: TableStats,
     /// Whose rules judge a failed bind: the platform's unless a test says.
     pub rules: crate::conflict::RuleSet,
+    /// The host's containers, for the owner behind each holder (empty
+    /// until the platform reads its runtimes).
+    directory: Arc<Directory>,
 }
 
 impl HolderTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Replaces the container directory the views' owners come from.
+    pub fn set_directory(&mut self, dir: Arc<Directory>) {
+        self.directory = dir;
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn directory_arc(&self) -> Arc<Directory> {
+        Arc::clone(&self.directory)
     }
 
     pub fn stats(&self) -> TableStats {
@@ -410,7 +444,7 @@ impl HolderTable {
 
     pub fn departed(&self, key: PortKey) -> Option<Departed> {
         self.departed.get(&key).map(|g| Departed {
-            holder: view_of(&g.holder, &g.owners),
+            holder: view_of(&g.holder, &g.owners, &self.directory),
             gone_ns: g.gone_ns,
         })
     }
@@ -430,7 +464,7 @@ impl HolderTable {
     }
 
     pub fn view(&self, h: &Holder) -> HolderView {
-        view_of(h, &self.owners_of(h))
+        view_of(h, &self.owners_of(h), &self.directory)
     }
 
     /// Remembers what an event says of its process; /proc details follow

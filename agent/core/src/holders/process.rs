@@ -100,6 +100,9 @@ pub fn units_from_cgroup(path: &str) -> (Option<String>, Option<String>) {
         if i > 0 && is_container_id(c) {
             let runtime = match comps[0] {
                 "docker" => "docker",
+                // containerd's own cgroups (`ctr run`, the CRI with the
+                // cgroupfs driver): /<namespace>/<id>.
+                "k8s.io" | "default" => "containerd",
                 "kubepods" | "kubepods.slice" => "kubepods",
                 _ => "container",
             };
@@ -166,6 +169,8 @@ mod tests {
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"
         ));
         assert_eq!(c.as_deref(), Some("containerd:3f4b2c1d9e8a"));
+        let (_, c) = units_from_cgroup(&format!("/k8s.io/{ID}"));
+        assert_eq!(c.as_deref(), Some("containerd:3f4b2c1d9e8a"));
         let (_, c) = units_from_cgroup(&format!("/kubepods/besteffort/pod1/{ID}"));
         assert_eq!(c.as_deref(), Some("kubepods:3f4b2c1d9e8a"));
         let (_, c) = units_from_cgroup(&format!("/machine.slice/libpod-{ID}.scope/container"));
@@ -194,5 +199,13 @@ mod tests {
             ..ProcessInfo::default()
         };
         assert_eq!(p.label(), "nginx (pid 5, www-data, nginx.service)");
+        let p = ProcessInfo {
+            container: Some("docker:3f4b2c1d9e8a".into()),
+            ..p
+        };
+        assert_eq!(
+            p.label(),
+            "nginx (pid 5, www-data, container docker:3f4b2c1d9e8a)"
+        );
     }
 }

@@ -35,7 +35,30 @@ pub fn diagnose_failed_bind(
     if verify(table, &d, facts) {
         d = diagnose(table, ev, facts)?;
     }
+    if let Some(owner) = requester(table, ev, facts) {
+        d.set_requester(owner, ev);
+    }
     Some(d)
+}
+
+/// Whom a failing middleman was binding for. Only a command that is a
+/// middleman's is looked at, and its details are read at once if the
+/// table has no command line yet (a docker-proxy that failed exits at
+/// once; then the directory's starting container names it).
+fn requester(
+    table: &HolderTable,
+    ev: &Event,
+    facts: &mut impl HostFacts,
+) -> Option<crate::owner::Owner> {
+    use crate::owner::middleman;
+    if ev.comm != middleman::DOCKER_PROXY && !middleman::is_runtime_daemon(&ev.comm) {
+        return None;
+    }
+    let p = match table.process(ev.pid) {
+        Some(p) if p.complete => Some(p.clone()),
+        _ => facts.process(ev.pid),
+    };
+    crate::owner::requester(table.directory(), &ev.comm, p.as_ref(), ev.proto, ev.port)
 }
 
 /// Asks the host for holders the table knows only from their bind event;
