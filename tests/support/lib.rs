@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod containers;
 pub mod rules;
 
 /// Fails the test at once, in one line, unless it runs as root with

@@ -1,0 +1,294 @@
+//! The owner behind the middleman, with a real Docker engine (Debian's
+//! dockerd and its containerd, in a namespace of the test's own): a
+//! published port's docker-proxy, dockerd itself with the userland proxy
+//! off, a process inside a container and one on the host network are each
+//! named by their container, through `trace --json`, `who` and `check`;
+//! an engine that hangs leaves the identity unknown, with the reason.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use serde_json::Value;
+use support::containers::{Docker, IMAGE};
+use support::*;
+
+/// `bindwatch VERB ARGS` against `docker`'s engine: (exit code, stdout, stderr).
+fn verb(docker: &Docker, verb: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bindwatch_bin())
+        .arg(verb)
+        .args(args)
+        .env("DOCKER_HOST", docker.host())
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("bindwatch was killed by a signal"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `who PORT --standalone --json`: the holders in the engine's namespace.
+fn who(docker: &Docker, port: u16) -> Vec<Value> {
+    let (code, out, err) = verb(
+        docker,
+        "who",
+        &[&port.to_string(), "--standalone", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let cookie = docker.ns.cookie();
+    v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["netns"] == cookie)
+        .cloned()
+        .collect()
+}
+
+/// Binds `addr` in the engine's namespace; the bind must fail.
+fn bind_fails(docker: &Docker, addr: &'static str) {
+    let r = docker.ns.run(move || TcpListener::bind(addr).map(|_| ()));
+    let e = r.expect_err("the bind must fail: the port is held");
+    assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{e}");
+}
+
+fn failed_bind_of<'a>(events: &'a [Value], comm: &str, port: u16) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["kind"] == "bind" && e["comm"] == comm && e["port"] == port && e["errno"] == 98)
+}
+
+#[test]
+fn published_ports_and_container_processes_are_named_by_their_container() {
+    let docker = Docker::start("own", true);
+    let tracer = Tracer::try_start_env(&[], &[("DOCKER_HOST", &docker.host())])
+        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
+
+    // Story 14: a published port held by docker-proxy blocks a host server.
+    docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "com.docker.compose.project=shop",
+        "-l",
+        "com.docker.compose.service=front",
+        "-p",
+        "18080:80",
+        IMAGE,
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    docker.wait_listening(18080);
+    bind_fails(&docker, "127.0.0.1:18080");
+    let ev = tracer.wait_for("the host server's failed bind", 20, |evs| {
+        evs.iter()
+            .find(|e| {
+                e["kind"] == "bind"
+                    && e["port"] == 18080
+                    && e["errno"] == 98
+                    && e["comm"] != "docker-proxy"
+            })
+            .cloned()
+    });
+    let d = &ev["diagnosis"];
+    let owner = &d["holders"][0]["holder"]["owner"];
+    assert_eq!(owner["via"], "docker_proxy", "{d}");
+    assert_eq!(owner["container"]["name"], "web", "{d}");
+    assert_eq!(owner["container"]["image"], IMAGE, "{d}");
+    assert_eq!(owner["container"]["compose_project"], "shop", "{d}");
+    assert_eq!(owner["container"]["compose_service"], "front", "{d}");
+    assert_eq!(owner["mapping"]["host_port"], 18080, "{d}");
+    assert_eq!(owner["mapping"]["container_port"], 80, "{d}");
+    let summary = d["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("container web (image bw-busybox:test"),
+        "{summary}"
+    );
+    let hint = d["hint"].as_str().unwrap();
+    assert!(hint.contains("docker compose -p shop stop front"), "{hint}");
+    assert!(hint.contains("\"18080:80\" of service front"), "{hint}");
+    assert!(!hint.starts_with("stop the holder"), "{hint}");
+
+    // who: the holder, its owner and the fix.
+    let hs = who(&docker, 18080);
+    let proxy = hs
+        .iter()
+        .find(|h| h["owners"][0]["comm"] == "docker-proxy")
+        .unwrap_or_else(|| panic!("no docker-proxy holder: {hs:?}"));
+    assert_eq!(proxy["owner"]["container"]["name"], "web", "{proxy}");
+    let (_, text, _) = verb(&docker, "who", &["18080", "--standalone"]);
+    assert!(
+        text.contains("owner     publishes -p 18080:80 for container web (image bw-busybox:test"),
+        "{text}"
+    );
+
+    // check: exit 1, the container and its fix.
+    let ns_path = format!("/run/netns/{}", docker.ns.name);
+    let (code, out, err) = verb(
+        &docker,
+        "check",
+        &["127.0.0.1:18080", "--netns", &ns_path, "--standalone"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("container web"), "{out}");
+    assert!(out.contains("docker compose -p shop stop front"), "{out}");
+
+    // The process inside the container, in the container's own namespace.
+    let inside = who(&docker, 80);
+    assert!(
+        inside.is_empty(),
+        "port 80 is the container's, not the engine's: {inside:?}"
+    );
+    let (_, out, _) = verb(&docker, "who", &["80", "--standalone", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let web_id = docker.inspect("web")["Id"].as_str().unwrap().to_owned();
+    let httpd = v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["owner"]["container"]["id"] == web_id.as_str())
+        .unwrap_or_else(|| panic!("httpd in container web not named: {out}"));
+    assert_eq!(httpd["owner"]["via"], "process", "{httpd}");
+    assert_eq!(httpd["owners"][0]["comm"], "httpd", "{httpd}");
+
+    // A container on the host network blocks a host server by its process.
+    docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hostnet",
+        "--network",
+        "host",
+        IMAGE,
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "18081",
+    ]);
+    docker.wait_listening(18081);
+    bind_fails(&docker, "127.0.0.1:18081");
+    let ev = tracer.wait_for(
+        "the failed bind beside the host-network container",
+        20,
+        |evs| {
+            evs.iter()
+                .find(|e| e["kind"] == "bind" && e["port"] == 18081 && e["errno"] == 98)
+                .cloned()
+        },
+    );
+    let b = &ev["diagnosis"]["holders"][0];
+    assert_eq!(b["holder"]["owner"]["via"], "process", "{b}");
+    assert_eq!(b["holder"]["owner"]["container"]["name"], "hostnet", "{b}");
+    assert!(
+        b["hint"].as_str().unwrap().contains("docker stop hostnet"),
+        "{b}"
+    );
+
+    // Story 15: the container being started fails because a host process
+    // holds the port; the failed bind is docker-proxy's.
+    let mut holder = Server::spawn(
+        &docker.ns,
+        &["socat", "TCP-LISTEN:18082,bind=0.0.0.0,fork", "-"],
+    );
+    holder.wait_listening(&docker.ns, 18082);
+    let refused = docker.try_docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web3",
+        "-p",
+        "18082:80",
+        IMAGE,
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    assert!(refused.is_err(), "docker run must fail: {refused:?}");
+    let ev = tracer.wait_for("docker-proxy's failed bind", 20, |evs| {
+        failed_bind_of(evs, "docker-proxy", 18082).cloned()
+    });
+    let d = &ev["diagnosis"];
+    assert_eq!(
+        d["holders"][0]["holder"]["owners"][0]["pid"], holder.pid,
+        "{d}"
+    );
+    assert_eq!(d["requester"]["container"]["name"], "web3", "{d}");
+    assert_eq!(d["requester"]["state"], "created", "{d}");
+    let summary = d["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("docker-proxy was binding it for container web3 (image bw-busybox:test)"),
+        "{summary}"
+    );
+    assert!(
+        d["hint"]
+            .as_str()
+            .unwrap()
+            .contains("publish container web3 on another host port (change -p 18082:80)"),
+        "{d}"
+    );
+    drop(holder);
+
+    // An engine that hangs: every surface still answers from the kernel,
+    // and says the identity is unknown and why.
+    // SAFETY: freezing the test's own dockerd; it is thawed below.
+    unsafe { libc::kill(docker.pid(), libc::SIGSTOP) };
+    let hs = who(&docker, 18080);
+    // SAFETY: as above.
+    unsafe { libc::kill(docker.pid(), libc::SIGCONT) };
+    let proxy = hs
+        .iter()
+        .find(|h| h["owners"][0]["comm"] == "docker-proxy")
+        .unwrap_or_else(|| panic!("no docker-proxy holder while dockerd hung: {hs:?}"));
+    let owner = &proxy["owner"];
+    assert!(owner["container"].is_null(), "{owner}");
+    let why = owner["unknown"].as_str().unwrap_or_default();
+    assert!(why.contains("no answer within 1000 ms"), "{owner}");
+    assert_eq!(owner["mapping"]["container_port"], 80, "{owner}");
+
+    tracer.stop();
+}
+
+#[test]
+fn dockerd_without_its_proxy_is_a_middleman_too() {
+    let docker = Docker::start("noproxy", false);
+    docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "-p",
+        "18095:80",
+        IMAGE,
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    docker.wait_listening(18095);
+    let hs = who(&docker, 18095);
+    let held = hs
+        .iter()
+        .find(|h| h["owners"][0]["comm"] == "dockerd")
+        .unwrap_or_else(|| panic!("dockerd does not hold 18095: {hs:?}"));
+    assert_eq!(held["owner"]["via"], "runtime", "{held}");
+    assert_eq!(held["owner"]["container"]["name"], "api", "{held}");
+
+    let ns_path = format!("/run/netns/{}", docker.ns.name);
+    let (code, out, err) = verb(
+        &docker,
+        "check",
+        &["0.0.0.0:18095", "--netns", &ns_path, "--standalone"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("container api (image bw-busybox:test), published -p 18095:80 by dockerd"),
+        "{out}"
+    );
+    assert!(out.contains("docker stop api"), "{out}");
+}
