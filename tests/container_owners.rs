@@ -292,3 +292,123 @@ fn dockerd_without_its_proxy_is_a_middleman_too() {
     );
     assert!(out.contains("docker stop api"), "{out}");
 }
+
+#[test]
+fn the_daemon_names_the_container_in_its_log_alerts_and_timeline() {
+    let docker = Docker::start("daemon", true);
+    let dir = temp("container-daemon");
+    let dir = dir.parent().unwrap().to_path_buf();
+    let (am, agent) = (free_local_addr(), free_local_addr());
+    let _am = alertmanager(&dir, &am, None);
+    wait_for("alertmanager", 20, || {
+        curl(&format!("http://{am}/api/v2/status")).ok()
+    });
+    let state = dir.join("state");
+    let config = format!(
+        "state_dir = \"{state}\"\n[http]\nlisten = \"{agent}\"\n[alerts]\nalertmanager = [\"http://{am}\"]\n\
+         [containers]\ndocker_host = \"{host}\"\n\
+         [[watch]]\nname = \"shop\"\nport = 18090\nnetns = \"/run/netns/{ns}\"\n\
+         [watch.owner]\ncommand = \"nginx\"\n",
+        state = state.display(),
+        host = docker.host(),
+        ns = docker.ns.name
+    );
+    let cfg = dir.join("bindwatch.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = dir.join("agent.log");
+    let mut args = vec!["run", "--config", cfg.to_str().unwrap()];
+    let forced = forced_probe_set(&[]);
+    args.extend(forced.iter().map(String::as_str));
+    let _agent = spawn(bindwatch_bin().to_str().unwrap(), &args, &log);
+    wait_for("the daemon to be ready", 60, || {
+        curl(&format!("http://{agent}/readyz")).ok()
+    });
+
+    docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "shop-web",
+        "-l",
+        "com.docker.compose.project=shop",
+        "-l",
+        "com.docker.compose.service=web",
+        "-p",
+        "18090:80",
+        IMAGE,
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    docker.wait_listening(18090);
+    bind_fails(&docker, "127.0.0.1:18090");
+
+    // The log line: the holder with its container, and the container fix.
+    let line = wait_for("the daemon's bind-failed line", 20, || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| {
+                l.contains("bind failed") && l.contains("18090") && !l.contains("comm=docker-proxy")
+            })
+            .map(str::to_owned)
+    });
+    assert!(
+        line.contains(
+            "owner=\"container shop-web (image bw-busybox:test, Compose project shop, service web)\""
+        ),
+        "{line}"
+    );
+    assert!(line.contains("docker compose -p shop stop web"), "{line}");
+
+    // The alert at a real Alertmanager.
+    let alert = wait_for("the bind conflict at Alertmanager", 20, || {
+        let v: Value =
+            serde_json::from_str(&curl(&format!("http://{am}/api/v2/alerts?active=true")).ok()?)
+                .ok()?;
+        v.as_array()?
+            .iter()
+            .find(|a| {
+                a["labels"]["alertname"] == "BindwatchBindConflict"
+                    && a["labels"]["watch"] == "shop"
+            })
+            .cloned()
+    });
+    let ann = &alert["annotations"];
+    assert!(
+        ann["owner"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("container shop-web (image bw-busybox:test"),
+        "{alert:#}"
+    );
+    assert!(
+        ann["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("docker compose -p shop stop web"),
+        "{alert:#}"
+    );
+
+    // The timeline record (read after the daemon wrote it).
+    let rec = wait_for("the conflict in the timeline", 20, || {
+        let out = Command::new(bindwatch_bin())
+            .args([
+                "timeline",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--port",
+                "18090",
+                "--json",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The failed bind's record: its diagnosis, with the container fix.
+        text.lines()
+            .find(|l| l.contains("EADDRINUSE") && l.contains("docker compose -p shop stop web"))
+            .map(str::to_owned)
+    });
+    assert!(rec.contains("\"name\":\"shop-web\""), "{rec}");
+}

@@ -397,6 +397,12 @@ impl AlertEngine {
                 if let Some(o) = b.holder.owners.first() {
                     a.insert("holder_pid".into(), o.pid.to_string());
                 }
+                if let Some(o) = &b.holder.owner {
+                    a.insert("owner".into(), o.who());
+                }
+            }
+            if let Some(r) = &d.requester {
+                a.insert("binding_for".into(), r.who());
             }
             if let Some(h) = &d.hint {
                 a.insert("hint".into(), h.clone());
