@@ -412,3 +412,141 @@ fn the_daemon_names_the_container_in_its_log_alerts_and_timeline() {
     });
     assert!(rec.contains("\"name\":\"shop-web\""), "{rec}");
 }
+
+/// `ctr` against the engine's own containerd.
+fn ctr(docker: &Docker, args: &[&str]) -> Result<String, String> {
+    let sock = docker.dir.join("x/containerd/containerd.sock");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", docker.ns.name))
+        .args(["ctr", "--address", sock.to_str().unwrap(), "-n", "k8s.io"])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Kills and removes a containerd task and container, however the test ends.
+struct CtrTask<'a>(&'a Docker, &'a str);
+
+impl Drop for CtrTask<'_> {
+    fn drop(&mut self) {
+        let _ = ctr(self.0, &["task", "kill", "-s", "KILL", self.1]);
+        let _ = wait_for_gone(self.0, self.1);
+        let _ = ctr(self.0, &["task", "delete", self.1]);
+        let _ = ctr(self.0, &["containers", "rm", self.1]);
+    }
+}
+
+fn wait_for_gone(docker: &Docker, id: &str) -> Option<()> {
+    for _ in 0..100 {
+        if ctr(docker, &["task", "delete", id]).is_ok() {
+            return Some(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_pod_on_the_host_network_is_named_by_its_pod() {
+    // containerd as a kubelet drives it, without a kubelet: the CRI's
+    // labels and annotations on a Kubernetes-shaped container (64-hex id,
+    // namespace k8s.io), on the host network of the engine's namespace.
+    let docker = Docker::start("pod", true);
+    let tar = docker.dir.join("image.tar");
+    docker.docker(&["save", IMAGE, "-o", tar.to_str().unwrap()]);
+    ctr(&docker, &["images", "import", tar.to_str().unwrap()]).unwrap();
+    let id = "5e1f".repeat(16);
+    let _task = CtrTask(&docker, &id);
+    ctr(
+        &docker,
+        &[
+            "run",
+            "-d",
+            "--net-host",
+            "--label",
+            "io.kubernetes.pod.name=node-exporter-x7",
+            "--label",
+            "io.kubernetes.pod.namespace=monitoring",
+            "--label",
+            "io.kubernetes.container.name=node-exporter",
+            "--annotation",
+            "io.kubernetes.cri.container-type=container",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-name=node-exporter-x7",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-namespace=monitoring",
+            "--annotation",
+            "io.kubernetes.cri.container-name=node-exporter",
+            "--annotation",
+            "io.kubernetes.cri.image-name=quay.io/prometheus/node-exporter:v1.8",
+            &format!("docker.io/library/{IMAGE}"),
+            &id,
+            "/bin/httpd",
+            "-f",
+            "-p",
+            "19100",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("ctr run: {e}"));
+    docker.wait_listening(19100);
+
+    let cfg = docker.dir.join("bindwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[containers]\ndocker_host = \"{}\"\ncontainerd_state = \"{}\"\n",
+            docker.host(),
+            docker.dir.join("x/containerd/daemon").display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let (code, out, err) = verb(
+        &docker,
+        "who",
+        &["19100", "--standalone", "--json", "--config", cfg],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let cookie = docker.ns.cookie();
+    let h = v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["netns"] == cookie)
+        .unwrap_or_else(|| panic!("no holder of 19100: {out}"));
+    let c = &h["owner"]["container"];
+    assert_eq!(c["runtime"], "containerd", "{h}");
+    assert_eq!(c["pod_namespace"], "monitoring", "{h}");
+    assert_eq!(c["pod_name"], "node-exporter-x7", "{h}");
+    assert_eq!(c["pod_container"], "node-exporter", "{h}");
+
+    // A new agent on 9100's neighbour fails: named by pod, with the fix.
+    let ns_path = format!("/run/netns/{}", docker.ns.name);
+    let (code, out, err) = verb(
+        &docker,
+        "check",
+        &[
+            ":19100",
+            "--netns",
+            &ns_path,
+            "--standalone",
+            "--config",
+            cfg,
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("in pod monitoring/node-exporter-x7 (container node-exporter, image quay.io/prometheus/node-exporter:v1.8)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl -n monitoring delete pod node-exporter-x7"),
+        "{out}"
+    );
+}

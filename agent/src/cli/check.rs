@@ -132,7 +132,13 @@ pub fn exec(a: Args) -> ExitCode {
     };
     let (answer, daemon_json) = match from_daemon {
         Some((answer, json)) => (answer, Some(json)),
-        None => (bindwatch::cmd::check::standalone(&req), None),
+        None => match a.daemon.containers() {
+            Ok(c) => (bindwatch::cmd::check::standalone(&req, &c), None),
+            Err(e) => {
+                eprintln!("bindwatch check: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let text = if a.daemon.json {
         match daemon_json {

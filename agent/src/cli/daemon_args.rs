@@ -24,6 +24,18 @@ pub struct DaemonArgs {
 }
 
 impl DaemonArgs {
+    /// The container runtimes to read when answering from the kernel: the
+    /// configuration's `[containers]` when --config names one, else the
+    /// defaults (`$DOCKER_HOST`, /run/containerd).
+    pub fn containers(&self) -> anyhow::Result<bindwatch::containers::ContainersConfig> {
+        match &self.config {
+            Some(p) => Ok(bindwatch::config::Config::load(p)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .containers),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// Asks the daemon with `ask` unless --standalone; None means: answer
     /// from the kernel. Why a daemon did not answer is said on stderr.
     pub fn ask<T, F>(

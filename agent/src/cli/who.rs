@@ -19,7 +19,10 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         let got = bindwatch::cmd::who::from_daemon(&client, &query).await;
         (client, got)
     })?;
-    let answer = from_daemon.unwrap_or_else(|| bindwatch::cmd::who::standalone(query));
+    let answer = match from_daemon {
+        Some(a) => a,
+        None => bindwatch::cmd::who::standalone(query, &a.daemon.containers()?),
+    };
     let text = if a.daemon.json {
         serde_json::to_string_pretty(&answer)? + "\n"
     } else {

@@ -32,11 +32,12 @@ pub async fn from_daemon(
 /// Answers from the host: the sockets on the port in the request's
 /// namespace (with their options and owners), its addresses and its
 /// privileged-port start, read now.
-pub fn standalone(req: &BindRequest) -> CheckAnswer {
+pub fn standalone(
+    req: &BindRequest,
+    containers: &crate::containers::ContainersConfig,
+) -> CheckAnswer {
     let mut host = crate::platform::KernelView::new();
     let mut table = HolderTable::new();
-    table.set_directory(
-        crate::platform::read_containers(&crate::containers::ContainersConfig::default()).into(),
-    );
+    table.set_directory(crate::platform::read_containers(containers).into());
     check(&table, req, std::process::id(), &mut host)
 }

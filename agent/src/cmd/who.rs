@@ -27,7 +27,7 @@ pub async fn from_daemon(daemon: &DaemonClient, query: &WhoQuery) -> Result<WhoA
 /// this process may enter, then one /proc walk for the owners (what
 /// `ss -ltnp 'sport = :PORT'` does, plus the options and the namespaces).
 #[cfg(target_os = "linux")]
-pub fn standalone(query: WhoQuery) -> WhoAnswer {
+pub fn standalone(query: WhoQuery, containers: &crate::containers::ContainersConfig) -> WhoAnswer {
     use crate::event::Proto;
     use crate::linux::kernel::KernelView;
     use crate::linux::sockdiag::{self, DiagQuery};
@@ -53,8 +53,7 @@ pub fn standalone(query: WhoQuery) -> WhoAnswer {
         &queries,
         true,
     );
-    let containers =
-        crate::platform::read_containers(&crate::containers::ContainersConfig::default());
+    let containers = crate::platform::read_containers(containers);
     let mut answer = WhoAnswer::from_host(query, r.holders, r.processes, containers.into());
     answer.notes = crate::who::ephemeral_notes(&answer.holders, &mut kv);
     answer

@@ -160,9 +160,19 @@ pub async fn read(cfg: &ContainersConfig) -> Directory {
         cfg.containerd_state.display().to_string(),
         &containerd,
     ));
-    for r in [docker, podman, containerd] {
+    for r in [docker, podman] {
         all.extend(r.unwrap_or_default());
     }
+    // Docker's own tasks are containerd bundles too, named only by the
+    // Docker API: a bundle whose id the API gave is left out.
+    let known: std::collections::HashSet<String> =
+        all.iter().map(|c| c.identity.id.clone()).collect();
+    all.extend(
+        containerd
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| !known.contains(&c.identity.id)),
+    );
     Directory::new(all, statuses, crate::clock::now_unix_ns())
 }
 

@@ -5,7 +5,7 @@
 use crate::holders::WhoQuery;
 use crate::who::WhoAnswer;
 
-pub fn standalone(query: WhoQuery) -> WhoAnswer {
+pub fn standalone(query: WhoQuery, _: &crate::containers::ContainersConfig) -> WhoAnswer {
     let r = super::KernelView::new().port(query.proto, query.port);
     WhoAnswer::from_host(query, r.holders, r.processes, Default::default())
 }
