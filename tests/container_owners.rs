@@ -550,3 +550,90 @@ fn a_pod_on_the_host_network_is_named_by_its_pod() {
         "{out}"
     );
 }
+
+/// Loads an nftables rule set into `ns`.
+fn nft(ns: &Netns, rules: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f: {rules}");
+}
+
+#[test]
+fn a_port_taken_by_a_nat_rule_is_reported_shadowed_until_the_rule_goes() {
+    // No socket at all holds the port: a DNAT rule takes its traffic (as
+    // Podman's netavark, the CNI portmap plugin or kube-proxy do).
+    let ns = Netns::new("nat");
+    let cookie = ns.cookie();
+    nft(
+        &ns,
+        "table ip bwtest {\n chain out {\n  type nat hook output priority -100; policy accept;\n  \
+         tcp dport 18180 dnat to 127.0.0.2:8080\n }\n}\n",
+    );
+    let path = format!("/run/netns/{}", ns.name);
+    let check = |target: &str| {
+        let out = Command::new(bindwatch_bin())
+            .args(["check", target, "--netns", &path, "--standalone"])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Before a service starts: its bind would succeed, and see nothing.
+    let (code, out) = check("127.0.0.1:18180");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("SHADOWED: tcp 127.0.0.1:18180 as uid 0 would bind, but tcp/18180 is sent to 127.0.0.2:8080 by a DNAT rule (table ip bwtest, chain out, handle"),
+        "{out}"
+    );
+    assert_eq!(
+        check("127.0.0.1:18181").0,
+        0,
+        "another port is not shadowed"
+    );
+
+    // A listener on it: `who` says it is shadowed, and by what.
+    let mut l = Server::spawn(&ns, &["socat", "TCP-LISTEN:18180,bind=127.0.0.1", "-"]);
+    l.wait_listening(&ns, 18180);
+    let who = |port: &str| {
+        let out = Command::new(bindwatch_bin())
+            .args(["who", port, "--standalone", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["netns"] == cookie)
+            .cloned()
+            .unwrap_or_else(|| panic!("no holder of {port} in the test's namespace: {v}"))
+    };
+    let h = who("18180");
+    assert_eq!(h["owners"][0]["pid"], l.pid, "{h}");
+    assert_eq!(h["shadowed"]["rule"]["to"], "127.0.0.2:8080", "{h}");
+    assert_eq!(h["shadowed"]["rule"]["table"], "bwtest", "{h}");
+
+    // The rule goes: nothing is shadowed any more.
+    Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "nft", "delete", "table", "ip", "bwtest",
+        ])
+        .status()
+        .unwrap();
+    let h = who("18180");
+    assert!(h["shadowed"].is_null(), "{h}");
+    drop(l);
+    assert_eq!(check("127.0.0.1:18180").0, 0);
+}

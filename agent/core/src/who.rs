@@ -161,6 +161,14 @@ pub fn render(a: &WhoAnswer) -> String {
             }
             let _ = writeln!(s, "  fix       {}", owner.fix());
         }
+        if let Some(sh) = &h.shadowed {
+            let _ = writeln!(
+                s,
+                "  SHADOWED  {}: the traffic it takes never reaches this socket",
+                sh.describe()
+            );
+            let _ = writeln!(s, "  fix       {}", sh.fix());
+        }
         match (h.source, h.owners.iter().filter_map(|o| o.started_ns).min()) {
             (Source::Event, _) => {
                 let _ = writeln!(s, "  since     {} (bound)", when(h.since_ns));

@@ -152,7 +152,7 @@ pub fn exec(a: Args) -> ExitCode {
         eprintln!("bindwatch check: {e:#}");
         return ExitCode::from(2);
     }
-    if answer.would_bind {
+    if answer.would_bind && answer.shadowed.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

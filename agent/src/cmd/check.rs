@@ -38,6 +38,9 @@ pub fn standalone(
 ) -> CheckAnswer {
     let mut host = crate::platform::KernelView::new();
     let mut table = HolderTable::new();
-    table.set_directory(crate::platform::read_containers(containers).into());
+    let mut dir = crate::platform::read_containers(containers);
+    dir.home_netns = host.own_netns();
+    dir.nat = host.nat_rules(req.netns.or(dir.home_netns));
+    table.set_directory(dir.into());
     check(&table, req, std::process::id(), &mut host)
 }

@@ -273,6 +273,10 @@ impl Sink for Daemon {
                 endpoint = %ev.endpoint(),
                 error = %ev.result_str(),
                 holder = holder.map(|b| b.holder.owner_label()),
+                owner = holder
+                    .and_then(|b| b.holder.owner.as_ref())
+                    .map(|o| o.who()),
+                binding_for = d.and_then(|d| d.requester.as_ref()).map(|o| o.who()),
                 reason = holder.map(|b| b.reason.code()),
                 diagnosis = d.map(|d| d.summary.as_str()),
                 hint = d.and_then(|d| d.hint.as_deref()),

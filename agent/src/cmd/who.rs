@@ -53,7 +53,8 @@ pub fn standalone(query: WhoQuery, containers: &crate::containers::ContainersCon
         &queries,
         true,
     );
-    let containers = crate::platform::read_containers(containers);
+    let mut containers = crate::platform::read_containers(containers);
+    containers.nat = kv.nat_rules(r.holders.iter().map(|h| h.netns));
     let mut answer = WhoAnswer::from_host(query, r.holders, r.processes, containers.into());
     answer.notes = crate::who::ephemeral_notes(&answer.holders, &mut kv);
     answer

@@ -238,6 +238,37 @@ impl Default for KernelView {
     }
 }
 
+impl KernelView {
+    /// This process's own network namespace.
+    pub fn own_netns(&self) -> Option<u64> {
+        self.namespaces.own
+    }
+
+    /// The destination-NAT rules of each of these namespaces; a namespace
+    /// whose rules could not be read is left out (and said at debug level).
+    pub fn nat_rules(
+        &mut self,
+        cookies: impl IntoIterator<Item = u64>,
+    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+        let mut out = std::collections::HashMap::new();
+        for c in cookies {
+            if out.contains_key(&c) {
+                continue;
+            }
+            let Some(ns) = self.namespaces.get_or_find(Some(c), std::process::id()) else {
+                continue;
+            };
+            match super::nat::rules_in(ns) {
+                Ok(rules) => {
+                    out.insert(c, rules);
+                }
+                Err(e) => tracing::debug!(netns = c, error = %e, "NAT rules not read"),
+            }
+        }
+        out
+    }
+}
+
 impl HostFacts for KernelView {
     fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
         self.process_info(pid)

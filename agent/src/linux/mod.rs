@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod kernel;
 pub mod memory;
+pub mod nat;
 pub mod netns;
 pub mod privileges;
 pub mod probes;

@@ -224,6 +224,19 @@ fn holder(r: &Row, now: u64) -> Holder {
 }
 
 impl KernelView {
+    /// Windows has no network namespaces.
+    pub fn own_netns(&self) -> Option<u64> {
+        None
+    }
+
+    /// No NAT rules are read on Windows.
+    pub fn nat_rules(
+        &mut self,
+        _: impl IntoIterator<Item = u64>,
+    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+        std::collections::HashMap::new()
+    }
+
     pub fn new() -> Self {
         Self {
             namespaces: Namespaces {

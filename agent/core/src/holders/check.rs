@@ -140,6 +140,10 @@ pub struct CheckAnswer {
     pub note: Option<String>,
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Diagnosis>,
+    /// The bind would succeed, but a NAT rule sends the port's traffic
+    /// elsewhere: the service would never see a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadowed: Option<crate::owner::Shadow>,
 }
 
 impl CheckAnswer {
@@ -154,12 +158,21 @@ impl CheckAnswer {
             hint: d.hint.clone(),
             note: None,
             diagnosis: Some(d),
+            shadowed: None,
         }
     }
 
     /// The answer as text: the verdict, then why and what to change.
     pub fn render(&self) -> String {
-        let mut s = if self.would_bind {
+        let mut s = if let (true, Some(sh)) = (self.would_bind, &self.shadowed) {
+            format!(
+                "SHADOWED: {} would bind, but {}: the service would never see a connection\n  \
+                 fix: {}\n",
+                self.request,
+                sh.describe(),
+                sh.fix()
+            )
+        } else if self.would_bind {
             format!("ok: {} would bind now\n", self.request)
         } else {
             format!(
@@ -214,6 +227,13 @@ pub fn check(
         .then(|| facts.ephemeral_ports(req.netns, tid, req.proto))
         .flatten();
     let mut answer = verdict(table, req, tid, facts, eph.as_ref());
+    if answer.would_bind {
+        let dir = table.directory();
+        answer.shadowed = req
+            .netns
+            .or(dir.home_netns)
+            .and_then(|ns| dir.shadow(ns, req.proto, req.addr, req.port));
+    }
     // The reason itself names an outbound connection; otherwise warn of
     // the next one.
     let named = answer.diagnosis.as_ref().is_some_and(|d| {
@@ -280,6 +300,7 @@ fn verdict(
         }
     }
     CheckAnswer {
+        shadowed: None,
         request: req.to_string(),
         would_bind: true,
         answered_by: AnsweredBy::Host,

@@ -160,6 +160,10 @@ pub struct HolderView {
     /// else (a container's published port) or runs in a container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<crate::owner::Owner>,
+    /// A NAT rule that sends this listener's traffic elsewhere: it is
+    /// bound, and receives nothing the rule takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadowed: Option<crate::owner::Shadow>,
 }
 
 impl HolderView {
@@ -302,6 +306,18 @@ fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderVi
         source: h.source,
         remote: h.remote.map(|(a, p)| endpoint(a, p)),
         blocks: blocks(h),
+        // A container's own published port is redirected to it by its
+        // runtime's rule: that is the owner already named, not a shadow.
+        shadowed: matches!(h.state, SockState::Listen | SockState::Bound)
+            .then(|| dir.shadow(h.netns, h.proto, h.addr, h.port))
+            .flatten()
+            .filter(|s| {
+                let owned = owner
+                    .as_ref()
+                    .and_then(|o| o.container.as_ref())
+                    .map(|c| c.id.as_str());
+                s.container.is_none() || owned != s.container.as_ref().map(|c| c.id.as_str())
+            }),
         owner,
     }
 }

@@ -199,6 +199,13 @@ pub struct Directory {
     pub taken_ns: u64,
     /// Containers left out past [`DIRECTORY_CAPACITY`].
     pub left_out: usize,
+    /// Each network namespace's destination-NAT rules (by cookie), for the
+    /// listeners they shadow; a namespace whose rules could not be read
+    /// is absent.
+    pub nat: HashMap<u64, Vec<super::NatRule>>,
+    /// The asking process's own namespace: where a question that names
+    /// none (`bindwatch check 80`) is judged.
+    pub home_netns: Option<u64>,
 }
 
 impl Directory {
@@ -277,6 +284,17 @@ impl Directory {
                     .map(|m| (c, m))
             })
             .or_else(|| self.publishing(proto, port))
+    }
+
+    /// The rule that sends a listener's traffic elsewhere, if any.
+    pub fn shadow(
+        &self,
+        netns: u64,
+        proto: Proto,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<super::Shadow> {
+        super::nat::shadow_of(self.nat.get(&netns)?, self, proto, addr, port)
     }
 
     /// What the directory says of a runtime that could not be read, in

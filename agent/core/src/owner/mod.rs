@@ -11,10 +11,12 @@
 
 pub mod container;
 pub mod middleman;
+pub mod nat;
 
 use serde::{Deserialize, Serialize};
 
 pub use container::{Container, Directory, Identity, PortMapping, RuntimeStatus};
+pub use nat::{NatRule, Shadow};
 
 use crate::event::Proto;
 use crate::holders::ProcessInfo;
