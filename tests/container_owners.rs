@@ -637,3 +637,57 @@ fn a_port_taken_by_a_nat_rule_is_reported_shadowed_until_the_rule_goes() {
     drop(l);
     assert_eq!(check("127.0.0.1:18180").0, 0);
 }
+
+#[test]
+fn the_daemon_alerts_on_a_watched_port_a_nat_rule_takes() {
+    let ns = Netns::new("natd");
+    nft(
+        &ns,
+        "table ip portmap {\n chain out {\n  type nat hook output priority -100; policy accept;\n  \
+         tcp dport 18280 dnat to 127.0.0.3:80\n }\n}\n",
+    );
+    let state = temp("nat-daemon");
+    let listen = free_local_addr();
+    let daemon = Daemon::start(
+        &state,
+        &listen,
+        &format!(
+            "[holders]\nreconcile_every_secs = 1\n[[watch]]\nname = \"front\"\nport = 18280\n\
+             netns = \"/run/netns/{}\"\n",
+            ns.name
+        ),
+    );
+    let series = r#"bindwatch_watched_port_shadowed{watch="front",proto="tcp",port="18280"}"#;
+    wait_for("the watched port reported shadowed", 20, || {
+        (try_metric(&listen, series).ok()? == 1.0).then_some(())
+    });
+    let fired = wait_for("the shadow alert in the timeline", 20, || {
+        let text = timeline_cli(&state, &["--port", "18280", "--json"]);
+        text.lines()
+            .find(|l| l.contains("\"alert_firing\"") && l.contains("BindwatchPortShadowed"))
+            .map(str::to_owned)
+    });
+    assert!(
+        fired.contains(
+            "tcp/18280 is sent to 127.0.0.3:80 by a DNAT rule (table ip portmap, chain out"
+        ),
+        "{fired}"
+    );
+    // The rule goes: the next reading clears the gauge and resolves the alert.
+    run_ok(
+        "ip",
+        &[
+            "netns", "exec", &ns.name, "nft", "delete", "table", "ip", "portmap",
+        ],
+    );
+    wait_for("the shadow cleared", 20, || {
+        (try_metric(&listen, series).ok()? == 0.0).then_some(())
+    });
+    wait_for("the shadow alert resolved in the timeline", 20, || {
+        let text = timeline_cli(&state, &["--port", "18280", "--json"]);
+        text.lines()
+            .any(|l| l.contains("\"alert_resolved\"") && l.contains("BindwatchPortShadowed"))
+            .then_some(())
+    });
+    daemon.stop();
+}

@@ -213,8 +213,8 @@ fn state_files_are_private_and_a_world_writable_config_is_refused() {
     assert_eq!(mode(&state), 0o700, "state directory");
     assert_eq!(mode(&state.join("timeline.db")), 0o600, "timeline.db");
     // Least privilege: after start-up only CAP_DAC_READ_SEARCH (2),
-    // CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21), in every set, and
-    // no_new_privs.
+    // CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21), in
+    // every set, and no_new_privs.
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
     let field = |name: &str| {
         status
@@ -223,7 +223,7 @@ fn state_files_are_private_and_a_world_writable_config_is_refused() {
             .map(|v| v.trim().to_owned())
             .unwrap()
     };
-    let want = format!("{:016x}", (1u64 << 2) | (1 << 19) | (1 << 21));
+    let want = format!("{:016x}", (1u64 << 2) | (1 << 12) | (1 << 19) | (1 << 21));
     for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
         assert_eq!(field(set), want, "{set}");
     }

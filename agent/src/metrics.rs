@@ -104,6 +104,7 @@ pub struct Metrics {
     watched_failures: IntCounterVec,
     holder_info: IntGaugeVec,
     watched_up: IntGaugeVec,
+    watched_shadowed: IntGaugeVec,
     ephemeral_risk: IntGaugeVec,
     accepts: IntCounterVec,
     lost: IntCounterVec,
@@ -219,8 +220,25 @@ impl Metrics {
             holder_info: gauge(
                 &r,
                 "bindwatch_holder_info",
-                "1 for each process holding a watched port.",
-                &["watch", "proto", "port", "pid", "command", "unit"],
+                "1 for each process holding a watched port; container names the owner behind it \
+                 (a container or pod, through docker-proxy too), empty when none. Watched ports \
+                 only, so the container label stays bounded by the watches.",
+                &[
+                    "watch",
+                    "proto",
+                    "port",
+                    "pid",
+                    "command",
+                    "unit",
+                    "container",
+                ],
+            ),
+            watched_shadowed: gauge(
+                &r,
+                "bindwatch_watched_port_shadowed",
+                "1 when a NAT rule sends a watched port's traffic elsewhere (read at start and at \
+                 each reconciliation), else 0.",
+                &["watch", "proto", "port"],
             ),
             watched_up: gauge(
                 &r,
@@ -469,12 +487,16 @@ impl Metrics {
         }
         self.holder_info.reset();
         self.watched_up.reset();
+        self.watched_shadowed.reset();
         for w in watched {
             let port = w.port.to_string();
             self.watched_up
                 .with_label_values(&[&w.watch, w.proto.as_str(), &port])
                 .set(w.ok as i64);
-            for (pid, cmd, unit) in &w.holders {
+            self.watched_shadowed
+                .with_label_values(&[&w.watch, w.proto.as_str(), &port])
+                .set(w.shadowed.is_some() as i64);
+            for (pid, cmd, unit, container) in &w.holders {
                 self.holder_info
                     .with_label_values(&[
                         &w.watch,
@@ -483,6 +505,7 @@ impl Metrics {
                         &pid.to_string(),
                         cmd,
                         unit,
+                        container,
                     ])
                     .set(1);
             }

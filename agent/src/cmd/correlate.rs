@@ -20,6 +20,8 @@ use crate::holders::{
 };
 use crate::platform::{KernelView, Probes};
 
+type NatRules = std::collections::HashMap<u64, Vec<crate::owner::NatRule>>;
+
 /// Pre-existing sockets the release hook is told of (its map holds 131072).
 const BOUND_SEED_MAX: usize = 65_536;
 
@@ -115,7 +117,7 @@ pub struct Correlator {
     /// From the bind syscall's entry (the probe's stamp) to the conflict
     /// ready: what an operator waits, ring buffer and batching included.
     from_syscall: Latencies,
-    pending: Option<tokio::task::JoinHandle<(KernelView, Snapshot)>>,
+    pending: Option<tokio::task::JoinHandle<(KernelView, Snapshot, NatRules)>>,
     /// The reconciliation's own view of the kernel, built on its first run
     /// (off the event loop) and kept between runs.
     reconciler: Option<KernelView>,
@@ -125,6 +127,11 @@ pub struct Correlator {
     /// The container runtimes' latest directory, for the owners behind
     /// holders (None: the table keeps the one it has).
     containers: Option<crate::containers::SharedDirectory>,
+    /// The reader's directory the table's was last made from.
+    last_containers: Option<std::sync::Arc<crate::owner::Directory>>,
+    /// Each namespace's NAT rules, read at start and at each
+    /// reconciliation (off the loop).
+    nat: std::collections::HashMap<u64, Vec<crate::owner::NatRule>>,
 }
 
 impl Correlator {
@@ -148,6 +155,7 @@ impl Correlator {
             Err(e) => tracing::warn!(error = %e, "cannot seed the release hook's socket map"),
         }
         c.table.seed(snap);
+        c.read_nat();
         drop(bound);
         crate::platform::release_free_memory();
         tracing::info!(sockets = n, namespaces = ns, "holder table built");
@@ -170,6 +178,8 @@ impl Correlator {
             reconcile_every,
             recent: VecDeque::new(),
             containers: None,
+            last_containers: None,
+            nat: Default::default(),
         }
     }
 
@@ -185,10 +195,31 @@ impl Correlator {
     fn sync_containers(&mut self) {
         if let Some(shared) = &self.containers {
             let d = shared.get();
-            if !std::sync::Arc::ptr_eq(&d, &self.table.directory_arc()) {
-                self.table.set_directory(d);
+            if self
+                .last_containers
+                .as_ref()
+                .is_none_or(|last| !std::sync::Arc::ptr_eq(&d, last))
+            {
+                self.last_containers = Some(d);
+                self.rebuild_directory();
             }
         }
+    }
+
+    /// The table's directory: the runtimes' containers with the NAT rules
+    /// this correlator read.
+    fn rebuild_directory(&mut self) {
+        let mut d = self.last_containers.as_deref().cloned().unwrap_or_default();
+        d.nat = self.nat.clone();
+        d.home_netns = self.facts.namespaces.own;
+        self.table.set_directory(std::sync::Arc::new(d));
+    }
+
+    /// Reads every namespace's NAT rules now (start-up; reconciliation
+    /// reads them in the background).
+    pub fn read_nat(&mut self) {
+        self.nat = self.facts.nat_rules_everywhere();
+        self.rebuild_directory();
     }
 
     /// Applies one event; for a failed bind, returns its diagnosis (the
@@ -308,8 +339,10 @@ impl Correlator {
         {
             let h = self.pending.take()?;
             match h.await {
-                Ok((kv, snap)) => {
+                Ok((kv, snap, nat)) => {
                     self.reconciler = Some(kv);
+                    self.nat = nat;
+                    self.rebuild_directory();
                     let r = self.table.reconcile(snap);
                     crate::platform::release_free_memory();
                     self.last_reconcile = Instant::now();
@@ -338,7 +371,8 @@ impl Correlator {
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 let mut kv = kv.unwrap_or_else(KernelView::for_reconciliation);
                 let s = kv.snapshot();
-                (kv, s)
+                let nat = kv.nat_rules_everywhere();
+                (kv, s, nat)
             }));
         }
         None

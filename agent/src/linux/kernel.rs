@@ -238,10 +238,22 @@ impl Default for KernelView {
     }
 }
 
+/// Most namespaces whose NAT rules one reading lists (one `nft` each).
+pub const NAT_NAMESPACES_MAX: usize = 256;
+
 impl KernelView {
     /// This process's own network namespace.
     pub fn own_netns(&self) -> Option<u64> {
         self.namespaces.own
+    }
+
+    /// The destination-NAT rules of every namespace known (the first
+    /// [`NAT_NAMESPACES_MAX`]).
+    pub fn nat_rules_everywhere(
+        &mut self,
+    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+        let cookies: Vec<u64> = self.namespaces.cookies().take(NAT_NAMESPACES_MAX).collect();
+        self.nat_rules(cookies)
     }
 
     /// The destination-NAT rules of each of these namespaces; a namespace

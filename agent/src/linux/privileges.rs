@@ -20,6 +20,10 @@ pub const RUNTIME: &[(Capability, &str)] = &[
         Capability::CAP_DAC_READ_SEARCH,
         "walk /proc and /run/netns entries owned by other users",
     ),
+    (
+        Capability::CAP_NET_ADMIN,
+        "list each namespace's nftables rules (nft), for ports a NAT rule takes",
+    ),
 ];
 
 /// Drops every capability but [`RUNTIME`] from all sets (bounding

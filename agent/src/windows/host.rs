@@ -230,6 +230,13 @@ impl KernelView {
     }
 
     /// No NAT rules are read on Windows.
+    pub fn nat_rules_everywhere(
+        &mut self,
+    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+        std::collections::HashMap::new()
+    }
+
+    /// No NAT rules are read on Windows.
     pub fn nat_rules(
         &mut self,
         _: impl IntoIterator<Item = u64>,

@@ -20,8 +20,12 @@ pub struct WatchedStatus {
     pub proto: Proto,
     pub port: u16,
     pub ok: bool,
-    /// (pid, command, unit) of each process holding it.
-    pub holders: Vec<(u32, String, String)>,
+    /// (pid, command, unit, container) of each process holding it; the
+    /// container is the owner's name (`web`, `monitoring/node-exporter-x7`)
+    /// or empty.
+    pub holders: Vec<(u32, String, String, String)>,
+    /// A NAT rule sends the port's traffic elsewhere (its words).
+    pub shadowed: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -29,6 +33,9 @@ pub enum AlertKind {
     PortLost,
     PortTaken,
     BindConflict,
+    /// A NAT rule takes the watched port's traffic: held or not, the
+    /// service never sees it.
+    PortShadowed,
 }
 
 impl AlertKind {
@@ -37,6 +44,7 @@ impl AlertKind {
             Self::PortLost => "BindwatchPortLost",
             Self::PortTaken => "BindwatchPortTaken",
             Self::BindConflict => "BindwatchBindConflict",
+            Self::PortShadowed => "BindwatchPortShadowed",
         }
     }
 }
@@ -94,6 +102,25 @@ impl Watch {
     }
 
     /// The sockets that hold this watch's port (listeners for TCP).
+    /// The NAT rule that takes this port's traffic in the watch's
+    /// namespace, whether a socket holds it or not.
+    pub fn shadow(
+        &self,
+        table: &HolderTable,
+        holders: &[HolderView],
+    ) -> Option<crate::owner::Shadow> {
+        holders.iter().find_map(|h| h.shadowed.clone()).or_else(|| {
+            let ns = self.netns?;
+            let addr = self
+                .cfg
+                .address
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            table
+                .directory()
+                .shadow(ns, self.proto(), addr, self.cfg.port)
+        })
+    }
+
     pub fn holders(&self, table: &HolderTable) -> Vec<HolderView> {
         let Some(ns) = self.netns else {
             return Vec::new();
@@ -338,6 +365,39 @@ impl AlertEngine {
                 now,
                 self.resend_ns,
             );
+            // Port shadowed: a NAT rule takes its traffic.
+            let shadowed = w.shadow(table, &hs).map(|sh| {
+                let mut a = BTreeMap::new();
+                a.insert(
+                    "summary".into(),
+                    format!(
+                        "{} ({}): {}; the service never sees that traffic",
+                        w.cfg.port,
+                        w.name,
+                        sh.describe()
+                    ),
+                );
+                a.insert("rule".into(), sh.rule.location());
+                a.insert("target".into(), sh.rule.to.clone());
+                if let Some(c) = &sh.container {
+                    a.insert("owner".into(), c.label());
+                }
+                a.insert("hint".into(), sh.fix());
+                Alert {
+                    labels: labels(w, AlertKind::PortShadowed),
+                    annotations: a,
+                    starts_ns: now,
+                    ends_ns: None,
+                }
+            });
+            Self::set(
+                st,
+                &mut out,
+                AlertKind::PortShadowed,
+                shadowed,
+                now,
+                self.resend_ns,
+            );
             // A conflict alert ends after the quiet window, or, when it was
             // the expected owner's bind that failed, once it holds the port.
             if let Some(c) = st.firing.get(&AlertKind::BindConflict).cloned() {
@@ -430,6 +490,7 @@ impl AlertEngine {
                 let ok = hs
                     .iter()
                     .any(|h| h.owners.iter().any(|p| owner_matches(&w.cfg.owner, p)));
+                let shadowed = w.shadow(table, &hs).map(|s| s.describe());
                 WatchedStatus {
                     watch: w.name.clone(),
                     proto: w.proto(),
@@ -437,9 +498,24 @@ impl AlertEngine {
                     ok,
                     holders: hs
                         .iter()
-                        .flat_map(|h| h.owners.iter())
-                        .map(|p| (p.pid, p.comm.clone(), p.unit.clone().unwrap_or_default()))
+                        .flat_map(|h| {
+                            let c = h
+                                .owner
+                                .as_ref()
+                                .and_then(|o| o.container.as_ref())
+                                .map(|c| c.metric_name())
+                                .unwrap_or_default();
+                            h.owners.iter().map(move |p| {
+                                (
+                                    p.pid,
+                                    p.comm.clone(),
+                                    p.unit.clone().unwrap_or_default(),
+                                    c.clone(),
+                                )
+                            })
+                        })
                         .collect(),
+                    shadowed,
                 }
             })
             .collect()

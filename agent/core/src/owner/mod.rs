@@ -135,6 +135,18 @@ impl Owner {
 }
 
 impl Identity {
+    /// The value of a metric's `container` label: `web`,
+    /// `monitoring/node-exporter-x7`.
+    pub fn metric_name(&self) -> String {
+        match (&self.pod_namespace, &self.pod_name) {
+            (Some(ns), Some(p)) => format!("{ns}/{p}"),
+            _ => self
+                .name
+                .clone()
+                .unwrap_or_else(|| self.short_id().to_owned()),
+        }
+    }
+
     /// `container web`, `pod monitoring/node-exporter-x7`.
     pub fn label_short(&self) -> String {
         match (&self.pod_namespace, &self.pod_name) {
