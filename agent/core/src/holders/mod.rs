@@ -286,7 +286,7 @@ fn blocks_linux(h: &Holder) -> Vec<String> {
 fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderView {
     let owner = owners
         .iter()
-        .find_map(|p| crate::owner::resolve(dir, p, h.proto, h.port));
+        .find_map(|p| crate::owner::resolve(dir, p.candidate(), h.proto, h.port));
     HolderView {
         proto: h.proto,
         endpoint: endpoint(h.addr, h.port),

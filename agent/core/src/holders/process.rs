@@ -45,6 +45,15 @@ impl ProcessInfo {
         }
     }
 
+    /// What the owner resolvers read of it.
+    pub fn candidate(&self) -> crate::owner::Process<'_> {
+        crate::owner::Process {
+            comm: &self.comm,
+            cmdline: &self.cmdline,
+            container: self.container.as_deref(),
+        }
+    }
+
     /// `nginx (pid 812, www-data, nginx.service)`.
     pub fn label(&self) -> String {
         let mut parts = vec![format!("pid {}", self.pid)];

@@ -5,8 +5,8 @@
 //! holders known only from their bind event (forked children share the
 //! socket; IPV6_V6ONLY is unread), after which the answer is made again.
 
-use super::HolderTable;
 use super::diagnose::{Diagnosis, DiagnosisKind, HostFacts, NoFacts, diagnose};
+use super::{HolderTable, ProcessInfo};
 use crate::conflict::Reason;
 use crate::event::Event;
 
@@ -58,7 +58,13 @@ fn requester(
         Some(p) if p.complete => Some(p.clone()),
         _ => facts.process(ev.pid),
     };
-    crate::owner::requester(table.directory(), &ev.comm, p.as_ref(), ev.proto, ev.port)
+    crate::owner::requester(
+        table.directory(),
+        &ev.comm,
+        p.as_ref().map(ProcessInfo::candidate),
+        ev.proto,
+        ev.port,
+    )
 }
 
 /// Asks the host for holders the table knows only from their bind event;

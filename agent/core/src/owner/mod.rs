@@ -19,7 +19,6 @@ pub use container::{Container, Directory, Identity, PortMapping, RuntimeStatus};
 pub use nat::{NatRule, Shadow};
 
 use crate::event::Proto;
-use crate::holders::ProcessInfo;
 
 /// How the holder stands for its owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,10 +158,19 @@ impl Identity {
     }
 }
 
+/// What a resolver reads of a process: its command, command line, and
+/// the container its cgroup names (`runtime:id`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Process<'a> {
+    pub comm: &'a str,
+    pub cmdline: &'a str,
+    pub container: Option<&'a str>,
+}
+
 /// Whom `p`'s socket on `proto` `port` is for; None when `p` stands for
 /// nobody but itself. Each resolver asks the directory; a runtime that did
 /// not answer leaves the identity unknown, and says why.
-pub fn resolve(dir: &Directory, p: &ProcessInfo, proto: Proto, port: u16) -> Option<Owner> {
+pub fn resolve(dir: &Directory, p: Process<'_>, proto: Proto, port: u16) -> Option<Owner> {
     docker_proxy(dir, p)
         .or_else(|| runtime_daemon(dir, p, proto, port))
         .or_else(|| in_container(dir, p))
@@ -175,7 +183,7 @@ pub fn resolve(dir: &Directory, p: &ProcessInfo, proto: Proto, port: u16) -> Opt
 pub fn requester(
     dir: &Directory,
     comm: &str,
-    p: Option<&ProcessInfo>,
+    p: Option<Process<'_>>,
     proto: Proto,
     port: u16,
 ) -> Option<Owner> {
@@ -217,8 +225,8 @@ pub fn requester(
     Some(o)
 }
 
-fn docker_proxy(dir: &Directory, p: &ProcessInfo) -> Option<Owner> {
-    let m = middleman::docker_proxy_mapping(&p.comm, &p.cmdline)?;
+fn docker_proxy(dir: &Directory, p: Process<'_>) -> Option<Owner> {
+    let m = middleman::docker_proxy_mapping(p.comm, p.cmdline)?;
     let found = m
         .container_ip
         .and_then(|a| dir.by_address(a))
@@ -228,14 +236,14 @@ fn docker_proxy(dir: &Directory, p: &ProcessInfo) -> Option<Owner> {
         dir,
         Via::DockerProxy,
         "docker",
-        &p.comm,
+        p.comm,
         m,
         found,
     ))
 }
 
-fn runtime_daemon(dir: &Directory, p: &ProcessInfo, proto: Proto, port: u16) -> Option<Owner> {
-    if !middleman::is_runtime_daemon(&p.comm) {
+fn runtime_daemon(dir: &Directory, p: Process<'_>, proto: Proto, port: u16) -> Option<Owner> {
+    if !middleman::is_runtime_daemon(p.comm) {
         return None;
     }
     // A daemon's own sockets (dockerd's API on tcp/2375) publish nothing.
@@ -245,7 +253,7 @@ fn runtime_daemon(dir: &Directory, p: &ProcessInfo, proto: Proto, port: u16) -> 
         dir,
         Via::Runtime,
         &runtime,
-        &p.comm,
+        p.comm,
         m.clone(),
         Some(c),
     ))
@@ -277,8 +285,8 @@ fn published(
     }
 }
 
-fn in_container(dir: &Directory, p: &ProcessInfo) -> Option<Owner> {
-    let c = p.container.as_deref()?;
+fn in_container(dir: &Directory, p: Process<'_>) -> Option<Owner> {
+    let c = p.container?;
     let (runtime, id) = c.split_once(':').unwrap_or(("container", c));
     let found = dir.by_id(id);
     Some(Owner {
@@ -318,28 +326,26 @@ mod tests {
         )
     }
 
-    fn proc_(comm: &str, cmdline: &str, container: Option<&str>) -> ProcessInfo {
-        ProcessInfo {
-            pid: 4930,
-            comm: comm.into(),
-            cmdline: cmdline.into(),
-            user: Some("root".into()),
-            container: container.map(str::to_owned),
-            complete: true,
-            ..ProcessInfo::default()
+    fn proc_<'a>(comm: &'a str, cmdline: &'a str, container: Option<&'a str>) -> Process<'a> {
+        Process {
+            comm,
+            cmdline,
+            container,
         }
     }
+
+    const LABEL: &str = "docker-proxy (pid 4930, root)";
 
     const PROXY: &str = "/usr/sbin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 18080 -container-ip 172.17.0.2 -container-port 80";
 
     #[test]
     fn docker_proxy_names_the_container_and_the_fix_works_on_it() {
         let p = proc_("docker-proxy", PROXY, None);
-        let o = resolve(&dir(), &p, Proto::Tcp, 18080).unwrap();
+        let o = resolve(&dir(), p, Proto::Tcp, 18080).unwrap();
         assert_eq!(o.via, Via::DockerProxy);
         assert_eq!(o.container.as_ref().unwrap().name.as_deref(), Some("web"));
         assert_eq!(
-            o.label_with(&p.label()),
+            o.label_with(LABEL),
             "container web (image bw-busybox:test, Compose project shop, service front), \
              published -p 18080:80 by docker-proxy (pid 4930, root)"
         );
@@ -362,7 +368,7 @@ mod tests {
             "/usr/sbin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 18082 -container-ip 172.17.0.3 -container-port 80",
             None,
         );
-        let o = resolve(&dir(), &p, Proto::Tcp, 18082).unwrap();
+        let o = resolve(&dir(), p, Proto::Tcp, 18082).unwrap();
         let c = o.container.as_ref().unwrap();
         assert_eq!(c.name.as_deref(), Some("web3b"));
         assert_eq!(o.state.as_deref(), Some("created"));
@@ -373,25 +379,25 @@ mod tests {
     #[test]
     fn dockerd_holding_a_published_port_is_a_middleman_but_not_for_its_own_ports() {
         let p = proc_("dockerd", "/usr/sbin/dockerd --userland-proxy=false", None);
-        let o = resolve(&dir(), &p, Proto::Tcp, 18080).unwrap();
+        let o = resolve(&dir(), p, Proto::Tcp, 18080).unwrap();
         assert_eq!(o.via, Via::Runtime);
         assert_eq!(o.container.as_ref().unwrap().name.as_deref(), Some("web"));
-        assert!(resolve(&dir(), &p, Proto::Tcp, 2375).is_none());
+        assert!(resolve(&dir(), p, Proto::Tcp, 2375).is_none());
     }
 
     #[test]
     fn a_process_in_a_container_is_named_by_it() {
         let p = proc_("httpd", "/bin/httpd -f -p 80", Some("docker:714ec9f3e977"));
-        let o = resolve(&dir(), &p, Proto::Tcp, 80).unwrap();
+        let o = resolve(&dir(), p, Proto::Tcp, 80).unwrap();
         assert_eq!(o.via, Via::Process);
         assert!(
-            o.label_with(&p.label()).ends_with(
+            o.label_with(LABEL).ends_with(
                 " in container web (image bw-busybox:test, Compose project shop, service front)"
             ),
             "{}",
-            o.label_with(&p.label())
+            o.label_with(LABEL)
         );
-        assert!(resolve(&dir(), &proc_("nginx", "nginx", None), Proto::Tcp, 80).is_none());
+        assert!(resolve(&dir(), proc_("nginx", "nginx", None), Proto::Tcp, 80).is_none());
     }
 
     #[test]
@@ -407,7 +413,7 @@ mod tests {
             0,
         );
         let p = proc_("docker-proxy", PROXY, None);
-        let o = resolve(&down, &p, Proto::Tcp, 18080).unwrap();
+        let o = resolve(&down, p, Proto::Tcp, 18080).unwrap();
         assert!(o.container.is_none());
         assert_eq!(
             o.unknown.as_deref(),
@@ -416,7 +422,7 @@ mod tests {
         assert_eq!(o.who(), "container at 172.17.0.2 (identity unknown)");
         assert!(o.fix().contains("not docker-proxy"), "{}", o.fix());
         let p = proc_("httpd", "httpd", Some("docker:714ec9f3e977"));
-        let o = resolve(&down, &p, Proto::Tcp, 80).unwrap();
+        let o = resolve(&down, p, Proto::Tcp, 80).unwrap();
         assert_eq!(o.who(), "container docker:714ec9f3e977 (identity unknown)");
     }
 }
