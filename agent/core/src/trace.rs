@@ -48,6 +48,18 @@ pub fn diagnosis_lines(d: &Diagnosis) -> Vec<String> {
         }
         v.push(format!("{INDENT}   why: {}", b.explanation));
     }
+    if let Some(r) = &d.requester {
+        let starting = if r.state.as_deref() == Some("created") {
+            ", which was starting"
+        } else {
+            ""
+        };
+        v.push(format!(
+            "{INDENT}   for: {} was binding it for {}{starting}",
+            r.middleman.as_deref().unwrap_or("the middleman"),
+            r.who()
+        ));
+    }
     if let Some(hint) = &d.hint {
         v.push(format!("{INDENT}   fix: {hint}"));
     }

@@ -312,11 +312,18 @@ fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderVi
             .then(|| dir.shadow(h.netns, h.proto, h.addr, h.port))
             .flatten()
             .filter(|s| {
-                let owned = owner
-                    .as_ref()
-                    .and_then(|o| o.container.as_ref())
-                    .map(|c| c.id.as_str());
-                s.container.is_none() || owned != s.container.as_ref().map(|c| c.id.as_str())
+                let Some(o) = &owner else {
+                    return true;
+                };
+                let same_container = matches!(
+                    (&o.container, &s.container),
+                    (Some(a), Some(b)) if a.id == b.id
+                );
+                // docker-proxy beside its own DNAT rule, even when the
+                // runtime could not name the container.
+                let same_target = o.mapping.as_ref().and_then(|m| m.container_ip).is_some()
+                    && o.mapping.as_ref().and_then(|m| m.container_ip) == s.rule.to_addr;
+                !same_container && !same_target
             }),
         owner,
     }

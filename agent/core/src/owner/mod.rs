@@ -121,11 +121,15 @@ impl Owner {
                     ),
                     _ => format!("publish it on another host port (change -p {})", m.flag()),
                 };
+                let mm = self.middleman.as_deref().unwrap_or("the proxy");
+                let not = if self.via == Via::Runtime {
+                    format!("{mm} holds it only on the container's behalf")
+                } else {
+                    format!("stopping {mm} alone is not a fix")
+                };
                 format!(
-                    "the port is published for {}: stop it ({stop}) or {change}; stopping {} \
-                     alone is not a fix",
-                    c.label_short(),
-                    self.middleman.as_deref().unwrap_or("the proxy")
+                    "the port is published for {}: stop it ({stop}) or {change}; {not}",
+                    c.label_short()
                 )
             }
             (_, None) => format!("stop {} ({stop})", c.label_short()),
@@ -232,14 +236,7 @@ fn docker_proxy(dir: &Directory, p: Process<'_>) -> Option<Owner> {
         .and_then(|a| dir.by_address(a))
         .filter(|c| c.ports.iter().any(|x| x.host_port == m.host_port))
         .or_else(|| dir.publishing(m.proto, m.host_port).map(|(c, _)| c));
-    Some(published(
-        dir,
-        Via::DockerProxy,
-        "docker",
-        p.comm,
-        m,
-        found,
-    ))
+    Some(published(dir, Via::DockerProxy, "docker", p.comm, m, found))
 }
 
 fn runtime_daemon(dir: &Directory, p: Process<'_>, proto: Proto, port: u16) -> Option<Owner> {
