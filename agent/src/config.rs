@@ -550,6 +550,14 @@ mod tests {
         assert_eq!(c.watch[0].port, 80);
         assert_eq!(c.watch[0].owner.unit.as_deref(), Some("nginx.service"));
         assert_eq!(c.alerts.alertmanager.len(), 1);
+        assert_eq!(c.containers.docker_host, "unix:///var/run/docker.sock");
+        assert_eq!(c.containers.timeout_ms, 1000);
+    }
+
+    #[test]
+    fn a_bad_containers_key_names_itself() {
+        let e = Config::parse("[containers]\ndocker_sock = 'x'\n", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("docker_sock"), "{e}");
     }
 
     #[test]
