@@ -257,6 +257,8 @@ fn published_ports_and_container_processes_are_named_by_their_container() {
 #[test]
 fn dockerd_without_its_proxy_is_a_middleman_too() {
     let docker = Docker::start("noproxy", false);
+    let tracer = Tracer::try_start_env(&[], &[("DOCKER_HOST", &docker.host())])
+        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
     docker.docker(&[
         "run",
         "-d",
@@ -278,6 +280,22 @@ fn dockerd_without_its_proxy_is_a_middleman_too() {
         .unwrap_or_else(|| panic!("dockerd does not hold 18095: {hs:?}"));
     assert_eq!(held["owner"]["via"], "runtime", "{held}");
     assert_eq!(held["owner"]["container"]["name"], "api", "{held}");
+
+    // A host server's failed bind names the container, not dockerd.
+    bind_fails(&docker, "0.0.0.0:18095");
+    let ev = tracer.wait_for("the failed bind beside dockerd's port", 20, |evs| {
+        evs.iter()
+            .find(|e| e["kind"] == "bind" && e["port"] == 18095 && e["errno"] == 98)
+            .cloned()
+    });
+    let b = &ev["diagnosis"]["holders"][0];
+    assert_eq!(b["holder"]["owners"][0]["comm"], "dockerd", "{b}");
+    assert_eq!(b["holder"]["owner"]["container"]["name"], "api", "{b}");
+    assert!(
+        b["hint"].as_str().unwrap().contains("docker stop api"),
+        "{b}"
+    );
+    tracer.stop();
 
     let ns_path = format!("/run/netns/{}", docker.ns.name);
     let (code, out, err) = verb(
@@ -306,10 +324,11 @@ fn the_daemon_names_the_container_in_its_log_alerts_and_timeline() {
     let state = dir.join("state");
     let config = format!(
         "state_dir = \"{state}\"\n[http]\nlisten = \"{agent}\"\n[alerts]\nalertmanager = [\"http://{am}\"]\n\
-         [containers]\ndocker_host = \"{host}\"\n\
+         [export]\nevents_jsonl = \"{jsonl}\"\n[containers]\ndocker_host = \"{host}\"\n\
          [[watch]]\nname = \"shop\"\nport = 18090\nnetns = \"/run/netns/{ns}\"\n\
          [watch.owner]\ncommand = \"nginx\"\n",
         state = state.display(),
+        jsonl = dir.join("events.jsonl").display(),
         host = docker.host(),
         ns = docker.ns.name
     );
@@ -361,6 +380,29 @@ fn the_daemon_names_the_container_in_its_log_alerts_and_timeline() {
         "{line}"
     );
     assert!(line.contains("docker compose -p shop stop web"), "{line}");
+
+    // The API's holders, and the failed bind in the JSON-lines export.
+    let api: Value = serde_json::from_str(
+        &curl(&format!(
+            "http://{agent}/api/v1/holders?port=18090&proto=tcp"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        api["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["owner"]["container"]["name"] == "shop-web"),
+        "{api}"
+    );
+    wait_for("the failed bind in the JSON-lines export", 20, || {
+        let text = std::fs::read_to_string(dir.join("events.jsonl")).ok()?;
+        text.lines()
+            .find(|l| l.contains("\"errno\":98") && l.contains("\"name\":\"shop-web\""))
+            .map(|_| ())
+    });
 
     // The alert at a real Alertmanager.
     let alert = wait_for("the bind conflict at Alertmanager", 20, || {
