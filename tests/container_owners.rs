@@ -27,6 +27,21 @@ fn verb(docker: &Docker, verb: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `bindwatch trace --json` reading `docker`'s engine.
+fn tracer_for(docker: &Docker) -> Tracer {
+    Tracer::try_start_env(&[], &[("DOCKER_HOST", &docker.host())])
+        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"))
+}
+
+/// Starts a busybox httpd container with `args` (name, labels, ports)
+/// before the image.
+fn run_httpd(docker: &Docker, args: &[&str], port: &str) {
+    let mut a = vec!["run", "-d"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&[IMAGE, "/bin/httpd", "-f", "-p", port]);
+    docker.docker(&a);
+}
+
 /// `who PORT --standalone --json`: the holders in the engine's namespace.
 fn who(docker: &Docker, port: u16) -> Vec<Value> {
     let (code, out, err) = verb(
@@ -62,27 +77,23 @@ fn failed_bind_of<'a>(events: &'a [Value], comm: &str, port: u16) -> Option<&'a 
 #[test]
 fn published_ports_and_container_processes_are_named_by_their_container() {
     let docker = Docker::start("own", true);
-    let tracer = Tracer::try_start_env(&[], &[("DOCKER_HOST", &docker.host())])
-        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
+    let tracer = tracer_for(&docker);
 
     // Story 14: a published port held by docker-proxy blocks a host server.
-    docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-l",
-        "com.docker.compose.project=shop",
-        "-l",
-        "com.docker.compose.service=front",
-        "-p",
-        "18080:80",
-        IMAGE,
-        "/bin/httpd",
-        "-f",
-        "-p",
+    run_httpd(
+        &docker,
+        &[
+            "--name",
+            "web",
+            "-l",
+            "com.docker.compose.project=shop",
+            "-l",
+            "com.docker.compose.service=front",
+            "-p",
+            "18080:80",
+        ],
         "80",
-    ]);
+    );
     docker.wait_listening(18080);
     bind_fails(&docker, "127.0.0.1:18080");
     let ev = tracer.wait_for("the host server's failed bind", 20, |evs| {
@@ -157,19 +168,11 @@ fn published_ports_and_container_processes_are_named_by_their_container() {
     assert_eq!(httpd["owners"][0]["comm"], "httpd", "{httpd}");
 
     // A container on the host network blocks a host server by its process.
-    docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "hostnet",
-        "--network",
-        "host",
-        IMAGE,
-        "/bin/httpd",
-        "-f",
-        "-p",
+    run_httpd(
+        &docker,
+        &["--name", "hostnet", "--network", "host"],
         "18081",
-    ]);
+    );
     docker.wait_listening(18081);
     bind_fails(&docker, "127.0.0.1:18081");
     let ev = tracer.wait_for(
@@ -257,21 +260,8 @@ fn published_ports_and_container_processes_are_named_by_their_container() {
 #[test]
 fn dockerd_without_its_proxy_is_a_middleman_too() {
     let docker = Docker::start("noproxy", false);
-    let tracer = Tracer::try_start_env(&[], &[("DOCKER_HOST", &docker.host())])
-        .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
-    docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "api",
-        "-p",
-        "18095:80",
-        IMAGE,
-        "/bin/httpd",
-        "-f",
-        "-p",
-        "80",
-    ]);
+    let tracer = tracer_for(&docker);
+    run_httpd(&docker, &["--name", "api", "-p", "18095:80"], "80");
     docker.wait_listening(18095);
     let hs = who(&docker, 18095);
     let held = hs
@@ -343,23 +333,20 @@ fn the_daemon_names_the_container_in_its_log_alerts_and_timeline() {
         curl(&format!("http://{agent}/readyz")).ok()
     });
 
-    docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "shop-web",
-        "-l",
-        "com.docker.compose.project=shop",
-        "-l",
-        "com.docker.compose.service=web",
-        "-p",
-        "18090:80",
-        IMAGE,
-        "/bin/httpd",
-        "-f",
-        "-p",
+    run_httpd(
+        &docker,
+        &[
+            "--name",
+            "shop-web",
+            "-l",
+            "com.docker.compose.project=shop",
+            "-l",
+            "com.docker.compose.service=web",
+            "-p",
+            "18090:80",
+        ],
         "80",
-    ]);
+    );
     docker.wait_listening(18090);
     bind_fails(&docker, "127.0.0.1:18090");
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::Request;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
@@ -21,8 +22,9 @@ use crate::owner::container::{self, Container, DIRECTORY_CAPACITY, Directory, Ru
 /// a few KiB; a list of thousands, a few MiB).
 const MAX_ANSWER: usize = 16 << 20;
 
-/// One HTTP/1.1 exchange over a unix socket; the body in full.
-async fn get(sock: &Path, path: &str) -> Result<Bytes, String> {
+/// Sends `GET path` over a unix socket: the response, whose body is read
+/// as it comes, and the connection's task (aborted once done with).
+async fn send(sock: &Path, path: &str) -> Result<(Response<Incoming>, Connection), String> {
     let stream = UnixStream::connect(sock).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -32,14 +34,27 @@ async fn get(sock: &Path, path: &str) -> Result<Bytes, String> {
         .header("host", "docker")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    match sender.send_request(req).await {
+        Ok(resp) => Ok((resp, conn)),
+        Err(e) => {
+            conn.abort();
+            Err(e.to_string())
+        }
+    }
+}
+
+type Connection = tokio::task::JoinHandle<Result<(), hyper::Error>>;
+
+/// One HTTP/1.1 exchange over a unix socket; the body in full.
+async fn get(sock: &Path, path: &str) -> Result<Bytes, String> {
+    let (resp, conn) = send(sock, path).await?;
     let status = resp.status();
     let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+        .map_err(|e| e.to_string());
     conn.abort();
+    let body = body?.to_bytes();
     if !status.is_success() {
         return Err(format!(
             "GET {path}: {status}: {}",
@@ -315,16 +330,7 @@ async fn stream_events(
     path: &str,
     tx: &tokio::sync::mpsc::Sender<Ask>,
 ) -> Result<(), String> {
-    let stream = UnixStream::connect(sock).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "docker")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let (resp, conn) = send(sock, path).await?;
     let mut body = resp.into_body();
     // Events may have been missed while the stream was away.
     let _ = tx.try_send(Ask::All);

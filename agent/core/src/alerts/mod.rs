@@ -185,6 +185,37 @@ fn labels(w: &Watch, kind: AlertKind) -> BTreeMap<String, String> {
     l
 }
 
+/// An alert of `kind` for `w`, firing from `now`.
+fn firing(w: &Watch, kind: AlertKind, annotations: BTreeMap<String, String>, now: u64) -> Alert {
+    Alert {
+        labels: labels(w, kind),
+        annotations,
+        starts_ns: now,
+        ends_ns: None,
+    }
+}
+
+/// `BindwatchPortShadowed`: the rule, its target, the owner behind it.
+fn shadow_alert(w: &Watch, sh: &crate::owner::Shadow, now: u64) -> Alert {
+    let mut a = BTreeMap::new();
+    a.insert(
+        "summary".into(),
+        format!(
+            "{} ({}): {}; the service never sees that traffic",
+            w.cfg.port,
+            w.name,
+            sh.describe()
+        ),
+    );
+    a.insert("rule".into(), sh.rule.location());
+    a.insert("target".into(), sh.rule.to.clone());
+    if let Some(c) = &sh.container {
+        a.insert("owner".into(), c.label());
+    }
+    a.insert("hint".into(), sh.fix());
+    firing(w, AlertKind::PortShadowed, a, now)
+}
+
 fn holder_text(h: &[HolderView]) -> String {
     h.iter()
         .map(|v| format!("{} on {}", v.owner_label(), v.endpoint))
@@ -350,12 +381,7 @@ impl AlertEngine {
                     a.insert("holder_pid".into(), o.pid.to_string());
                     a.insert("holder_command".into(), o.cmdline.clone());
                 }
-                Alert {
-                    labels: labels(w, AlertKind::PortTaken),
-                    annotations: a,
-                    starts_ns: now,
-                    ends_ns: None,
-                }
+                firing(w, AlertKind::PortTaken, a, now)
             });
             Self::set(
                 st,
@@ -366,30 +392,7 @@ impl AlertEngine {
                 self.resend_ns,
             );
             // Port shadowed: a NAT rule takes its traffic.
-            let shadowed = w.shadow(table, &hs).map(|sh| {
-                let mut a = BTreeMap::new();
-                a.insert(
-                    "summary".into(),
-                    format!(
-                        "{} ({}): {}; the service never sees that traffic",
-                        w.cfg.port,
-                        w.name,
-                        sh.describe()
-                    ),
-                );
-                a.insert("rule".into(), sh.rule.location());
-                a.insert("target".into(), sh.rule.to.clone());
-                if let Some(c) = &sh.container {
-                    a.insert("owner".into(), c.label());
-                }
-                a.insert("hint".into(), sh.fix());
-                Alert {
-                    labels: labels(w, AlertKind::PortShadowed),
-                    annotations: a,
-                    starts_ns: now,
-                    ends_ns: None,
-                }
-            });
+            let shadowed = w.shadow(table, &hs).map(|sh| shadow_alert(w, &sh, now));
             Self::set(
                 st,
                 &mut out,
