@@ -42,10 +42,10 @@ pub struct WebhookAlert<'a> {
 }
 
 /// The enqueueing side, owned by the event loop.
-#[derive(Clone)]
 pub struct Deliverer {
     tx: mpsc::Sender<Alert>,
     dropped: prometheus::IntCounter,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Deliverer {
@@ -53,7 +53,7 @@ impl Deliverer {
     /// generatorURL (the daemon's API).
     pub fn start(cfg: &AlertsConfig, metrics: &Metrics, generator: String) -> Self {
         let (tx, rx) = mpsc::channel(cfg.queue);
-        tokio::spawn(run(
+        let task = tokio::spawn(run(
             rx,
             cfg.clone(),
             metrics.alert_deliveries.clone(),
@@ -62,7 +62,15 @@ impl Deliverer {
         Self {
             tx,
             dropped: metrics.alert_dropped.clone(),
+            task,
         }
+    }
+
+    /// Closes the queue and waits, at most `within`, until the task has
+    /// sent what was queued; false when it had not finished by then.
+    pub async fn finish(self, within: Duration) -> bool {
+        drop(self.tx);
+        tokio::time::timeout(within, self.task).await.is_ok()
     }
 
     /// Never waits: a full queue drops the notification (counted).

@@ -15,6 +15,10 @@ use crate::api::ApiState;
 use crate::config::Config;
 use crate::control::Request;
 use crate::deliver::Deliverer;
+
+/// The longest the daemon waits at shutdown for queued alert
+/// notifications to be sent.
+const SHUTDOWN_DELIVERY: Duration = Duration::from_secs(2);
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Proto};
 use crate::holders::Diagnosis;
@@ -46,6 +50,15 @@ pub struct Daemon {
     own_netns: Option<u64>,
     generator: String,
     failed_bind_lines: LineBudget,
+}
+
+impl Daemon {
+    /// Ends the daemon but for its alert delivery: the store's sender,
+    /// the export and the rest go when this returns.
+    fn into_deliverer(self) -> Deliverer {
+        let Daemon { deliver, .. } = self;
+        deliver
+    }
 }
 
 fn watch_series(cfg: &Config) -> Vec<(String, Proto, u16)> {
@@ -645,9 +658,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "bindwatch stopped".into(),
         serde_json::Value::Null,
     );
-    // Let the delivery task send what is queued; let the writer commit.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(daemon);
+    // The delivery task sends what is queued (bounded); the writer commits
+    // what it holds once the store's sender goes with the daemon.
+    let deliver = daemon.into_deliverer();
+    if !deliver.finish(SHUTDOWN_DELIVERY).await {
+        tracing::warn!(
+            within_ms = SHUTDOWN_DELIVERY.as_millis() as u64,
+            "alert notifications still queued at shutdown were not all sent"
+        );
+    }
     if let Some(w) = writer {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }

@@ -103,10 +103,13 @@ impl Identity {
         if let (Some(ns), Some(pod)) = (&self.pod_namespace, &self.pod_name) {
             return format!("kubectl -n {ns} delete pod {pod}");
         }
+        let name = self.name.as_deref().unwrap_or(self.short_id());
+        if self.runtime == "podman" {
+            return format!("podman stop {name}");
+        }
         if let (Some(p), Some(s)) = (&self.compose_project, &self.compose_service) {
             return format!("docker compose -p {p} stop {s}");
         }
-        let name = self.name.as_deref().unwrap_or(self.short_id());
         match self.runtime.as_str() {
             "podman" => format!("podman stop {name}"),
             "containerd" => format!(
@@ -542,6 +545,30 @@ mod tests {
         assert_eq!(c.identity.name.as_deref(), Some("web3b"));
         assert_eq!(m.container_port, 80);
         assert!(d.publishing(Proto::Udp, 18082).is_none());
+    }
+
+    #[test]
+    fn podman_api_inspect_of_a_created_container() {
+        // Recorded from Podman 4.3's Docker-compatible API (`podman system
+        // service`) on Debian 12, for a container created with `-p 18480:80`
+        // and Compose labels (its start failed there: runc cannot set
+        // rlimits on those machines).
+        let c = from_docker_inspect(
+            "podman",
+            include_str!("testdata/podman-inspect-created.json"),
+        )
+        .unwrap();
+        assert_eq!(c.identity.runtime, "podman");
+        assert_eq!(c.identity.name.as_deref(), Some("pweb"));
+        assert_eq!(
+            c.identity.image.as_deref(),
+            Some("localhost/bw-busybox:test")
+        );
+        assert_eq!(c.identity.compose_service.as_deref(), Some("cache"));
+        assert_eq!(c.state, "created");
+        assert_eq!(c.ports.len(), 1);
+        assert_eq!(c.ports[0].flag(), "18480:80");
+        assert_eq!(c.identity.stop_command(), "podman stop pweb");
     }
 
     #[test]
