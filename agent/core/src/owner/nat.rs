@@ -7,6 +7,7 @@
 //! iptables-nft shows its DNAT target as an opaque `xt` statement without
 //! the destination, which the text form prints (`dnat to 172.17.0.2:80`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,9 @@ pub struct NatRule {
     pub to_port: Option<u16>,
     /// `dnat` or `redirect`.
     pub action: String,
+    /// The chain the rule jumps to, when the translation is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl NatRule {
@@ -67,8 +71,13 @@ impl NatRule {
             .handle
             .map(|h| format!(", handle {h}"))
             .unwrap_or_default();
+        let via = self
+            .via
+            .as_ref()
+            .map(|c| format!(", through chain {c}"))
+            .unwrap_or_default();
         format!(
-            "table {} {}, chain {}{handle}",
+            "table {} {}, chain {}{handle}{via}",
             self.family, self.table, self.chain
         )
     }
@@ -156,9 +165,70 @@ pub fn shadow_of(
 }
 
 /// The destination-NAT rules of `nft -a list ruleset`'s output that match
-/// a TCP or UDP destination port. Rules reached from no hook are kept too
-/// (where they are jumped to is not followed).
+/// a TCP or UDP destination port: a rule that translates itself, or one
+/// that jumps to a chain that does (kube-proxy's NodePort rules jump
+/// through a service chain to an endpoint's `dnat`; the first target
+/// found is named). Rules reached from no hook are kept too (where a
+/// chain is jumped to from is not followed).
 pub fn parse_ruleset(text: &str) -> Vec<NatRule> {
+    let lines = rule_lines(text);
+    // Each chain's own first translation, and the chains it jumps to.
+    let mut target: HashMap<ChainKey, (String, String)> = HashMap::new();
+    let mut jumps: HashMap<ChainKey, Vec<String>> = HashMap::new();
+    for l in &lines {
+        let key = (l.family.clone(), l.table.clone(), l.chain.clone());
+        let w: Vec<&str> = l.words.iter().map(String::as_str).collect();
+        if let Some(act) = w.iter().position(|x| *x == "dnat" || *x == "redirect") {
+            target
+                .entry(key)
+                .or_insert_with(|| (w[act].to_owned(), destination(&w[act + 1..])));
+        } else if let Some(c) = jump_target(&w) {
+            jumps.entry(key).or_default().push(c.to_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for l in &lines {
+        if out.len() >= RULES_CAPACITY {
+            break;
+        }
+        let w: Vec<&str> = l.words.iter().map(String::as_str).collect();
+        let rule = if let Some(act) = w.iter().position(|x| *x == "dnat" || *x == "redirect") {
+            port_match(&w[..act], l).map(|r| NatRule {
+                action: w[act].to_owned(),
+                ..with_target(r, destination(&w[act + 1..]))
+            })
+        } else if let Some(c) = jump_target(&w) {
+            let found = reached(&l.family, &l.table, c, &target, &jumps, 0);
+            port_match(&w, l).zip(found).map(|(r, (action, to))| {
+                let mut r = with_target(r, to);
+                r.action = action;
+                r.via = Some(c.to_owned());
+                r
+            })
+        } else {
+            None
+        };
+        out.extend(rule);
+    }
+    out
+}
+
+/// (family, table, chain).
+type ChainKey = (String, String, String);
+
+/// Most jumps followed from a rule to the chain that translates.
+const MAX_JUMPS: usize = 8;
+
+struct RuleLine {
+    family: String,
+    table: String,
+    chain: String,
+    handle: Option<u64>,
+    words: Vec<String>,
+}
+
+/// Every rule line of the listing, with its table, chain and handle.
+fn rule_lines(text: &str) -> Vec<RuleLine> {
     let mut out = Vec::new();
     let (mut family, mut table, mut chain) = (String::new(), String::new(), String::new());
     for raw in text.lines() {
@@ -171,79 +241,112 @@ pub fn parse_ruleset(text: &str) -> Vec<NatRule> {
             ["table", f, t, "{", ..] => {
                 family = (*f).to_owned();
                 table = (*t).to_owned();
-                continue;
             }
-            ["chain", c, "{", ..] => {
-                chain = (*c).to_owned();
-                continue;
-            }
-            _ => {}
-        }
-        if out.len() >= RULES_CAPACITY {
-            break;
-        }
-        if let Some(r) = parse_rule(&words, &family, &table, &chain, handle) {
-            out.push(r);
+            ["chain", c, "{", ..] => chain = (*c).to_owned(),
+            [] | ["}"] | ["type", ..] => {}
+            _ => out.push(RuleLine {
+                family: family.clone(),
+                table: table.clone(),
+                chain: chain.clone(),
+                handle,
+                words: words.iter().map(|w| (*w).to_owned()).collect(),
+            }),
         }
     }
     out
 }
 
-fn parse_rule(
-    w: &[&str],
+/// `jump CHAIN` or `goto CHAIN`.
+fn jump_target<'a>(w: &[&'a str]) -> Option<&'a str> {
+    let i = w.iter().position(|x| *x == "jump" || *x == "goto")?;
+    w.get(i + 1).copied()
+}
+
+/// The translation `chain` (of the same table) reaches: its own, or one
+/// of the chains it jumps to.
+fn reached(
     family: &str,
     table: &str,
     chain: &str,
-    handle: Option<u64>,
-) -> Option<NatRule> {
-    let act = w.iter().position(|x| *x == "dnat" || *x == "redirect")?;
+    target: &HashMap<ChainKey, (String, String)>,
+    jumps: &HashMap<ChainKey, Vec<String>>,
+    depth: usize,
+) -> Option<(String, String)> {
+    if depth >= MAX_JUMPS {
+        return None;
+    }
+    let key = (family.to_owned(), table.to_owned(), chain.to_owned());
+    if let Some(t) = target.get(&key) {
+        return Some(t.clone());
+    }
+    jumps
+        .get(&key)?
+        .iter()
+        .find_map(|c| reached(family, table, c, target, jumps, depth + 1))
+}
+
+/// What `dnat to A:P`, `dnat ip to A:P`, `dnat to [A6]:P` or
+/// `redirect to :P` names (the words after the statement).
+fn destination(after: &[&str]) -> String {
+    after
+        .iter()
+        .skip_while(|x| **x != "to")
+        .nth(1)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+fn with_target(mut r: NatRule, to: String) -> NatRule {
+    let (to_addr, to_port) = split_target(&to);
+    r.to = if to.is_empty() {
+        "a local port".to_owned()
+    } else {
+        to
+    };
+    r.to_addr = to_addr;
+    r.to_port = to_port;
+    r
+}
+
+/// The protocol, destination ports and address a rule's words match;
+/// None when it matches no TCP or UDP destination port.
+fn port_match(w: &[&str], l: &RuleLine) -> Option<NatRule> {
     let mut proto = None;
     let mut ports = Vec::new();
     let mut daddr = None;
-    let mut i = 0;
-    while i + 2 < act + 1 && i + 2 < w.len() {
+    let end = w
+        .iter()
+        .position(|x| matches!(*x, "jump" | "goto" | "dnat" | "redirect"))
+        .unwrap_or(w.len());
+    for i in 0..end.saturating_sub(2) {
         match (w[i], w[i + 1]) {
             ("tcp" | "udp", "dport") => {
                 proto = Proto::parse(w[i]);
-                ports = parse_ports(&w[i + 2..act]);
+                ports = parse_ports(&w[i + 2..end]);
             }
-            ("th", "dport") => ports = parse_ports(&w[i + 2..act]),
+            ("th", "dport") => ports = parse_ports(&w[i + 2..end]),
             ("l4proto", p) => proto = proto.or(Proto::parse(p)),
-            ("ip" | "ip6", "daddr") => {
-                daddr = w[i + 2].parse::<IpAddr>().ok();
-            }
+            ("ip" | "ip6", "daddr") => daddr = w[i + 2].parse::<IpAddr>().ok(),
             _ => {}
         }
-        i += 1;
     }
     let proto = proto?;
     if ports.is_empty() {
         return None;
     }
-    // `dnat to A:P`, `dnat ip to A:P`, `dnat to [A6]:P`, `redirect to :P`.
-    let to = w[act + 1..]
-        .iter()
-        .skip_while(|x| **x != "to")
-        .nth(1)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    let (to_addr, to_port) = split_target(&to);
     Some(NatRule {
-        family: family.to_owned(),
-        table: table.to_owned(),
-        chain: chain.to_owned(),
-        handle,
+        family: l.family.clone(),
+        table: l.table.clone(),
+        chain: l.chain.clone(),
+        handle: l.handle,
         proto,
         ports,
         daddr,
-        to: if to.is_empty() {
-            "a local port".to_owned()
-        } else {
-            to
-        },
-        to_addr,
-        to_port,
-        action: w[act].to_owned(),
+        to: String::new(),
+        to_addr: None,
+        to_port: None,
+        action: "dnat".to_owned(),
+        via: None,
     })
 }
 
@@ -372,6 +475,48 @@ table ip filter { # handle 2
         assert_eq!(rules[2].proto, Proto::Tcp);
         assert_eq!(rules[2].to_addr, Some("fd00::5".parse().unwrap()));
         assert_eq!(rules[2].to_port, Some(9100));
+    }
+
+    /// kube-proxy's shape (iptables mode, through iptables-nft): the
+    /// NodePort rule jumps through a service chain to an endpoint chain,
+    /// which translates without matching the port. Written after
+    /// kube-proxy's documented chains, not recorded from a cluster.
+    const NODEPORT: &str = r#"table ip nat { # handle 7
+	chain KUBE-NODEPORTS { # handle 4
+		meta l4proto tcp tcp dport 30080 counter packets 0 bytes 0 jump KUBE-EXT-WEB # handle 20
+	}
+	chain KUBE-EXT-WEB { # handle 5
+		counter packets 0 bytes 0 jump KUBE-MARK-MASQ # handle 21
+		counter packets 0 bytes 0 jump KUBE-SVC-WEB # handle 22
+	}
+	chain KUBE-MARK-MASQ { # handle 6
+		counter packets 0 bytes 0 meta mark set mark or 0x4000 # handle 23
+	}
+	chain KUBE-SVC-WEB { # handle 8
+		counter packets 0 bytes 0 jump KUBE-SEP-A # handle 24
+	}
+	chain KUBE-SEP-A { # handle 9
+		meta l4proto tcp counter packets 0 bytes 0 dnat to 10.244.1.5:8080 # handle 25
+	}
+	chain KUBE-LOOP { # handle 10
+		tcp dport 31000 jump KUBE-LOOP # handle 26
+	}
+}
+"#;
+
+    #[test]
+    fn a_nodeport_jump_is_followed_to_its_endpoint() {
+        let rules = parse_ruleset(NODEPORT);
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        let r = &rules[0];
+        assert_eq!(r.chain, "KUBE-NODEPORTS");
+        assert_eq!(r.ports, vec![(30080, 30080)]);
+        assert_eq!(r.to, "10.244.1.5:8080");
+        assert_eq!(r.via.as_deref(), Some("KUBE-EXT-WEB"));
+        assert_eq!(
+            r.location(),
+            "table ip nat, chain KUBE-NODEPORTS, handle 20, through chain KUBE-EXT-WEB"
+        );
     }
 
     #[test]
