@@ -131,7 +131,9 @@ pub struct Correlator {
     last_containers: Option<std::sync::Arc<crate::owner::Directory>>,
     /// Each namespace's NAT rules, read at start and at each
     /// reconciliation (off the loop).
-    nat: std::collections::HashMap<u64, Vec<crate::owner::NatRule>>,
+    nat: NatRules,
+    /// The start-up reading of the NAT rules, until a tick applies it.
+    nat_pending: Option<tokio::task::JoinHandle<NatRules>>,
 }
 
 impl Correlator {
@@ -155,7 +157,10 @@ impl Correlator {
             Err(e) => tracing::warn!(error = %e, "cannot seed the release hook's socket map"),
         }
         c.table.seed(snap);
-        c.read_nat();
+        // One `nft` per namespace: read off the loop, applied at a tick.
+        c.nat_pending = Some(tokio::task::spawn_blocking(|| {
+            KernelView::for_reconciliation().nat_rules_everywhere()
+        }));
         drop(bound);
         crate::platform::release_free_memory();
         tracing::info!(sockets = n, namespaces = ns, "holder table built");
@@ -180,6 +185,7 @@ impl Correlator {
             containers: None,
             last_containers: None,
             nat: Default::default(),
+            nat_pending: None,
         }
     }
 
@@ -213,13 +219,6 @@ impl Correlator {
         d.nat = self.nat.clone();
         d.home_netns = self.facts.namespaces.own;
         self.table.set_directory(std::sync::Arc::new(d));
-    }
-
-    /// Reads every namespace's NAT rules now (start-up; reconciliation
-    /// reads them in the background).
-    pub fn read_nat(&mut self) {
-        self.nat = self.facts.nat_rules_everywhere();
-        self.rebuild_directory();
     }
 
     /// Applies one event; for a failed bind, returns its diagnosis (the
@@ -334,6 +333,15 @@ impl Correlator {
 
     /// Starts a background snapshot when one is due; applies a finished one.
     pub async fn tick(&mut self) -> Option<DriftReport> {
+        if let Some(h) = self.nat_pending.take_if(|h| h.is_finished()) {
+            match h.await {
+                Ok(nat) => {
+                    self.nat = nat;
+                    self.rebuild_directory();
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the NAT rules failed"),
+            }
+        }
         if let Some(h) = &self.pending
             && h.is_finished()
         {

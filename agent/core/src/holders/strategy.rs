@@ -50,8 +50,8 @@ fn requester(
     ev: &Event,
     facts: &mut impl HostFacts,
 ) -> Option<crate::owner::Owner> {
-    use crate::owner::middleman;
-    if ev.comm != middleman::DOCKER_PROXY && !middleman::is_runtime_daemon(&ev.comm) {
+    // Before any /proc read: most failing processes stand for themselves.
+    if !crate::owner::middleman::binds_for_others(&ev.comm) {
         return None;
     }
     let p = match table.process(ev.pid) {

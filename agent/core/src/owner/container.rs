@@ -245,10 +245,6 @@ impl Directory {
         &self.containers
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.containers.is_empty()
-    }
-
     /// By full id or a prefix of at least 12 characters.
     pub fn by_id(&self, id: &str) -> Option<&Container> {
         if let Some(&i) = self.by_id.get(id) {

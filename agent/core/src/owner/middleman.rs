@@ -56,6 +56,12 @@ pub fn docker_proxy_mapping(comm: &str, cmdline: &str) -> Option<PortMapping> {
     })
 }
 
+/// Whether `comm` may bind on someone else's behalf (a proxy or a runtime
+/// daemon): only then is a failed bind's requester looked for.
+pub fn binds_for_others(comm: &str) -> bool {
+    comm == DOCKER_PROXY || is_runtime_daemon(comm)
+}
+
 /// Whether `comm` is a runtime daemon that may hold a published port.
 pub fn is_runtime_daemon(comm: &str) -> bool {
     RUNTIME_DAEMONS.contains(&comm)

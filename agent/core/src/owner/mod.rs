@@ -194,7 +194,7 @@ pub fn requester(
     if let Some(o) = p.and_then(|p| resolve(dir, p, proto, port)) {
         return Some(o);
     }
-    if comm != middleman::DOCKER_PROXY && !middleman::is_runtime_daemon(comm) {
+    if !middleman::binds_for_others(comm) {
         return None;
     }
     let found = dir.starting(proto, port);
