@@ -1,0 +1,132 @@
+//! The maps every hook shares, and the helpers that stamp, stage and send
+//! an event.
+
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+/// Default 4 MiB; the agent resizes it before load (`--ring-buffer-bytes`).
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+#[map]
+pub(crate) static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
+
+#[map]
+pub(crate) static ACCEPTS: PerCpuHashMap<AcceptKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Per-thread state between a bind's start and end: one slot a thread,
+/// kept between binds and written in place, so a bind costs lookups and
+/// no insert or delete (an insert and a delete a syscall were the largest
+/// part of the programs' cost in a bind storm). A slot is in use while its
+/// `kind` is set; the end clears it. LRU: the slots of threads that have
+/// exited are reclaimed by the kernel, oldest first, when the map is full.
+#[map]
+pub(crate) static PENDING_BIND: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
+
+/// Bound sockets by cookie, for the release hook (see `BoundSock`). LRU: a
+/// host with more bound sockets loses the oldest entries' release events,
+/// which the agent's reconciliation with sock_diag makes up for.
+#[map]
+pub(crate) static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 0);
+
+/// Switches set by the agent (see `bindwatch_common::config`).
+#[map]
+pub(crate) static CONFIG: Array<u32> = Array::with_max_entries(config::SLOTS, 0);
+
+/// Per-thread state of a listen, slots kept as in `PENDING_BIND`, keyed by
+/// the current task's address rather than its id: the sock_ops listen
+/// callback that adds the address may not ask for the thread id (sock_ops
+/// callbacks also run in softirq), but may ask for the current task.
+#[map]
+pub(crate) static PENDING_LISTEN: LruHashMap<u64, RawEvent> =
+    LruHashMap::with_max_entries(16384, 0);
+
+pub(crate) const SOL_SOCKET: i32 = 1;
+pub(crate) const SO_REUSEADDR: i32 = 2;
+pub(crate) const SO_REUSEPORT: i32 = 15;
+
+#[inline(always)]
+pub(crate) fn count_lost(slot: u32) {
+    if let Some(p) = LOST.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub(crate) fn emit(ev: &RawEvent) {
+    match EVENTS.reserve::<RawEvent>(0) {
+        Some(mut entry) => {
+            entry.write(*ev);
+            entry.submit(0);
+        }
+        None => count_lost(lost::RINGBUF_FULL),
+    }
+}
+
+/// An event stamped with the current task.
+#[inline(always)]
+pub(crate) fn task_event(kind: u8) -> RawEvent {
+    let mut ev = RawEvent::zeroed();
+    ev.kind = kind;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    put_task(&mut ev);
+    ev.version = unsafe { core::ptr::read_volatile(&BINDWATCH_LAYOUT_VERSION) };
+    ev
+}
+
+/// The current task's fields.
+#[inline(always)]
+pub(crate) fn put_task(ev: &mut RawEvent) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.uid = uid_gid as u32;
+    ev.gid = (uid_gid >> 32) as u32;
+    ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// A field of a tracepoint's record, loaded directly: the verifier checks
+/// the load is inside the record and aligned, and it costs no helper call
+/// (`read_at` calls bpf_probe_read_kernel), which matters on
+/// `inet_sock_set_state`, run for every TCP state change on the host.
+#[inline(always)]
+pub(crate) fn tp<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: see above; every offset used is a field of the record.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
+}
+
+/// A switch of the `CONFIG` array the agent set (0 when it set none).
+#[inline(always)]
+pub(crate) fn config_on(slot: u32) -> bool {
+    CONFIG.get(slot).is_some_and(|v| *v != 0)
+}
+
+#[inline(always)]
+pub(crate) fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+pub(crate) fn current_task() -> u64 {
+    // SAFETY: no arguments; returns the address of the running task.
+    unsafe { bpf_get_current_task() }
+}
+
+/// This thread's pending bind, if one is under way.
+#[inline(always)]
+pub(crate) fn pending_bind(tid: u32) -> Option<*mut RawEvent> {
+    let p = PENDING_BIND.get_ptr_mut(&tid)?;
+    // SAFETY: a map value; `kind` is cleared when the bind ends.
+    (unsafe { (*p).kind } == kind::BIND).then_some(p)
+}
+
+/// This task's pending listen, if one is under way.
+#[inline(always)]
+pub(crate) fn pending_listen(task: u64) -> Option<*mut RawEvent> {
+    let p = PENDING_LISTEN.get_ptr_mut(&task)?;
+    // SAFETY: as in `pending_bind`.
+    (unsafe { (*p).kind } == kind::LISTEN).then_some(p)
+}
