@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use bindwatch::event::Proto;
+use bindwatch::core::event::Proto;
 use serde_json::Value;
 use support::rules::{assert_all_agree, bind_as, cases, describe, kernel_refuses};
 use support::*;

@@ -4,7 +4,7 @@
 //! namespace of its own must be what `conflict()` predicts. Needs root (no
 //! eBPF).
 
-use bindwatch::conflict::conflict;
+use bindwatch::core::conflict::conflict;
 use support::Netns;
 use support::rules::{assert_all_agree, bind_as, cases, describe, kernel_refuses};
 

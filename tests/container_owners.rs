@@ -239,11 +239,9 @@ fn published_ports_and_container_processes_are_named_by_their_container() {
 
     // An engine that hangs: every surface still answers from the kernel,
     // and says the identity is unknown and why.
-    // SAFETY: freezing the test's own dockerd; it is thawed below.
-    unsafe { libc::kill(docker.pid(), libc::SIGSTOP) };
+    support::signal(docker.pid() as u32, support::Signal::STOP).expect("SIGSTOP");
     let hs = who(&docker, 18080);
-    // SAFETY: as above.
-    unsafe { libc::kill(docker.pid(), libc::SIGCONT) };
+    support::signal(docker.pid() as u32, support::Signal::CONT).expect("SIGCONT");
     let proxy = hs
         .iter()
         .find(|h| h["owners"][0]["comm"] == "docker-proxy")

@@ -301,8 +301,7 @@ fn nginx_loses_port_80_alerts_reach_alertmanager_and_prometheus_has_every_panel(
 
     // SIGHUP with a bad file: rejected, the old configuration stays.
     std::fs::write(&cfg_path, "[[watch]]\nport = 80\nbogus = 1\n").unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(agent_pid, libc::SIGHUP) };
+    support::signal(agent_pid as u32, support::Signal::HUP).expect("SIGHUP");
     wait_for("reload rejected", 10, || {
         get_text(&format!("http://{agent}/metrics"))
             .contains(r#"bindwatch_config_reloads_total{result="rejected"} 1"#)
@@ -327,8 +326,7 @@ fn nginx_loses_port_80_alerts_reach_alertmanager_and_prometheus_has_every_panel(
         config.clone() + "[[watch]]\nname = \"dns\"\nport = 53\nproto = \"udp\"\n",
     )
     .unwrap();
-    // SAFETY: as above.
-    unsafe { libc::kill(agent_pid, libc::SIGHUP) };
+    support::signal(agent_pid as u32, support::Signal::HUP).expect("SIGHUP");
     wait_for("new watch after reload", 10, || {
         get_text(&format!("http://{agent}/metrics"))
             .contains(r#"watch="dns""#)

@@ -15,7 +15,6 @@
 //! tracer started, gives the same events from both.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -73,9 +72,7 @@ fn scenario(failed_listen: bool) -> u16 {
     assert!(UdpSocket::bind("[::1]:5354").is_err());
     // A listener stopped without being closed: LISTEN to CLOSE, no release.
     let stopped = TcpListener::bind("127.0.0.1:8083").unwrap();
-    // SAFETY: shutdown(2) on a descriptor the listener owns.
-    let rc = unsafe { libc::shutdown(stopped.as_raw_fd(), libc::SHUT_RD) };
-    assert_eq!(rc, 0, "shutdown: {}", std::io::Error::last_os_error());
+    rustix::net::shutdown(&stopped, rustix::net::Shutdown::Read).expect("shutdown");
     // An address the namespace lacks.
     let err = TcpListener::bind("192.0.2.1:8082").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL));

@@ -23,8 +23,7 @@ fn reconciliation_finds_sockets_whose_events_were_lost() {
     // Frozen, the daemon reads nothing: a 4 KiB ring holds a few dozen
     // events (each is over 100 bytes), so most of these 1000 bind and
     // listen events are dropped whatever else the host does.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    support::signal(daemon.child.id(), support::Signal::STOP).expect("SIGSTOP");
     let ports: Vec<u16> = (0..SOCKETS).map(|i| 31000 + i).collect();
     let held = ns.run({
         let ports = ports.clone();
@@ -41,8 +40,7 @@ fn reconciliation_finds_sockets_whose_events_were_lost() {
                 .collect::<Vec<_>>()
         }
     });
-    // SAFETY: as above.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+    support::signal(daemon.child.id(), support::Signal::CONT).expect("SIGCONT");
     assert!(
         (RING as usize) / 100 < 2 * SOCKETS as usize,
         "the burst must outgrow the ring"

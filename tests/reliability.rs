@@ -117,7 +117,7 @@ fn timeline_disk_full_keeps_the_daemon_working_and_writes_resume() {
             "http://{listen}/api/v1/conflicts?port=8081&limit=1000"
         ))?;
         let cs = v["conflicts"].as_array()?;
-        (cs.len() == 1000 && cs.iter().all(|c| c["event"]["netns_cookie"] == cookie)).then_some(())
+        (cs.len() == 1000 && cs.iter().all(|c| c["netns_cookie"] == cookie)).then_some(())
     });
     let conflicts = json(&format!(
         "http://{listen}/api/v1/conflicts?port=8081&limit=1"
@@ -789,16 +789,14 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_stays_up() {
     let daemon = Daemon::start(&state, listen, "[probes]\nring_buffer_bytes = 4096\n");
     let ns = Netns::new("ring");
     // Freeze the daemon so the tiny ring overflows for certain.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    support::signal(daemon.child.id(), support::Signal::STOP).expect("SIGSTOP");
     ns.run(|| {
         for _ in 0..2000 {
             let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
             drop(l);
         }
     });
-    // SAFETY: as above.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+    support::signal(daemon.child.id(), support::Signal::CONT).expect("SIGCONT");
     // 2000 binds and releases cannot fit a 4 KiB ring (a few dozen events)
     // while nothing reads it: this namespace alone overflowed it.
     wait_for("losses exported", 10, || {

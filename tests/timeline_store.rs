@@ -264,14 +264,15 @@ fn kill_9_during_a_burst_keeps_the_database_sound_and_complete() {
     // 3000 held ports; then one failed bind on each, in order, at about
     // 2000 a second, each on a port of its own.
     let (done, kill_at) = ns.run(move || {
-        // SAFETY: raising our own descriptor limit (root).
-        unsafe {
-            let lim = libc::rlimit {
-                rlim_cur: 16384,
-                rlim_max: 16384,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+        // Raising our own descriptor limit (root).
+        rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(16384),
+                maximum: Some(16384),
+            },
+        )
+        .expect("RLIMIT_NOFILE");
         let held: Vec<_> = (0..3000u16)
             .map(|i| std::net::TcpListener::bind(("127.0.0.1", 40000 + i)).unwrap())
             .collect();
@@ -288,8 +289,7 @@ fn kill_9_during_a_burst_keeps_the_database_sound_and_complete() {
             }
             if kill_at.is_none() && start.elapsed() > Duration::from_millis(1000) {
                 kill_at = Some(Instant::now());
-                // SAFETY: the daemon is our own child.
-                unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
+                support::signal(daemon.child.id(), support::Signal::KILL).expect("SIGKILL");
             }
         }
         drop(held);
@@ -351,7 +351,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
     let state = temp("tl-at");
     let ns = Netns::new("tlat");
     let listen = free_local_addr();
-    let now = bindwatch::clock::now_unix_ns;
+    let now = bindwatch::core::clock::now_unix_ns;
     let recorded = |listen: &str, what: &str, pred: &dyn Fn(&Value) -> bool| {
         wait_for(what, 30, || {
             let v: Value = serde_json::from_str(
@@ -396,7 +396,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
     let api: Value = serde_json::from_str(
         &curl(&format!(
             "http://{listen}/api/v1/timeline?port={PORT}&at={}",
-            bindwatch::clock::rfc3339_utc(t_down)
+            bindwatch::core::clock::rfc3339_utc(t_down)
         ))
         .unwrap(),
     )
@@ -417,7 +417,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
                 "--port",
                 &PORT.to_string(),
                 "--at",
-                &bindwatch::clock::rfc3339_utc(t),
+                &bindwatch::core::clock::rfc3339_utc(t),
                 "--json",
             ],
         );
@@ -463,7 +463,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
             "--port",
             &PORT.to_string(),
             "--at",
-            &bindwatch::clock::rfc3339_utc(t_down),
+            &bindwatch::core::clock::rfc3339_utc(t_down),
         ],
     );
     assert!(
@@ -484,7 +484,7 @@ fn at_a_moment_across_holder_and_daemon_restarts() {
             "--port",
             &PORT.to_string(),
             "--at",
-            &bindwatch::clock::rfc3339_utc(t_down),
+            &bindwatch::core::clock::rfc3339_utc(t_down),
             "--html",
             html.to_str().unwrap(),
         ],

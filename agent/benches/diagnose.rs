@@ -8,11 +8,11 @@
 
 use std::hint::black_box;
 
-use bindwatch::clock::Clock;
-use bindwatch::conflict::conflict;
-use bindwatch::event::Event;
-use bindwatch::holders::{HolderTable, NoFacts, diagnose};
 use bindwatch_common::{IPPROTO_TCP, kind};
+use bindwatch_core::clock::Clock;
+use bindwatch_core::conflict::conflict;
+use bindwatch_core::event::Event;
+use bindwatch_core::holders::{HolderTable, NoFacts, diagnose};
 use bindwatch_core::testing;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -55,9 +55,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let req = {
                 let mut s =
-                    bindwatch::conflict::SockSpec::new(failed.proto, failed.addr, failed.port);
+                    bindwatch_core::conflict::SockSpec::new(failed.proto, failed.addr, failed.port);
                 s.netns = failed.netns_cookie;
-                s.state = bindwatch::conflict::SockState::Bound;
+                s.state = bindwatch_core::conflict::SockState::Bound;
                 s
             };
             let n = t

@@ -8,11 +8,11 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use bindwatch::clock::Clock;
-use bindwatch::decode::Decoder;
-use bindwatch::etw::record::Value::{Bytes, U64};
-use bindwatch::etw::sockaddr::encode;
-use bindwatch::etw::{EtwProvider, EtwRecord, Joiner};
+use bindwatch_core::clock::Clock;
+use bindwatch_core::decode::Decoder;
+use bindwatch_core::etw::record::Value::{Bytes, U64};
+use bindwatch_core::etw::sockaddr::encode;
+use bindwatch_core::etw::{EtwProvider, EtwRecord, Joiner};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn rec(p: EtwProvider, id: u16, task: &str, pid: u32, t: u64) -> EtwRecord {

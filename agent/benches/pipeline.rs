@@ -1,7 +1,7 @@
 //! The daemon's event loop on one core, end to end: the bytes of a batch
 //! read from the ring buffer are decoded, and each event goes through the
-//! loop's own step (`cmd::batch_step`) into the daemon's own sink
-//! (`cmd::run::Daemon`): holder table, diagnosis of each failed bind, its
+//! loop's own step (`event_loop::batch_step`) into the daemon's own sink
+//! (`daemon::Daemon`): holder table, diagnosis of each failed bind, its
 //! log line (written, as the daemon writes it, to a file: /dev/null),
 //! the recent-conflicts ring, the timeline's queue to the writer thread
 //! (a real SQLite file, written on the other core), the bind aggregation,
@@ -23,18 +23,18 @@
 //! `cargo bench -p bindwatch --bench pipeline`
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use bindwatch::clock::Clock;
-use bindwatch::cmd::batch_step;
-use bindwatch::cmd::correlate::Correlator;
-use bindwatch::cmd::run::Daemon;
 use bindwatch::config::Config;
-use bindwatch::decode::Decoder;
-use bindwatch::metrics::Metrics;
-use bindwatch::timeline::record;
+use bindwatch::daemon::Daemon;
+use bindwatch::event_loop::batch_step;
+use bindwatch::event_loop::correlate::Correlator;
+use bindwatch::metrics::{Metrics, SharedMetrics};
 use bindwatch_common::{IPPROTO_TCP, IPPROTO_UDP, RawEvent, kind, tcp_state};
+use bindwatch_core::clock::Clock;
+use bindwatch_core::decode::Decoder;
 use bindwatch_core::testing;
+use bindwatch_core::timeline::record;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const CYCLES: u32 = 1_000;
@@ -180,7 +180,7 @@ fn log_like_the_daemon() {
         .init();
 }
 
-fn decode_all(bytes: &[&[u8]]) -> Vec<bindwatch::event::Event> {
+fn decode_all(bytes: &[&[u8]]) -> Vec<bindwatch_core::event::Event> {
     let mut d = Decoder::new(Clock::new());
     bytes.iter().filter_map(|x| d.decode(x)).collect()
 }
@@ -207,10 +207,7 @@ fn bench(c: &mut Criterion) {
         netns: correlator.own_netns().unwrap_or(1),
         pids: std::array::from_fn(|i| procs.pid(i)),
     };
-    let metrics = Arc::new(Mutex::new(Metrics::new(
-        &cfg.metrics,
-        cfg.watch.iter().map(|w| w.port),
-    )));
+    let metrics = SharedMetrics::new(Metrics::new(&cfg.metrics, cfg.watch.iter().map(|w| w.port)));
     let (store, writer) = bindwatch::store::spawn_writer(
         cfg.state_dir.join(bindwatch::store::DB_FILE),
         cfg.timeline.retention(),

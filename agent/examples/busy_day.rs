@@ -7,7 +7,7 @@
 //! repeated failure), and conflict alerts fire, are re-sent and resolve
 //! around the bursts. Failed binds carry a diagnosis like the daemon's.
 
-use bindwatch::timeline::{Detail, Record};
+use bindwatch_core::timeline::{Detail, Record};
 
 const S: u64 = 1_000_000_000;
 

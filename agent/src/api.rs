@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::event::Proto;
-use crate::holders::WhoQuery;
-use crate::who::{AnswerSource, WhoAnswer};
+use bindwatch_core::event::Proto;
+use bindwatch_core::holders::WhoQuery;
+use bindwatch_core::who::{AnswerSource, WhoAnswer};
 
 use crate::control::{ConflictRecord, RECENT_CONFLICTS, Request};
 pub use crate::serve::DEFAULT_LISTEN;
@@ -27,7 +27,7 @@ pub struct ApiState {
     pub requests: mpsc::Sender<Request>,
     /// Probes attached and holder table built.
     pub ready: Arc<AtomicBool>,
-    pub metrics: Option<Arc<std::sync::Mutex<crate::metrics::Metrics>>>,
+    pub metrics: Option<crate::metrics::SharedMetrics>,
     /// The timeline database, read by `/api/v1/timeline`.
     pub timeline_db: Option<std::path::PathBuf>,
     /// The timeline writer's state, for `/healthz`; None: no timeline.
@@ -231,7 +231,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 async fn metrics(State(s): State<ApiState>) -> Response {
     match &s.metrics {
         Some(m) => {
-            let text = m.lock().unwrap_or_else(|e| e.into_inner()).encode();
+            let text = m.lock().encode();
             (
                 [(
                     axum::http::header::CONTENT_TYPE,
@@ -347,7 +347,7 @@ async fn check(State(s): State<ApiState>, Params(params): Params) -> Response {
     }
     match rx.await {
         Ok(mut answer) => {
-            answer.answered_by = crate::holders::AnsweredBy::Daemon;
+            answer.answered_by = bindwatch_core::holders::AnsweredBy::Daemon;
             Json(answer).into_response()
         }
         Err(_) => unavailable("the daemon is stopping"),
@@ -359,7 +359,7 @@ async fn check(State(s): State<ApiState>, Params(params): Params) -> Response {
 /// (a cookie; the daemon's own when absent). Err names the parameter.
 pub fn parse_check_query(
     params: &HashMap<String, String>,
-) -> Result<crate::holders::BindRequest, (String, String)> {
+) -> Result<bindwatch_core::holders::BindRequest, (String, String)> {
     const KNOWN: [&str; 8] = [
         "port",
         "addr",
@@ -430,7 +430,7 @@ pub fn parse_check_query(
             u32::try_from(u).map_err(|_| ("uid".to_owned(), "uid is too large".to_owned()))?
         }
     };
-    Ok(crate::holders::BindRequest {
+    Ok(bindwatch_core::holders::BindRequest {
         proto,
         addr,
         port,
@@ -450,11 +450,11 @@ async fn timeline_at(
     at: &str,
     now: u64,
 ) -> Response {
-    let at_ns = match crate::timeline::parse_time(at, now) {
+    let at_ns = match bindwatch_core::timeline::parse_time(at, now) {
         Ok(t) => t,
         Err(e) => return bad("at", e),
     };
-    let filter = match crate::timeline::filter_from_params(params, now) {
+    let filter = match bindwatch_core::timeline::filter_from_params(params, now) {
         Ok(f) => f,
         Err((p, e)) => return bad(&p, e),
     };
@@ -475,12 +475,11 @@ async fn timeline_at(
     };
     let proto = filter.proto.clone();
     let res = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
-        crate::store::query_at(&conn, port, proto.as_deref(), at_ns).map_err(|e| e.to_string())
+        crate::store::read_at(&db, port, proto.as_deref(), at_ns).map_err(|e| e.to_string())
     })
     .await;
     match res {
-        Ok(Ok(records)) => Json(crate::timeline::holders_at(&records, port, at_ns)).into_response(),
+        Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(e)) => unavailable(&e),
         Err(e) => unavailable(&e.to_string()),
     }
@@ -494,23 +493,22 @@ async fn read_timeline(
     now: u64,
 ) -> Result<
     (
-        crate::timeline::TimelineFilter,
-        Vec<crate::timeline::Record>,
+        bindwatch_core::timeline::TimelineFilter,
+        Vec<bindwatch_core::timeline::Record>,
     ),
     Response,
 > {
-    let filter = crate::timeline::filter_from_params(params, now).map_err(|(p, e)| bad(&p, e))?;
+    let filter =
+        bindwatch_core::timeline::filter_from_params(params, now).map_err(|(p, e)| bad(&p, e))?;
     let Some(db) = s.timeline_db.clone() else {
         return Err(unavailable(
             "no timeline: the state directory is not writable",
         ));
     };
     let f = filter.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open_ro(&db).map_err(|e| e.to_string())?;
-        crate::store::query(&conn, &f).map_err(|e| e.to_string())
-    })
-    .await;
+    let res =
+        tokio::task::spawn_blocking(move || crate::store::read(&db, &f).map_err(|e| e.to_string()))
+            .await;
     match res {
         Ok(Ok(records)) => Ok((filter, records)),
         Ok(Err(e)) => Err(unavailable(&e)),
@@ -523,10 +521,10 @@ async fn read_timeline(
 /// defaulting to one hour.
 async fn ui(State(s): State<ApiState>, Params(mut params): Params) -> Response {
     params.entry("since".into()).or_insert_with(|| "1h".into());
-    let now = crate::clock::now_unix_ns();
+    let now = bindwatch_core::clock::now_unix_ns();
     let at_ns = match params
         .remove("at")
-        .map(|a| crate::timeline::parse_time(&a, now))
+        .map(|a| bindwatch_core::timeline::parse_time(&a, now))
     {
         None => None,
         Some(Ok(t)) => Some(t),
@@ -553,11 +551,11 @@ async fn ui(State(s): State<ApiState>, Params(mut params): Params) -> Response {
 
 #[derive(Serialize)]
 struct Timeline {
-    records: Vec<crate::timeline::Record>,
+    records: Vec<bindwatch_core::timeline::Record>,
 }
 
 async fn timeline(State(s): State<ApiState>, Params(mut params): Params) -> Response {
-    let now = crate::clock::now_unix_ns();
+    let now = bindwatch_core::clock::now_unix_ns();
     if let Some(at) = params.remove("at") {
         return timeline_at(&s, &params, &at, now).await;
     }

@@ -7,18 +7,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::alerts::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
 pub use crate::containers::ContainersConfig;
 pub use crate::error::ConfigError;
 pub use crate::metrics::MetricsConfig;
 pub use crate::serve::HttpConfig;
+pub use bindwatch_core::alerts::{AlertsConfig, OwnerConfig, WatchConfig, WatchProto};
 
-/// Where the timeline lives unless configured.
-#[cfg(not(windows))]
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/bindwatch";
-/// Where the timeline lives unless configured.
-#[cfg(windows)]
-pub const DEFAULT_STATE_DIR: &str = r"C:\ProgramData\bindwatch";
+pub use crate::platform::files::DEFAULT_STATE_DIR;
+pub use crate::secret::read_secret;
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
@@ -217,83 +213,18 @@ impl Default for ExportConfig {
 }
 
 /// A privileged daemon must not take orders from a file anyone can write.
-/// (Windows: the file's ACL is not examined; see README.)
-#[cfg(not(unix))]
-fn refuse_world_writable(_: &Path) -> Result<(), ConfigError> {
-    Ok(())
-}
-
-/// A privileged daemon must not take orders from a file anyone can write.
-#[cfg(unix)]
 fn refuse_world_writable(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o002 != 0 {
-        return Err(ConfigError::Invalid {
-            path: path.display().to_string(),
-            message: format!(
-                "is world-writable (mode {:o}); refusing it: `chmod o-w {}`",
-                mode & 0o7777,
-                path.display()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Reads a secret file (the bearer token). Windows: its ACL is not examined.
-#[cfg(not(unix))]
-pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    let token = text.trim().to_owned();
-    if token.is_empty() {
-        return Err(ConfigError::Invalid {
+    match crate::platform::files::writable_by_anyone(&meta, path) {
+        Some(message) => Err(ConfigError::Invalid {
             path: path.display().to_string(),
-            message: "is empty: the token file must hold the token".into(),
-        });
+            message,
+        }),
+        None => Ok(()),
     }
-    Ok(token)
-}
-
-/// Reads a secret file (the bearer token), refusing one others can read.
-#[cfg(unix)]
-pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let read = |source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
-    if mode & 0o004 != 0 {
-        return Err(ConfigError::Invalid {
-            path: path.display().to_string(),
-            message: format!(
-                "is readable by everyone (mode {:o}): `chmod o-r {}`",
-                mode & 0o7777,
-                path.display()
-            ),
-        });
-    }
-    let token = std::fs::read_to_string(path)
-        .map_err(read)?
-        .trim()
-        .to_owned();
-    if token.is_empty() {
-        return Err(ConfigError::Invalid {
-            path: path.display().to_string(),
-            message: "is empty: the token file must hold the token".into(),
-        });
-    }
-    Ok(token)
 }
 
 /// The most retries of one notification (`alerts.retries`).
@@ -571,7 +502,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.alerts.alertmanager[0],
-            crate::alerts::Target::url("http://am:9093")
+            bindwatch_core::alerts::Target::url("http://am:9093")
         );
         assert_eq!(
             c.alerts.alertmanager[1].ca_file.as_deref(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::owner::Directory;
+use bindwatch_core::owner::Directory;
 
 /// Where the runtimes are asked, and how long bindwatch waits for them.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -7,9 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use crate::event::Event;
-use crate::holders::Diagnosis;
-use crate::trace::EventLine;
+use bindwatch_core::event::Event;
+use bindwatch_core::holders::Diagnosis;
+use bindwatch_core::trace::EventLine;
 
 pub enum Target {
     Stdout(BufWriter<std::io::Stdout>),
@@ -125,8 +125,8 @@ fn rotated(path: &std::path::Path, i: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use bindwatch_common::{AF_INET, IPPROTO_TCP, RawEvent, kind};
+    use bindwatch_core::clock::Clock;
 
     #[test]
     fn rotates_by_size_and_keeps_the_schema() {
@@ -150,7 +150,7 @@ mod tests {
             assert!(text.len() <= 4096, "{}", p.display());
             for l in text.lines() {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                assert_eq!(v["schema"], crate::event::JSON_SCHEMA_VERSION);
+                assert_eq!(v["schema"], bindwatch_core::event::JSON_SCHEMA_VERSION);
             }
         }
         assert!(!rotated(&path, 3).exists(), "keeps 2 rotated files");

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::alerts::WatchedStatus;
-use crate::event::{Event, EventKind, Proto};
-use crate::holders::Diagnosis;
+use bindwatch_core::alerts::WatchedStatus;
+use bindwatch_core::event::{Event, EventKind, Proto};
+use bindwatch_core::holders::Diagnosis;
 use serde::Deserialize;
 
 pub const OTHER: &str = "other";
@@ -94,33 +94,78 @@ impl Aggregate {
     }
 }
 
-pub struct Metrics {
-    pub registry: Registry,
-    events: IntCounterVec,
-    attempts: IntCounterVec,
-    failures: IntCounterVec,
-    failures_by_port: IntCounterVec,
-    listening: IntGaugeVec,
-    watched_failures: IntCounterVec,
-    holder_info: IntGaugeVec,
-    watched_up: IntGaugeVec,
-    watched_shadowed: IntGaugeVec,
-    ephemeral_risk: IntGaugeVec,
-    accepts: IntCounterVec,
-    lost: IntCounterVec,
-    malformed: prometheus::IntCounter,
-    drift: IntCounterVec,
-    table_sockets: IntGauge,
-    probe_attached: IntGaugeVec,
-    probe_set: IntGaugeVec,
-    tcp_lifecycle: IntGaugeVec,
+/// The metrics as the event loop and the HTTP server share them: one
+/// lock, taken once per batch or scrape, never per event.
+#[derive(Clone)]
+pub struct SharedMetrics(std::sync::Arc<std::sync::Mutex<Metrics>>);
+
+impl SharedMetrics {
+    pub fn new(m: Metrics) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(m)))
+    }
+
+    /// The metrics, locked. A panic while another holder had them leaves
+    /// them as they were (counters are never half-updated in a way that
+    /// matters more than losing the daemon's metrics would).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the kernel reported: events, binds and their failures, listeners,
+/// accepts, losses.
+pub struct KernelSeries {
+    pub events: IntCounterVec,
+    pub attempts: IntCounterVec,
+    pub failures: IntCounterVec,
+    pub failures_by_port: IntCounterVec,
+    pub listening: IntGaugeVec,
+    pub accepts: IntCounterVec,
+    pub lost: IntCounterVec,
+    pub malformed: prometheus::IntCounter,
+}
+
+/// The watched ports: failures, holders, up, shadowed; and the ports an
+/// outbound connection can take.
+pub struct WatchSeries {
+    pub watched_failures: IntCounterVec,
+    pub holder_info: IntGaugeVec,
+    pub watched_up: IntGaugeVec,
+    pub watched_shadowed: IntGaugeVec,
+    pub ephemeral_risk: IntGaugeVec,
+}
+
+/// The agent itself: the holder table, the probes, configuration reloads.
+pub struct AgentSeries {
+    pub drift: IntCounterVec,
+    pub table_sockets: IntGauge,
+    pub probe_attached: IntGaugeVec,
+    pub probe_set: IntGaugeVec,
+    pub tcp_lifecycle: IntGaugeVec,
+    pub probe_reattach: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+}
+
+/// Alert notifications: delivered, failed, dropped.
+pub struct DeliverySeries {
     pub alert_deliveries: IntCounterVec,
     pub alert_dropped: prometheus::IntCounter,
-    pub config_reloads: IntCounterVec,
-    pub probe_reattach: IntCounterVec,
-    timeline_dropped: prometheus::IntCounter,
-    timeline_errors: prometheus::IntCounter,
-    timeline_up: prometheus::IntGauge,
+}
+
+/// The timeline's writer: dropped records, failed commits, up.
+pub struct TimelineSeries {
+    pub timeline_dropped: prometheus::IntCounter,
+    pub timeline_errors: prometheus::IntCounter,
+    pub timeline_up: prometheus::IntGauge,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub kernel: KernelSeries,
+    pub watches: WatchSeries,
+    pub agent: AgentSeries,
+    pub delivery: DeliverySeries,
+    pub timeline: TimelineSeries,
     ports: PortLabels,
     holder_pairs: HashSet<(String, String)>,
     max_holder_series: usize,
@@ -166,63 +211,75 @@ pub struct Listening {
 /// Most `bindwatch_port_in_ephemeral_range` series.
 pub const MAX_EPHEMERAL_SERIES: usize = 100;
 
-impl Metrics {
-    /// The ports at risk from outbound connections, replacing the last set
-    /// (the first [`MAX_EPHEMERAL_SERIES`]).
-    pub fn set_ephemeral_risks(&mut self, risks: &[(Proto, u16)]) {
-        self.ephemeral_risk.reset();
-        for (proto, port) in risks.iter().take(MAX_EPHEMERAL_SERIES) {
-            self.ephemeral_risk
-                .with_label_values(&[proto.as_str(), &port.to_string()])
-                .set(1);
-        }
-    }
-
-    pub fn new(cfg: &MetricsConfig, watched: impl IntoIterator<Item = u16>) -> Self {
-        let r = Registry::new();
-        let m = Self {
+impl KernelSeries {
+    fn register(r: &Registry) -> Self {
+        Self {
             events: counter(
-                &r,
+                r,
                 "bindwatch_events_total",
                 "Kernel events read, by kind.",
                 &["kind"],
             ),
             attempts: counter(
-                &r,
+                r,
                 "bindwatch_bind_attempts_total",
                 "bind() calls seen, by protocol.",
                 &["proto"],
             ),
             failures: counter(
-                &r,
+                r,
                 "bindwatch_bind_failures_total",
                 "Failed bind() calls, by protocol and errno name.",
                 &["proto", "errno"],
             ),
             failures_by_port: counter(
-                &r,
+                r,
                 "bindwatch_bind_failures_by_port_total",
                 "Failed bind() calls by port and the holder's command (watched and privileged ports; others are port=\"other\").",
                 &["proto", "port", "holder"],
             ),
             listening: gauge(
-                &r,
+                r,
                 "bindwatch_listening_sockets",
                 "Listening TCP and bound UDP sockets, by port (watched and privileged ports; others are port=\"other\").",
                 &["proto", "port"],
             ),
+            accepts: counter(
+                r,
+                "bindwatch_accepted_connections_total",
+                "TCP connections completed on a listening port.",
+                &["port"],
+            ),
+            lost: counter(
+                r,
+                "bindwatch_events_lost_total",
+                "Kernel events that never reached the agent, by cause.",
+                &["reason"],
+            ),
+            malformed: plain_counter(
+                r,
+                "bindwatch_events_malformed_total",
+                "Ring-buffer records the decoder refused.",
+            ),
+        }
+    }
+}
+
+impl WatchSeries {
+    fn register(r: &Registry) -> Self {
+        Self {
             watched_failures: counter(
-                &r,
+                r,
                 "bindwatch_watched_port_bind_failures_total",
                 "Failed bind() calls on a watched port (every watch's series exists from the start, so increase() sees the first).",
                 &["watch", "proto", "port"],
             ),
             holder_info: gauge(
-                &r,
+                r,
                 "bindwatch_holder_info",
                 "1 for each process holding a watched port; container names the owner behind it \
-                 (a container or pod, through docker-proxy too), empty when none. Watched ports \
-                 only, so the container label stays bounded by the watches.",
+             (a container or pod, through docker-proxy too), empty when none. Watched ports \
+             only, so the container label stays bounded by the watches.",
                 &[
                     "watch",
                     "proto",
@@ -233,110 +290,139 @@ impl Metrics {
                     "container",
                 ],
             ),
-            watched_shadowed: gauge(
-                &r,
-                "bindwatch_watched_port_shadowed",
-                "1 when a NAT rule sends a watched port's traffic elsewhere (read at start and at \
-                 each reconciliation), else 0.",
-                &["watch", "proto", "port"],
-            ),
             watched_up: gauge(
-                &r,
+                r,
                 "bindwatch_watched_port_up",
                 "1 when a watched port is held by its expected owner, else 0.",
                 &["watch", "proto", "port"],
             ),
+            watched_shadowed: gauge(
+                r,
+                "bindwatch_watched_port_shadowed",
+                "1 when a NAT rule sends a watched port's traffic elsewhere (read at start and at \
+             each reconciliation), else 0.",
+                &["watch", "proto", "port"],
+            ),
             ephemeral_risk: gauge(
-                &r,
+                r,
                 "bindwatch_port_in_ephemeral_range",
                 "1 for each watched or listening port inside its namespace's ip_local_port_range \
-                 and not reserved: an outbound connection can take it (checked at start and reload).",
+             and not reserved: an outbound connection can take it (checked at start and reload).",
                 &["proto", "port"],
             ),
-            accepts: counter(
-                &r,
-                "bindwatch_accepted_connections_total",
-                "TCP connections completed on a listening port.",
-                &["port"],
-            ),
-            lost: counter(
-                &r,
-                "bindwatch_events_lost_total",
-                "Kernel events that never reached the agent, by cause.",
-                &["reason"],
-            ),
-            malformed: plain_counter(
-                &r,
-                "bindwatch_events_malformed_total",
-                "Ring-buffer records the decoder refused.",
-            ),
+        }
+    }
+}
+
+impl AgentSeries {
+    fn register(r: &Registry) -> Self {
+        Self {
             drift: counter(
-                &r,
+                r,
                 "bindwatch_holder_table_drift_corrections_total",
                 "Corrections the reconciliation with the kernel made to the holder table.",
                 &["kind"],
             ),
             table_sockets: plain_gauge(
-                &r,
+                r,
                 "bindwatch_holder_table_sockets",
                 "Sockets in the holder table.",
             ),
             probe_attached: gauge(
-                &r,
+                r,
                 "bindwatch_probe_attached",
                 "1 when the kernel hook is attached.",
                 &["hook"],
             ),
             probe_set: gauge(
-                &r,
+                r,
                 "bindwatch_probe_set",
                 "1 for the probe set in use: fexit (trampolines, no syscall tracepoint), tracepoint, or etw.",
                 &["set"],
             ),
             tcp_lifecycle: gauge(
-                &r,
+                r,
                 "bindwatch_tcp_lifecycle",
                 "1 for where listen addresses, listener stops and accept counts come from: sock_ops (callbacks on listeners and handshakes only), state_tracepoint (every TCP state change), or etw.",
                 &["source"],
             ),
+            probe_reattach: counter(
+                r,
+                "bindwatch_probe_reattach_total",
+                "Cgroup hooks found detached or replaced behind bindwatch's back, by hook and whether attaching them again worked.",
+                &["hook", "result"],
+            ),
+            config_reloads: counter(
+                r,
+                "bindwatch_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result.",
+                &["result"],
+            ),
+        }
+    }
+}
+
+impl DeliverySeries {
+    fn register(r: &Registry) -> Self {
+        Self {
             alert_deliveries: counter(
-                &r,
+                r,
                 "bindwatch_alert_deliveries_total",
                 "Alert notifications delivered or failed (after retries), by target kind.",
                 &["target", "result"],
             ),
             alert_dropped: plain_counter(
-                &r,
+                r,
                 "bindwatch_alert_notifications_dropped_total",
                 "Alert notifications dropped because the delivery queue was full.",
             ),
-            config_reloads: counter(
-                &r,
-                "bindwatch_config_reloads_total",
-                "Configuration reloads (SIGHUP), by result.",
-                &["result"],
-            ),
+        }
+    }
+}
+
+impl TimelineSeries {
+    fn register(r: &Registry) -> Self {
+        Self {
             timeline_dropped: plain_counter(
-                &r,
+                r,
                 "bindwatch_timeline_records_dropped_total",
                 "Timeline records dropped because the writer's queue was full.",
             ),
-            probe_reattach: counter(
-                &r,
-                "bindwatch_probe_reattach_total",
-                "Cgroup hooks found detached or replaced behind bindwatch's back, by hook and whether attaching them again worked.",
-                &["hook", "result"],
-            ),
             timeline_errors: plain_counter(
-                &r,
+                r,
                 "bindwatch_timeline_write_errors_total",
                 "Timeline commits that failed (disk full, read-only, I/O error); each is retried.",
             ),
             timeline_up: plain_gauge(
-                &r,
+                r,
                 "bindwatch_timeline_up",
                 "1 while the timeline's last commit succeeded, 0 while writes fail or there is no timeline.",
             ),
+        }
+    }
+}
+
+impl Metrics {
+    /// The ports at risk from outbound connections, replacing the last set
+    /// (the first [`MAX_EPHEMERAL_SERIES`]).
+    pub fn set_ephemeral_risks(&mut self, risks: &[(Proto, u16)]) {
+        self.watches.ephemeral_risk.reset();
+        for (proto, port) in risks.iter().take(MAX_EPHEMERAL_SERIES) {
+            self.watches
+                .ephemeral_risk
+                .with_label_values(&[proto.as_str(), &port.to_string()])
+                .set(1);
+        }
+    }
+
+    pub fn new(cfg: &MetricsConfig, watched: impl IntoIterator<Item = u16>) -> Self {
+        let r = Registry::new();
+        let m = Self {
+            kernel: KernelSeries::register(&r),
+            watches: WatchSeries::register(&r),
+            agent: AgentSeries::register(&r),
+            delivery: DeliverySeries::register(&r),
+            timeline: TimelineSeries::register(&r),
             ports: PortLabels::new(watched, cfg.max_port_series),
             holder_pairs: HashSet::new(),
             max_holder_series: cfg.max_holder_series,
@@ -362,7 +448,8 @@ impl Metrics {
     /// Creates each watch's failure series at zero.
     pub fn init_watches(&self, watches: &[(String, Proto, u16)]) {
         for (w, proto, port) in watches {
-            self.watched_failures
+            self.watches
+                .watched_failures
                 .with_label_values(&[w, proto.as_str(), &port.to_string()])
                 .inc_by(0);
         }
@@ -371,13 +458,17 @@ impl Metrics {
     /// Folds what the loop counted into the registry.
     pub fn fold(&mut self, a: &mut Aggregate) {
         for (kind, n) in a.events.drain() {
-            self.events.with_label_values(&[kind]).inc_by(n);
+            self.kernel.events.with_label_values(&[kind]).inc_by(n);
         }
         for (proto, n) in a.attempts.drain() {
-            self.attempts.with_label_values(&[proto.as_str()]).inc_by(n);
+            self.kernel
+                .attempts
+                .with_label_values(&[proto.as_str()])
+                .inc_by(n);
         }
         for ((proto, errno), n) in a.failures.drain() {
-            self.failures
+            self.kernel
+                .failures
                 .with_label_values(&[proto.as_str(), errno])
                 .inc_by(n);
         }
@@ -392,18 +483,20 @@ impl Metrics {
             } else {
                 OTHER.to_owned()
             };
-            self.failures_by_port
+            self.kernel
+                .failures_by_port
                 .with_label_values(&[proto.as_str(), &port, &holder])
                 .inc_by(n);
         }
         for ((w, proto, port), n) in a.watched_failures.drain() {
-            self.watched_failures
+            self.watches
+                .watched_failures
                 .with_label_values(&[&w, proto.as_str(), &port.to_string()])
                 .inc_by(n);
         }
         for (port, n) in a.accepts.drain() {
             let port = self.ports.label(port);
-            self.accepts.with_label_values(&[&port]).inc_by(n);
+            self.kernel.accepts.with_label_values(&[&port]).inc_by(n);
         }
     }
 
@@ -412,35 +505,36 @@ impl Metrics {
         for (reason, total) in counts {
             let last = self.last_lost.entry(reason).or_default();
             if *total > *last {
-                self.lost
+                self.kernel
+                    .lost
                     .with_label_values(&[reason])
                     .inc_by(*total - *last);
                 *last = *total;
             } else {
                 // Ensure the series exists from the start.
-                self.lost.with_label_values(&[reason]).inc_by(0);
+                self.kernel.lost.with_label_values(&[reason]).inc_by(0);
             }
         }
-        let m = self.malformed.get();
+        let m = self.kernel.malformed.get();
         if malformed > m {
-            self.malformed.inc_by(malformed - m);
+            self.kernel.malformed.inc_by(malformed - m);
         }
     }
 
     /// The timeline writer's cumulative drop count.
     pub fn set_timeline_dropped(&self, total: u64) {
-        let seen = self.timeline_dropped.get();
+        let seen = self.timeline.timeline_dropped.get();
         if total > seen {
-            self.timeline_dropped.inc_by(total - seen);
+            self.timeline.timeline_dropped.inc_by(total - seen);
         }
     }
 
     /// The timeline writer's state: up, and its cumulative failed commits.
     pub fn set_timeline_health(&self, up: bool, errors: u64) {
-        self.timeline_up.set(up as i64);
-        let seen = self.timeline_errors.get();
+        self.timeline.timeline_up.set(up as i64);
+        let seen = self.timeline.timeline_errors.get();
         if errors > seen {
-            self.timeline_errors.inc_by(errors - seen);
+            self.timeline.timeline_errors.inc_by(errors - seen);
         }
     }
 
@@ -449,31 +543,37 @@ impl Metrics {
             .into_iter()
             .enumerate()
         {
-            let c = self.drift.with_label_values(&[kind]);
+            let c = self.agent.drift.with_label_values(&[kind]);
             if v > self.last_drift[i] {
                 c.inc_by(v - self.last_drift[i]);
                 self.last_drift[i] = v;
             }
         }
-        self.table_sockets.set(sockets as i64);
+        self.agent.table_sockets.set(sockets as i64);
     }
 
     pub fn set_probe_set(&self, set: &str, lifecycle: &str) {
-        self.probe_set.reset();
-        self.probe_set.with_label_values(&[set]).set(1);
-        self.tcp_lifecycle.reset();
-        self.tcp_lifecycle.with_label_values(&[lifecycle]).set(1);
+        self.agent.probe_set.reset();
+        self.agent.probe_set.with_label_values(&[set]).set(1);
+        self.agent.tcp_lifecycle.reset();
+        self.agent
+            .tcp_lifecycle
+            .with_label_values(&[lifecycle])
+            .set(1);
     }
 
     pub fn set_hooks(&self, hooks: &[(&str, bool)]) {
         for (h, up) in hooks {
-            self.probe_attached.with_label_values(&[h]).set(*up as i64);
+            self.agent
+                .probe_attached
+                .with_label_values(&[h])
+                .set(*up as i64);
         }
     }
 
     /// Replaces the gauges drawn from the holder table.
     pub fn set_table(&mut self, listening: &[Listening], watched: &[WatchedStatus]) {
-        self.listening.reset();
+        self.kernel.listening.reset();
         let mut counts: HashMap<(Proto, String), i64> = HashMap::new();
         for l in listening {
             *counts
@@ -481,23 +581,27 @@ impl Metrics {
                 .or_default() += 1;
         }
         for ((proto, port), n) in counts {
-            self.listening
+            self.kernel
+                .listening
                 .with_label_values(&[proto.as_str(), &port])
                 .set(n);
         }
-        self.holder_info.reset();
-        self.watched_up.reset();
-        self.watched_shadowed.reset();
+        self.watches.holder_info.reset();
+        self.watches.watched_up.reset();
+        self.watches.watched_shadowed.reset();
         for w in watched {
             let port = w.port.to_string();
-            self.watched_up
+            self.watches
+                .watched_up
                 .with_label_values(&[&w.watch, w.proto.as_str(), &port])
                 .set(w.ok as i64);
-            self.watched_shadowed
+            self.watches
+                .watched_shadowed
                 .with_label_values(&[&w.watch, w.proto.as_str(), &port])
                 .set(w.shadowed.is_some() as i64);
             for (pid, cmd, unit, container) in &w.holders {
-                self.holder_info
+                self.watches
+                    .holder_info
                     .with_label_values(&[
                         &w.watch,
                         w.proto.as_str(),
@@ -552,8 +656,8 @@ impl Default for MetricsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing;
     use bindwatch_common::{IPPROTO_TCP, kind};
+    use bindwatch_core::testing;
 
     fn failed(port: u16) -> Event {
         testing::event(&testing::raw(kind::BIND, "0.0.0.0", port, IPPROTO_TCP, -98))

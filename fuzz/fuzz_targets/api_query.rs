@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bindwatch::api::{parse_check_query, parse_holders_query};
-use bindwatch::timeline::filter_from_params;
+use bindwatch::core::timeline::filter_from_params;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|q: &str| {

@@ -2,8 +2,8 @@
 //! a panic.
 #![no_main]
 
-use bindwatch::clock::Clock;
-use bindwatch::decode::Decoder;
+use bindwatch::core::clock::Clock;
+use bindwatch::core::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -169,8 +169,8 @@ impl Drop for Docker {
             .output();
         if let Some(mut p) = self.daemon.take() {
             // SIGTERM: dockerd unmounts its layers and stops its containerd.
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+            // Gone already is fine: the point is that it is gone.
+            let _ = crate::signal(p.0.id(), crate::Signal::TERM);
             let _ = p.0.wait();
         }
         let _ = umount_below(&self.dir);

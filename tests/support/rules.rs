@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use bindwatch::conflict::{SockSpec, SockState};
-use bindwatch::event::Proto;
+use bindwatch::core::conflict::{SockSpec, SockState};
+use bindwatch::core::event::Proto;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{Netns, drop_thread_to_uid};

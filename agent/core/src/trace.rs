@@ -7,7 +7,10 @@ use serde::Serialize;
 use crate::event::{Event, Proto};
 use crate::holders::Diagnosis;
 
-/// An event with its diagnosis, as one JSON line.
+/// The one JSON shape of an event with what bindwatch made of it: the
+/// event's fields, and `diagnosis` beside them for a failed bind. The trace
+/// line, the JSON-lines export, the timeline's detail of a failed bind and
+/// `/api/v1/conflicts` all write this shape.
 #[derive(Serialize)]
 pub struct EventLine<'a> {
     #[serde(flatten)]

@@ -1,14 +1,16 @@
 //! `bindwatch check`: would this bind succeed now? Exit 0 when it would,
 //! 1 when it would not (with who blocks it, why and what to change), 2 on
 //! bad input, so a unit can run it before its service starts
-//! (`ExecStartPre=bindwatch check :80`).
+//! (`ExecStartPre=bindwatch check :80`). The daemon's table answers when
+//! one runs, else the host's sockets on the port, read for the question.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
-use bindwatch::event::Proto;
-use bindwatch::holders::BindRequest;
+use bindwatch::containers::ContainersConfig;
+use bindwatch_core::event::Proto;
+use bindwatch_core::holders::{BindRequest, CheckAnswer, HolderTable, check};
 use clap::Args as ClapArgs;
 
 use super::daemon_args::DaemonArgs;
@@ -52,46 +54,6 @@ fn parse_target(s: &str) -> anyhow::Result<(IpAddr, u16)> {
     Ok((sa.ip(), sa.port()))
 }
 
-#[cfg(unix)]
-fn uid_of(user: Option<&str>) -> anyhow::Result<u32> {
-    use anyhow::Context as _;
-    let Some(u) = user else {
-        return Ok(nix::unistd::getuid().as_raw());
-    };
-    if let Ok(n) = u.parse::<u32>() {
-        return Ok(n);
-    }
-    match nix::unistd::User::from_name(u).with_context(|| format!("looking up user {u:?}"))? {
-        Some(p) => Ok(p.uid.as_raw()),
-        None => bail!("no user {u:?} on this host"),
-    }
-}
-
-#[cfg(not(unix))]
-fn uid_of(user: Option<&str>) -> anyhow::Result<u32> {
-    match user {
-        None => Ok(0),
-        Some(_) => bail!("--user is for Linux: Windows has no privileged ports"),
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn netns_of(path: Option<&std::path::Path>) -> anyhow::Result<Option<u64>> {
-    use anyhow::Context as _;
-    let path = path.unwrap_or(std::path::Path::new("/proc/self/ns/net"));
-    let cookie = bindwatch::linux::netns::cookie_of_path(path)
-        .with_context(|| format!("reading the network namespace {}", path.display()))?;
-    Ok(Some(cookie))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn netns_of(path: Option<&std::path::Path>) -> anyhow::Result<Option<u64>> {
-    match path {
-        None => Ok(None),
-        Some(_) => bail!("--netns is for Linux"),
-    }
-}
-
 fn request(a: &Args) -> anyhow::Result<BindRequest> {
     let (addr, port) = parse_target(&a.target)?;
     let proto =
@@ -106,8 +68,8 @@ fn request(a: &Args) -> anyhow::Result<BindRequest> {
         reuseaddr: a.reuseaddr,
         reuseport: a.reuseport,
         v6only: a.v6only,
-        uid: uid_of(a.user.as_deref())?,
-        netns: netns_of(a.netns.as_deref())?,
+        uid: bindwatch::platform::user_id(a.user.as_deref()).map_err(|e| anyhow!(e))?,
+        netns: bindwatch::platform::netns_cookie(a.netns.as_deref()).map_err(|e| anyhow!(e))?,
     })
 }
 
@@ -121,7 +83,7 @@ pub fn exec(a: Args) -> ExitCode {
         }
     };
     let from_daemon = match a.daemon.ask("check", |client| async {
-        let got = bindwatch::cmd::check::from_daemon(&client, &req).await;
+        let got = client.check(&req).await;
         (client, got)
     }) {
         Ok(v) => v,
@@ -133,7 +95,7 @@ pub fn exec(a: Args) -> ExitCode {
     let (answer, daemon_json) = match from_daemon {
         Some((answer, json)) => (answer, Some(json)),
         None => match a.daemon.containers() {
-            Ok(c) => (bindwatch::cmd::check::standalone(&req, &c), None),
+            Ok(c) => (standalone(&req, &c), None),
             Err(e) => {
                 eprintln!("bindwatch check: {e:#}");
                 return ExitCode::from(2);
@@ -157,6 +119,19 @@ pub fn exec(a: Args) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Answers from the host: the sockets on the port in the request's
+/// namespace (with their options and owners), its addresses and its
+/// privileged-port start, read now. Nothing is bound.
+fn standalone(req: &BindRequest, containers: &ContainersConfig) -> CheckAnswer {
+    let mut host = bindwatch::platform::KernelView::new();
+    let mut table = HolderTable::new();
+    let mut dir = bindwatch::platform::read_containers(containers);
+    dir.home_netns = host.own_netns();
+    dir.nat = host.nat_rules(req.netns.or(dir.home_netns));
+    table.set_directory(dir.into());
+    check(&table, req, std::process::id(), &mut host)
 }
 
 #[cfg(test)]

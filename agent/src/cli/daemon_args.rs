@@ -3,7 +3,7 @@
 
 use clap::Args as ClapArgs;
 
-use bindwatch::cmd::ask::{DaemonClient, NoAnswer};
+use bindwatch::client::{DaemonClient, NoAnswer};
 
 #[derive(ClapArgs)]
 pub struct DaemonArgs {

@@ -23,7 +23,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A service has no console: its log goes to a file in the state directory.
-#[cfg(windows)]
 pub fn init_file_logging(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("bindwatch.log");
@@ -69,7 +68,5 @@ pub fn print_out(text: &str) -> anyhow::Result<()> {
 }
 
 pub fn stdout_gone(e: &std::io::Error) -> bool {
-    // Windows reports a closed pipe as ERROR_NO_DATA (232, BrokenPipe) or
-    // ERROR_PIPE_NOT_CONNECTED (233).
-    e.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(windows) && e.raw_os_error() == Some(233))
+    bindwatch::platform::pipe_closed(e)
 }

@@ -1,6 +1,6 @@
-//! `bindwatch run`: the daemon.
+//! `bindwatch run`: the daemon (`bindwatch::daemon`), in the foreground or
+//! under the platform's service manager.
 
-#[cfg(windows)]
 use anyhow::Context as _;
 use clap::Args as ClapArgs;
 
@@ -35,16 +35,12 @@ pub struct Args {
     /// Run under the Windows service control manager (the command line
     /// `sc.exe create` registers; see README). The log goes to
     /// STATE_DIR\\bindwatch.log.
-    #[cfg(windows)]
-    #[arg(long)]
+    #[arg(long, hide = !bindwatch::platform::HAS_SERVICE_MANAGER)]
     service: bool,
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    #[cfg(windows)]
     let service = a.service;
-    #[cfg(not(windows))]
-    let service = false;
     if !service {
         super::init_logging("info");
     }
@@ -70,25 +66,23 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if let Some(p) = a.events_jsonl {
         config.export.events_jsonl = Some(p);
     }
-    let opts = bindwatch::cmd::run::RunOptions {
+    let opts = bindwatch::daemon::RunOptions {
         config,
         config_path: a.config,
     };
-    #[cfg(windows)]
     if service {
         return run_service(opts);
     }
-    super::runtime()?.block_on(bindwatch::cmd::run::run(opts))?;
+    super::runtime()?.block_on(bindwatch::daemon::run(opts))?;
     Ok(())
 }
 
 /// The daemon under the service control manager: it calls back on its own
 /// thread, where the runtime is built.
-#[cfg(windows)]
-fn run_service(opts: bindwatch::cmd::run::RunOptions) -> anyhow::Result<()> {
+fn run_service(opts: bindwatch::daemon::RunOptions) -> anyhow::Result<()> {
     super::init_file_logging(&opts.config.state_dir)?;
     let opts = std::sync::Mutex::new(Some(opts));
-    bindwatch::windows::service::run_as_service(move || {
+    bindwatch::platform::run_as_service(move || {
         let Some(opts) = opts.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return 1;
         };
@@ -102,7 +96,7 @@ fn run_service(opts: bindwatch::cmd::run::RunOptions) -> anyhow::Result<()> {
                 return 1;
             }
         };
-        match rt.block_on(bindwatch::cmd::run::run(opts)) {
+        match rt.block_on(bindwatch::daemon::run(opts)) {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(error = format_args!("{e:#}"), "bindwatch stopped");

@@ -1,5 +1,6 @@
 //! `bindwatch timeline`: the forensic record, read from the state
-//! directory's database (works with the daemon stopped).
+//! directory's database (works with the daemon stopped) through the same
+//! steps as the API (`store::read`, `store::read_at`).
 
 use anyhow::Context as _;
 use clap::Args as ClapArgs;
@@ -60,8 +61,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             params.insert(k.to_owned(), v);
         }
     }
-    let filter = bindwatch::timeline::filter_from_params(&params, bindwatch::clock::now_unix_ns())
-        .map_err(|(p, e)| anyhow::anyhow!("--{p}: {e}"))?;
+    let filter =
+        bindwatch_core::timeline::filter_from_params(&params, bindwatch_core::clock::now_unix_ns())
+            .map_err(|(p, e)| anyhow::anyhow!("--{p}: {e}"))?;
     let db = a.state_dir.join(bindwatch::store::DB_FILE);
     if !db.exists() {
         anyhow::bail!(
@@ -69,19 +71,16 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             db.display()
         );
     }
-    let conn = bindwatch::store::open_ro(&db)?;
     let at_ns =
         a.at.as_deref()
-            .map(|t| bindwatch::timeline::parse_time(t, bindwatch::clock::now_unix_ns()))
+            .map(|t| bindwatch_core::timeline::parse_time(t, bindwatch_core::clock::now_unix_ns()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
     if let (Some(at_ns), None) = (at_ns, &a.html) {
         let Some(port) = filter.port else {
             anyhow::bail!("--at needs --port");
         };
-        let records = bindwatch::store::query_at(&conn, port, filter.proto.as_deref(), at_ns)
-            .with_context(|| format!("reading {}", db.display()))?;
-        let answer = bindwatch::timeline::holders_at(&records, port, at_ns);
+        let answer = bindwatch::store::read_at(&db, port, filter.proto.as_deref(), at_ns)?;
         let text = if a.json {
             serde_json::to_string_pretty(&answer)? + "\n"
         } else {
@@ -89,8 +88,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         };
         return super::print_out(&text);
     }
-    let records = bindwatch::store::query(&conn, &filter)
-        .with_context(|| format!("reading {}", db.display()))?;
+    let records = bindwatch::store::read(&db, &filter)?;
     if let Some(path) = &a.html {
         let from = filter
             .since_ns
@@ -119,12 +117,12 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         use std::io::Write as _;
         if a.json {
             for r in &records {
-                bindwatch::trace::write_json_line(&mut out, r)?;
+                bindwatch_core::trace::write_json_line(&mut out, r)?;
             }
         } else {
-            writeln!(out, "{}", bindwatch::timeline::HEADER)?;
+            writeln!(out, "{}", bindwatch_core::timeline::HEADER)?;
             for r in &records {
-                writeln!(out, "{}", bindwatch::timeline::row(r))?;
+                writeln!(out, "{}", bindwatch_core::timeline::row(r))?;
             }
         }
         out.flush()

@@ -1,4 +1,6 @@
-//! `bindwatch who`: who holds a port now, and what they block.
+//! `bindwatch who`: who holds a port now, and what they block: the
+//! daemon's table when one runs, else a snapshot of the host's socket
+//! tables taken for the query.
 
 use clap::Args as ClapArgs;
 
@@ -14,19 +16,19 @@ pub struct Args {
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
     super::init_logging("error");
-    let query: bindwatch::holders::WhoQuery = a.target.parse()?;
+    let query: bindwatch_core::holders::WhoQuery = a.target.parse()?;
     let from_daemon = a.daemon.ask("who", |client| async {
-        let got = bindwatch::cmd::who::from_daemon(&client, &query).await;
+        let got = client.who(&query).await;
         (client, got)
     })?;
     let answer = match from_daemon {
         Some(a) => a,
-        None => bindwatch::cmd::who::standalone(query, &a.daemon.containers()?),
+        None => bindwatch::platform::who_standalone(query, &a.daemon.containers()?),
     };
     let text = if a.daemon.json {
         serde_json::to_string_pretty(&answer)? + "\n"
     } else {
-        bindwatch::who::render(&answer)
+        bindwatch_core::who::render(&answer)
     };
     super::print_out(&text)?;
     Ok(())

@@ -16,7 +16,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use crate::containers::{ContainersConfig, SharedDirectory};
-use crate::owner::container::{self, Container, DIRECTORY_CAPACITY, Directory, RuntimeStatus};
+use bindwatch_core::owner::container::{
+    self, Container, DIRECTORY_CAPACITY, Directory, RuntimeStatus,
+};
 
 /// Largest answer read from a runtime (a container's inspect document is
 /// a few KiB; a list of thousands, a few MiB).
@@ -188,7 +190,7 @@ pub async fn read(cfg: &ContainersConfig) -> Directory {
             .into_iter()
             .filter(|c| !known.contains(&c.identity.id)),
     );
-    Directory::new(all, statuses, crate::clock::now_unix_ns())
+    Directory::new(all, statuses, bindwatch_core::clock::now_unix_ns())
 }
 
 /// Reads the runtimes once from synchronous code (the CLI's verbs).
@@ -284,7 +286,11 @@ fn with_container(dir: &Directory, id: &str, c: Option<Container>) -> Directory 
         .cloned()
         .collect();
     all.extend(c);
-    Directory::new(all, dir.statuses.clone(), crate::clock::now_unix_ns())
+    Directory::new(
+        all,
+        dir.statuses.clone(),
+        bindwatch_core::clock::now_unix_ns(),
+    )
 }
 
 /// Docker's event stream: container events name the container to read

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use super::netns::{self, Namespaces};
 use super::procscan::{self, SocketFd, Users};
 use super::sockdiag::{self, DiagQuery, KernelSock, state};
-use crate::conflict::SockState;
-use crate::event::Proto;
-use crate::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
+use bindwatch_core::conflict::SockState;
+use bindwatch_core::event::Proto;
+use bindwatch_core::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
 
 /// How many full /proc descriptor walks the diagnosis's slow path may make
 /// per second; past it, owners are reported as unverified.
@@ -123,7 +123,7 @@ impl KernelView {
         queries: &[DiagQuery],
         owners: bool,
     ) -> Resolved {
-        let now = crate::clock::now_unix_ns();
+        let now = bindwatch_core::clock::now_unix_ns();
         let mut socks: Vec<(u64, KernelSock)> = Vec::new();
         for ns in self.namespaces.iter_mut() {
             if namespaces.is_some_and(|w| !w.contains(&ns.cookie)) {
@@ -209,7 +209,7 @@ impl KernelView {
     /// Every socket the holder table follows, in every namespace.
     pub fn snapshot(&mut self) -> Snapshot {
         self.namespaces.refresh();
-        let taken_ns = crate::clock::now_unix_ns();
+        let taken_ns = bindwatch_core::clock::now_unix_ns();
         let queries = [
             DiagQuery {
                 proto: Proto::Tcp,
@@ -251,7 +251,7 @@ impl KernelView {
     /// [`NAT_NAMESPACES_MAX`]).
     pub fn nat_rules_everywhere(
         &mut self,
-    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+    ) -> std::collections::HashMap<u64, Vec<bindwatch_core::owner::NatRule>> {
         let cookies: Vec<u64> = self.namespaces.cookies().take(NAT_NAMESPACES_MAX).collect();
         self.nat_rules(cookies)
     }
@@ -261,7 +261,7 @@ impl KernelView {
     pub fn nat_rules(
         &mut self,
         cookies: impl IntoIterator<Item = u64>,
-    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+    ) -> std::collections::HashMap<u64, Vec<bindwatch_core::owner::NatRule>> {
         let mut out = std::collections::HashMap::new();
         for c in cookies {
             if out.contains_key(&c) {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::netns::Namespace;
-use crate::owner::NatRule;
+use bindwatch_core::owner::NatRule;
 
 /// Longest wait for `nft`.
 const NFT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,7 +19,7 @@ const MAX_LISTING: u64 = 32 << 20;
 pub fn rules_in(ns: &Namespace) -> Result<Vec<NatRule>, String> {
     ns.run(listing)
         .ok_or_else(|| "could not enter the namespace".to_owned())?
-        .map(|text| crate::owner::nat::parse_ruleset(&text))
+        .map(|text| bindwatch_core::owner::nat::parse_ruleset(&text))
 }
 
 /// `nft -a list ruleset` in the calling thread's namespace.

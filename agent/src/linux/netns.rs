@@ -90,9 +90,9 @@ pub fn unprivileged_port_start() -> Option<u16> {
 }
 
 /// The calling thread's namespace's ephemeral range and reserved ports.
-pub fn ephemeral_ports() -> Option<crate::holders::EphemeralPorts> {
+pub fn ephemeral_ports() -> Option<bindwatch_core::holders::EphemeralPorts> {
     let read = |f: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{f}")).ok();
-    crate::holders::EphemeralPorts::parse(
+    bindwatch_core::holders::EphemeralPorts::parse(
         &read("ip_local_port_range")?,
         &read("ip_local_reserved_ports").unwrap_or_default(),
     )

@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{Dir, Mode, OFlags, openat, readlinkat_raw};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
 
-use crate::holders::ProcessInfo;
-use crate::holders::process::{cgroup_path, units_from_cgroup};
+use bindwatch_core::holders::ProcessInfo;
+use bindwatch_core::holders::process::{cgroup_path, units_from_cgroup};
 
 /// One open file descriptor of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +197,7 @@ mod tests {
         let info = process_info(me, &mut Users::default()).unwrap();
         assert_eq!(info.pid, me);
         let started = info.started_ns.unwrap();
-        let now = crate::clock::now_unix_ns();
+        let now = bindwatch_core::clock::now_unix_ns();
         assert!(
             started <= now && now - started < 3_600_000_000_000,
             "{started} vs {now}"

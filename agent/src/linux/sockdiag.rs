@@ -14,7 +14,7 @@ use netlink_packet_sock_diag::inet::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::event::Proto;
+use bindwatch_core::event::Proto;
 
 /// TCP states as sock_diag reports them (one byte), from the one
 /// definition in `bindwatch_common::tcp_state`.

@@ -9,7 +9,7 @@ mod rows;
 pub use picture::{Bar, Lane, MAX_LANES, MAX_MARKS, Mark, Picture, Span, fit, picture};
 pub use rows::{MAX_MEMBERS, MAX_ROWS, Member, Row, Rows, rows};
 
-use crate::timeline::Record;
+use bindwatch_core::timeline::Record;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

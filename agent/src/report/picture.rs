@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::rows::{Row, Rows, rows};
-use crate::timeline::Record;
+use bindwatch_core::timeline::Record;
 
 /// Most lanes drawn (the busiest ports first).
 pub const MAX_LANES: usize = 100;
@@ -236,7 +236,7 @@ pub fn picture(records: &[Record], from_ns: u64, to_ns: u64, at_ns: Option<u64>)
         to_ns,
         fit_from_ns,
         fit_to_ns,
-        utc_offset_s: crate::clock::local_offset_secs(to_ns),
+        utc_offset_s: bindwatch_core::clock::local_offset_secs(to_ns),
         lanes: out,
         rows,
         rows_left_out: left_out,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::timeline::{Record, local_time};
+use bindwatch_core::timeline::{Record, local_time};
 
 /// Most rows (the latest), so a busy day stays a page a browser opens.
 pub const MAX_ROWS: usize = 1_000;
@@ -340,7 +340,7 @@ fn card(row: &Row, first: &Record) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::Detail;
+    use bindwatch_core::timeline::Detail;
 
     fn rec(t: u64, kind: &str, pid: u32, summary: &str) -> Record {
         Record {

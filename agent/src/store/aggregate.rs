@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::timeline::{Detail, Record};
+use bindwatch_core::timeline::{Detail, Record};
 
 /// Counts successful binds that never listened, per minute, command and
 /// protocol, so a flood of ephemeral binds costs a row a minute.

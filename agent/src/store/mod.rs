@@ -21,7 +21,7 @@ mod writer;
 use std::time::Duration;
 
 pub use aggregate::BindAggregator;
-pub use query::{AT_LIMIT, query, query_at};
+pub use query::{AT_LIMIT, query, query_at, read, read_at};
 pub use retention::{Retention, prune, used_bytes};
 pub use schema::{open_ro, open_rw};
 pub use writer::{Entry, StoreSender, WriterHealth, spawn_writer, write_batch};

@@ -1,8 +1,33 @@
-//! Reading the timeline back: the filters the CLI and the API share.
+//! Reading the timeline back: the steps the CLI (`bindwatch timeline`,
+//! with the daemon stopped) and the API (`/api/v1/timeline`, `/ui`) share,
+//! from a filter to records, or to who held a port at a moment.
+
+use std::path::Path;
 
 use rusqlite::{Connection, params_from_iter};
 
-use crate::timeline::{Detail, Record, TimelineFilter};
+use super::StoreError;
+use super::schema::{open_ro, sq};
+use bindwatch_core::timeline::{AtAnswer, Detail, Record, TimelineFilter, holders_at};
+
+/// The records `f` selects, from the database at `db` opened read-only.
+pub fn read(db: &Path, f: &TimelineFilter) -> Result<Vec<Record>, StoreError> {
+    let conn = open_ro(db)?;
+    query(&conn, f).map_err(sq(db))
+}
+
+/// Who held `port` at `at_ns`, with their intervals and the failures
+/// around it, rebuilt from the database at `db` opened read-only.
+pub fn read_at(
+    db: &Path,
+    port: u16,
+    proto: Option<&str>,
+    at_ns: u64,
+) -> Result<AtAnswer, StoreError> {
+    let conn = open_ro(db)?;
+    let records = query_at(&conn, port, proto, at_ns).map_err(sq(db))?;
+    Ok(holders_at(&records, port, at_ns))
+}
 
 /// Records matching `f`, oldest first (the last `limit` of them).
 pub fn query(conn: &Connection, f: &TimelineFilter) -> rusqlite::Result<Vec<Record>> {
@@ -85,7 +110,7 @@ pub fn query_at(
     let agent = query(
         conn,
         &TimelineFilter {
-            kinds: kinds(crate::timeline::AGENT_KINDS),
+            kinds: kinds(bindwatch_core::timeline::AGENT_KINDS),
             limit: AT_LIMIT,
             ..TimelineFilter::default()
         },
@@ -95,12 +120,12 @@ pub fn query_at(
         &TimelineFilter {
             port: Some(port),
             proto: proto.map(str::to_owned),
-            kinds: kinds(crate::timeline::LIFECYCLE_KINDS),
+            kinds: kinds(bindwatch_core::timeline::LIFECYCLE_KINDS),
             limit: AT_LIMIT,
             ..TimelineFilter::default()
         },
     )?;
-    let around = crate::timeline::FAILURES_AROUND_NS;
+    let around = bindwatch_core::timeline::FAILURES_AROUND_NS;
     let failures = query(
         conn,
         &TimelineFilter {

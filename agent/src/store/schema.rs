@@ -24,7 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE INDEX records_comm_time ON records(comm, time_ns);",
 ];
 
-fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+pub(super) fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| {
         let path = path.display().to_string();
         match source.sqlite_error_code() {
@@ -64,10 +64,7 @@ pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         // Private: the timeline names processes, users and command lines.
-        // (On Windows the directory inherits ProgramData's ACL: readable by
-        // administrators and SYSTEM.)
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        crate::platform::files::private_dir(&mut builder);
         builder.create(dir).map_err(|source| StoreError::Io {
             path: dir.display().to_string(),
             source,
@@ -95,18 +92,13 @@ pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
 
 /// The database and its companions readable by the owner only, whatever
 /// the umask was when they were created.
-#[cfg(unix)]
 fn restrict(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
-        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        crate::platform::files::make_private(std::path::Path::new(&p));
     }
 }
-
-#[cfg(not(unix))]
-fn restrict(_: &Path) {}
 
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let v: i64 = conn

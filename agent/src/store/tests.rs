@@ -3,7 +3,7 @@ use rusqlite::Connection;
 use super::schema::MIGRATIONS;
 use super::writer::insert;
 use super::*;
-use crate::timeline::{Record, TimelineFilter};
+use bindwatch_core::timeline::{Record, TimelineFilter};
 
 fn rec(t: u64, kind: &str, port: u16, comm: &str) -> Record {
     Record {
@@ -127,7 +127,7 @@ fn a_flood_through_the_writer_stays_within_the_size_limit() {
         || {},
     )
     .unwrap();
-    let now = crate::clock::now_unix_ns();
+    let now = bindwatch_core::clock::now_unix_ns();
     for i in 0..60_000u64 {
         let mut r = rec(
             now - 7200 * 1_000_000_000 + i * 100_000_000,
@@ -169,7 +169,7 @@ fn ephemeral_binds_become_one_row_a_minute() {
 }
 mod query_properties {
     use super::*;
-    use crate::timeline::{Record, TimelineFilter};
+    use bindwatch_core::timeline::{Record, TimelineFilter};
     use proptest::prelude::*;
 
     fn arb_record() -> impl Strategy<Value = Record> {

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use super::{
     BATCH_INTERVAL, BATCH_MAX, PRUNE_EVERY, Retention, StoreError, WRITE_QUEUE, open_rw, prune,
 };
-use crate::timeline::Record;
+use bindwatch_core::timeline::Record;
 
 /// Writes records in one transaction: all of them or none.
 pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
@@ -244,7 +244,7 @@ pub fn spawn_writer(
                 // short, so the queue does not back up behind it.
                 if last_prune.elapsed() >= PRUNE_EVERY || !open {
                     last_prune = Instant::now();
-                    match prune(&conn, ret, crate::clock::now_unix_ns()) {
+                    match prune(&conn, ret, bindwatch_core::clock::now_unix_ns()) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(records = n, "timeline pruned"),
                         Err(e) => tracing::warn!(error = %e, "timeline pruning failed"),

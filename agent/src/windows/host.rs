@@ -15,11 +15,11 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
 };
 use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, AF_UNSPEC};
 
-use crate::conflict::SockState;
-use crate::etw::HttpSys;
-use crate::etw::join::{WINDOWS_NETNS, holder_cookie};
-use crate::event::Proto;
-use crate::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
+use bindwatch_core::conflict::SockState;
+use bindwatch_core::etw::HttpSys;
+use bindwatch_core::etw::join::{WINDOWS_NETNS, holder_cookie};
+use bindwatch_core::event::Proto;
+use bindwatch_core::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
 
 const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
 
@@ -232,7 +232,7 @@ impl KernelView {
     /// No NAT rules are read on Windows.
     pub fn nat_rules_everywhere(
         &mut self,
-    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+    ) -> std::collections::HashMap<u64, Vec<bindwatch_core::owner::NatRule>> {
         std::collections::HashMap::new()
     }
 
@@ -240,7 +240,7 @@ impl KernelView {
     pub fn nat_rules(
         &mut self,
         _: impl IntoIterator<Item = u64>,
-    ) -> std::collections::HashMap<u64, Vec<crate::owner::NatRule>> {
+    ) -> std::collections::HashMap<u64, Vec<bindwatch_core::owner::NatRule>> {
         std::collections::HashMap::new()
     }
 
@@ -263,7 +263,7 @@ impl KernelView {
     }
 
     fn resolve(&mut self, rows: Vec<Row>) -> Resolved {
-        let now = crate::clock::now_unix_ns();
+        let now = bindwatch_core::clock::now_unix_ns();
         let holders: Vec<Holder> = rows.iter().map(|r| holder(r, now)).collect();
         let mut pids: Vec<u32> = rows.iter().map(|r| r.pid).collect();
         pids.sort_unstable();
@@ -278,7 +278,7 @@ impl KernelView {
     /// Every listening TCP socket and bound UDP socket, with owners.
     pub fn snapshot(&mut self) -> Snapshot {
         self.services = super::process::services_by_pid();
-        let taken_ns = crate::clock::now_unix_ns();
+        let taken_ns = bindwatch_core::clock::now_unix_ns();
         let mut rows = tcp_rows(false);
         rows.extend(udp_rows());
         let r = self.resolve(rows);

@@ -84,20 +84,24 @@ fn parse(buf: &[u64]) -> Vec<IpAddr> {
         .unwrap_or_default()
         .chunks_exact(size)
         .take(count)
-        .filter_map(|sa| crate::etw::sockaddr::decode(sa).ok().map(|a| a.ip()))
+        .filter_map(|sa| {
+            bindwatch_core::etw::sockaddr::decode(sa)
+                .ok()
+                .map(|a| a.ip())
+        })
         .collect()
 }
 
 /// The request queues with their worker processes and URLs, as `netsh http
 /// show servicestate view=requestq` prints them (no documented API lists
 /// them). Empty when netsh fails or prints another locale.
-pub fn request_queues() -> Vec<crate::etw::httpsys::RequestQueue> {
+pub fn request_queues() -> Vec<bindwatch_core::etw::httpsys::RequestQueue> {
     let out = std::process::Command::new("netsh")
         .args(["http", "show", "servicestate", "view=requestq"])
         .output();
     match out {
         Ok(o) if o.status.success() => {
-            crate::etw::httpsys::parse_request_queues(&String::from_utf8_lossy(&o.stdout))
+            bindwatch_core::etw::httpsys::parse_request_queues(&String::from_utf8_lossy(&o.stdout))
         }
         Ok(o) => {
             tracing::warn!(status = %o.status, "netsh http show servicestate failed");

@@ -8,8 +8,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::event::Proto;
-use crate::holders::EphemeralPorts;
+use bindwatch_core::event::Proto;
+use bindwatch_core::holders::EphemeralPorts;
 
 const FRESH_FOR: Duration = Duration::from_secs(60);
 

@@ -14,8 +14,8 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::filetime_to_unix_ns;
-use crate::etw::httpsys::SYSTEM_PID;
-use crate::holders::ProcessInfo;
+use bindwatch_core::etw::httpsys::SYSTEM_PID;
+use bindwatch_core::holders::ProcessInfo;
 
 struct Handle(HANDLE);
 

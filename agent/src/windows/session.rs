@@ -21,8 +21,8 @@ pub use crate::source::{
 };
 
 use crate::error::{Error, Result};
-use crate::etw::schema::{self as etw_schema, FieldType};
-use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner, Value};
+use bindwatch_core::etw::schema::{self as etw_schema, FieldType};
+use bindwatch_core::etw::{EtwProvider, EtwRecord, HttpSys, Joiner, Value};
 
 /// The session's name: a session of this name left by a crash is stopped
 /// at start-up (ETW refuses a second one with "already exists").
@@ -246,7 +246,7 @@ impl Probes {
         let queues = super::httpapi::request_queues();
         joiner
             .http
-            .add_request_queues(&queues, crate::clock::now_unix_ns());
+            .add_request_queues(&queues, bindwatch_core::clock::now_unix_ns());
         tracing::info!(
             queues = queues.len(),
             urls = joiner.http.urls.len(),
@@ -361,7 +361,7 @@ impl Probes {
         let mut out = Vec::new();
         let stats = {
             let mut j = self.shared.joiner.lock().unwrap_or_else(|e| e.into_inner());
-            j.flush(crate::clock::now_unix_ns(), &mut out);
+            j.flush(bindwatch_core::clock::now_unix_ns(), &mut out);
             j.stats()
         };
         send(&self.shared, &self.tx, out);

@@ -2,8 +2,8 @@
 //! the port, then the owners (what `netstat -ano` and TCPView show, plus
 //! the service and what the holder blocks).
 
-use crate::holders::WhoQuery;
-use crate::who::WhoAnswer;
+use bindwatch_core::holders::WhoQuery;
+use bindwatch_core::who::WhoAnswer;
 
 pub fn standalone(query: WhoQuery, _: &crate::containers::ContainersConfig) -> WhoAnswer {
     let r = super::KernelView::new().port(query.proto, query.port);

@@ -264,7 +264,8 @@ fn verdict(
         return CheckAnswer::fails(req, EADDRNOTAVAIL, d, true);
     }
     // Windows: a range a system component excluded refuses every bind.
-    if let Some(d) = eph.and_then(|e| super::diagnose::excluded_port(&req.as_event(EACCES, tid), e))
+    if let Some(d) =
+        eph.and_then(|e| super::rules::of(table.rules).excluded(&req.as_event(EACCES, tid), e))
     {
         return CheckAnswer::fails(req, EACCES, d, true);
     }

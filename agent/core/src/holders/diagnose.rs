@@ -1,15 +1,18 @@
-//! Why a bind failed: the holders that block it under Linux's rules (from
-//! the table, no /proc), the privileged-port rule for EACCES, and the
-//! namespace's addresses for EADDRNOTAVAIL.
+//! Why a bind failed, written once for every platform: the holders that
+//! block it (from the table, no /proc; the host's sockets on the port when
+//! the table has none), the outbound connection that took an ephemeral
+//! port, and the namespace's addresses for EADDRNOTAVAIL. What differs per
+//! platform (how one holder is judged, what EACCES means, http.sys) is in
+//! `rules/`, one file per platform behind [`rules::PlatformRules`].
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::rules::{self, Judged, Verdict};
 use super::{Departed, EphemeralPorts, Holder, HolderTable, HolderView};
-use crate::conflict::winsock::{self, WinOption};
-use crate::conflict::{Overlap, Reason, RuleSet, SockSpec, SockState, conflict};
-use crate::etw::httpsys::{HttpSys, SYSTEM_PID, app_pool};
+use crate::conflict::{Reason, RuleSet, SockSpec, SockState, conflict};
+use crate::etw::httpsys::HttpSys;
 use crate::event::{Event, Proto, endpoint};
 
 use crate::errno::{EACCES, EADDRINUSE, EADDRNOTAVAIL};
@@ -185,7 +188,7 @@ impl Diagnosis {
 
 /// The request as the conflict rules see it. IPV6_V6ONLY of the new socket
 /// is unknown (the probes cannot read it); [`judge`] tries both.
-fn request(ev: &Event) -> SockSpec {
+pub(in crate::holders) fn request(ev: &Event) -> SockSpec {
     SockSpec {
         netns: ev.netns_cookie,
         proto: ev.proto,
@@ -247,190 +250,17 @@ pub fn judge(req: &SockSpec, req_v6only_known: bool, h: &Holder) -> Option<(Reas
 /// Diagnoses a failed bind; None for a success or an errno bindwatch has
 /// nothing to add to.
 pub fn diagnose(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Option<Diagnosis> {
-    match (ev.errno, table.rules) {
-        (EADDRINUSE, _) => Some(in_use(table, ev, facts)),
-        (EACCES, RuleSet::Linux) => Some(privileged(ev, facts)),
-        (EACCES, RuleSet::Windows) => Some(denied_windows(table, ev, facts)),
-        (EADDRNOTAVAIL, _) => Some(not_available(ev, facts, table.rules)),
+    match ev.errno {
+        EADDRINUSE => Some(in_use(table, ev, facts)),
+        EACCES => Some(rules::of(table.rules).denied(table, ev, facts)),
+        EADDRNOTAVAIL => Some(not_available(ev, facts, table.rules)),
         _ => None,
     }
 }
 
-/// Judges one holder under Windows's rules. The options of Windows sockets
-/// are not known (no event or table carries them), so every possibility is
-/// tried; the error narrows them. http.sys is judged apart.
-fn judge_windows(
-    req: &SockSpec,
-    ev: &Event,
-    h: &Holder,
-    table: &HolderTable,
-    http: Option<&HttpSys>,
-) -> Option<(Reason, bool, String, String)> {
-    let mut spec = h.spec();
-    spec.v6only = h.v6only.unwrap_or(spec.addr.is_ipv6());
-    if h.owners.contains(&SYSTEM_PID) && h.proto == Proto::Tcp {
-        // http.sys's sockets are kernel sockets without a security
-        // descriptor of their own; the one they get allows no sharing, so
-        // the table's security check fails for every other process. Its
-        // options, like the request's, are unknown: all are tried, and the
-        // verdict is certain only where the table blocks whatever they were.
-        let ov = winsock::overlap(req, &spec)?;
-        if req.port != h.port {
-            return None;
-        }
-        let documented = winsock::judge(
-            req,
-            &WinOption::ALL,
-            &spec,
-            &WinOption::ALL,
-            ev.errno,
-            Some(false),
-        );
-        let (certain, note) = match documented {
-            // By the table a wildcard bind shares a specific listener's
-            // port unless it asked for SO_EXCLUSIVEADDRUSE itself.
-            Some(v) if v.reason == Reason::ExclusiveRequest => (
-                v.certain,
-                format!(
-                    "; only if {} asked for SO_EXCLUSIVEADDRUSE, which shares the port with \
-                     no other socket",
-                    ev.comm
-                ),
-            ),
-            Some(v) => (v.certain, String::new()),
-            // A specific address beside http.sys's wildcard: the table
-            // gives WSAEACCES, field reports of IIS's socket pooling (on
-            // older releases) WSAEADDRINUSE. Blamed, not certain, and said.
-            None if ev.errno == EADDRINUSE && ov == Overlap::HolderWildcard => (
-                false,
-                "; Microsoft's sharing table gives WSAEACCES for this bind on current \
-                 Windows, this host answered WSAEADDRINUSE"
-                    .to_owned(),
-            ),
-            None => return None,
-        };
-        let (mut explanation, hint) = http_sys_words(req, ev, &spec, table, http);
-        explanation.push_str(&note);
-        return Some((Reason::HttpSys, certain, explanation, hint));
-    }
-    let holder_options: &[WinOption] = match h.reuseaddr {
-        Some(true) => &[WinOption::ReuseAddr],
-        Some(false) => &[WinOption::Default, WinOption::Exclusive],
-        None => &WinOption::ALL,
-    };
-    // Socket security compares accounts; known once both processes' details
-    // were read.
-    let account = |pid: u32| table.process(pid).and_then(|p| p.user.clone());
-    let same_account = match (account(ev.pid), h.owners.first().and_then(|&o| account(o))) {
-        (Some(a), Some(b)) => Some(a.eq_ignore_ascii_case(&b)),
-        _ => None,
-    };
-    let v = winsock::judge(
-        req,
-        &WinOption::ALL,
-        &spec,
-        holder_options,
-        ev.errno,
-        same_account,
-    )?;
-    let mut hint = v.reason.hint().to_owned();
-    if h.owners.contains(&ev.pid) {
-        hint = format!(
-            "{} already holds port {} itself: two of its listeners (HTTP and SSL?) are set to the \
-             same port; give each its own",
-            ev.comm, h.port
-        );
-    }
-    Some((v.reason, v.certain, v.reason.explain(req, &spec), hint))
-}
-
-/// "http.sys on behalf of w3wp.exe (app pool DefaultAppPool), listening on
-/// all addresses", and the iplisten fix.
-fn http_sys_words(
-    req: &SockSpec,
-    ev: &Event,
-    holder: &SockSpec,
-    table: &HolderTable,
-    http: Option<&HttpSys>,
-) -> (String, String) {
-    let h = endpoint(holder.addr, holder.port);
-    let r = endpoint(req.addr, req.port);
-    let mut behalf = Vec::new();
-    let mut urls = Vec::new();
-    for reg in http
-        .map(|x| x.urls_on_port(holder.port))
-        .unwrap_or_default()
-    {
-        urls.push(reg.url.clone());
-        // A worker process names its app pool; on IIS 7 and later the
-        // registration itself comes from the WWW service in a svchost,
-        // named by its services.
-        let who = match table.process(reg.pid) {
-            Some(p) => match (app_pool(&p.cmdline), &p.unit) {
-                (Some(pool), _) => format!("{} (pid {}, app pool {pool})", p.comm, p.pid),
-                (None, Some(services)) => {
-                    format!("{} (pid {}, services {services})", p.comm, p.pid)
-                }
-                (None, None) => format!("{} (pid {})", p.comm, p.pid),
-            },
-            None => format!("pid {}", reg.pid),
-        };
-        if !behalf.contains(&who) {
-            behalf.push(who);
-        }
-    }
-    let on_behalf = if behalf.is_empty() {
-        "for the URLs registered on the port".to_owned()
-    } else {
-        format!("on behalf of {}", behalf.join(", "))
-    };
-    let all = http.is_none_or(HttpSys::listens_on_all);
-    let scope = if all {
-        "listening on all addresses (its IP listen list is empty)".to_owned()
-    } else {
-        let list: Vec<String> = http
-            .map(|x| x.listen_list.iter().map(|a| a.to_string()).collect())
-            .unwrap_or_default();
-        format!("listening on its IP listen list ({})", list.join(", "))
-    };
-    let mut explanation = format!("http.sys {on_behalf}, {scope}: {h} covers {r}");
-    if !urls.is_empty() {
-        explanation.push_str(&format!(" (URLs {})", urls.join(", ")));
-    }
-    let hint = if all && req.addr.is_unspecified() {
-        format!(
-            "http.sys holds port {} on every address for IIS: give IIS and {} one address each \
-             (`netsh http add iplisten ipaddress=IIS_ADDRESS`, then `net stop http /y` and \
-             `net start w3svc`), and bind {} to its own address instead of the wildcard",
-            req.port, ev.comm, ev.comm
-        )
-    } else if all {
-        format!(
-            "add an iplisten entry for the address IIS needs (`netsh http add iplisten \
-             ipaddress=ADDRESS` for each address IIS serves, not {}; then `net stop http /y` and \
-             `net start w3svc`): http.sys then leaves {} to {}",
-            req.addr, req.addr, ev.comm
-        )
-    } else {
-        format!(
-            "remove {} from http.sys's listen list (`netsh http delete iplisten \
-             ipaddress={}`), or bind {} to another address",
-            holder.addr, holder.addr, ev.comm
-        )
-    };
-    (explanation, hint)
-}
-
-/// The code Windows Media Services shows for this failure, when it is the
-/// one that failed.
-fn media_services_code(table: &HolderTable, ev: &Event) -> Option<&'static str> {
-    let is_wms = |s: &str| s.to_ascii_lowercase().contains("wmserver");
-    let p = table.process(ev.pid);
-    (is_wms(&ev.comm) || p.is_some_and(|p| p.unit.as_deref().is_some_and(is_wms)))
-        .then_some("Windows Media Services reports it as 0xC00D158B (NS_E_PORT_IN_USE_HTTP)")
-}
-
-fn blame_all<'a>(
+/// Every candidate that blocks the request under the table's rules,
+/// blamed; the certain ones alone when any is certain.
+pub(in crate::holders) fn blame_all<'a>(
     table: &HolderTable,
     ev: &Event,
     req: &SockSpec,
@@ -438,20 +268,22 @@ fn blame_all<'a>(
     http: Option<&HttpSys>,
     candidates: impl Iterator<Item = &'a Holder>,
 ) -> Vec<Blame> {
+    let rules = rules::of(table.rules);
     let mut blames: Vec<Blame> = candidates
         .filter_map(|h| {
-            let (reason, certain, explanation, hint) = match table.rules {
-                RuleSet::Linux => {
-                    let (reason, certain) = judge(req, req_v6only_known, h)?;
-                    (
-                        reason,
-                        certain,
-                        reason.explain(req, &h.spec()),
-                        reason.hint().to_owned(),
-                    )
-                }
-                RuleSet::Windows => judge_windows(req, ev, h, table, http)?,
-            };
+            let Verdict {
+                reason,
+                certain,
+                explanation,
+                hint,
+            } = rules.judge(&Judged {
+                req,
+                req_v6only_known,
+                ev,
+                holder: h,
+                table,
+                http,
+            })?;
             let holder = table.view(h);
             // A middleman's or a container's socket is fixed on its owner:
             // the container to stop or remap, not docker-proxy. A process
@@ -507,10 +339,8 @@ pub(super) fn in_use_for(
         );
         return d;
     }
-    let http = match table.rules {
-        RuleSet::Windows => facts.http_sys(),
-        RuleSet::Linux => None,
-    };
+    let rules = rules::of(table.rules);
+    let http = rules.http_sys(facts);
     let http = http.as_ref();
     let mut blames = match ev.netns_cookie {
         Some(ns) => blame_all(
@@ -570,10 +400,8 @@ pub(super) fn in_use_for(
     if blames.len() > 1 {
         summary.push_str(&format!(" (and {} more holder(s))", blames.len() - 1));
     }
-    if table.rules == RuleSet::Windows
-        && let Some(code) = media_services_code(table, ev)
-    {
-        summary.push_str(&format!("; {code}"));
+    if let Some(note) = rules.conflict_note(table, ev) {
+        summary.push_str(&format!("; {note}"));
     }
     let mut d = Diagnosis::new(DiagnosisKind::Conflict, summary);
     d.hint = Some(first.hint.clone());
@@ -617,52 +445,8 @@ fn name_ephemeral(ev: &Event, facts: &mut dyn HostFacts, blames: &mut [Blame]) {
     }
 }
 
-fn privileged(ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
-    let start = facts.unprivileged_port_start(ev.netns_cookie, ev.tid);
-    let below = start.is_none_or(|s| ev.port < s);
-    // The kernel checks the capability only below the start; its refusal
-    // there proves the thread lacked it at that moment.
-    let cap = below.then_some(false);
-    let summary = if below {
-        format!(
-            "{} port {} is privileged: ports below {} need CAP_NET_BIND_SERVICE, and {} (pid {}, uid {}) did not have it",
-            ev.proto,
-            ev.port,
-            start.map_or("net.ipv4.ip_unprivileged_port_start".to_owned(), |s| s
-                .to_string()),
-            ev.comm,
-            ev.pid,
-            ev.uid,
-        )
-    } else {
-        format!(
-            "permission denied binding {} {}: port {} is above ip_unprivileged_port_start ({}), so a security module or cgroup program refused it",
-            ev.proto,
-            endpoint(ev.addr, ev.port),
-            ev.port,
-            start.unwrap_or_default()
-        )
-    };
-    let mut d = Diagnosis::new(DiagnosisKind::PrivilegedPort, summary);
-    d.hint = Some(if below {
-        format!(
-            "grant the capability (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE; a binary: \
-             setcap cap_net_bind_service=+ep), use a port at or above {}, or lower \
-             net.ipv4.ip_unprivileged_port_start in this namespace",
-            start.unwrap_or(1024)
-        )
-    } else {
-        "check the audit log for an AppArmor or SELinux denial".to_owned()
-    });
-    d.unprivileged_port_start = start;
-    d.cap_net_bind_service = cap;
-    d
-}
-
-/// Windows's WSAEACCES: another account's socket refused by socket
-/// security, or a port Windows keeps for itself.
 /// How a summary names the first holder blamed.
-fn blamed_label(b: &Blame, ev: &Event) -> String {
+pub(in crate::holders) fn blamed_label(b: &Blame, ev: &Event) -> String {
     if b.reason == Reason::HttpSys {
         "http.sys (pid 4, System)".to_owned()
     } else if b.holder.owners.iter().any(|p| p.pid == ev.pid) {
@@ -670,85 +454,6 @@ fn blamed_label(b: &Blame, ev: &Event) -> String {
     } else {
         b.holder.owner_label()
     }
-}
-
-fn denied_windows(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
-    let req = request(ev);
-    let http = facts.http_sys();
-    let blames = match ev.netns_cookie {
-        Some(ns) => blame_all(
-            table,
-            ev,
-            &req,
-            false,
-            http.as_ref(),
-            table.on_port((ns, ev.proto, ev.port)),
-        ),
-        None => Vec::new(),
-    };
-    let ep = endpoint(ev.addr, ev.port);
-    if let Some(first) = blames.first() {
-        let mut d = Diagnosis::new(
-            DiagnosisKind::Conflict,
-            format!(
-                "{} {ep} is refused because of {} on {}: {}",
-                ev.proto,
-                blamed_label(first, ev),
-                first.holder.endpoint,
-                first.explanation
-            ),
-        );
-        d.hint = Some(first.hint.clone());
-        d.holders = blames;
-        return d;
-    }
-    if let Some(d) = facts
-        .ephemeral_ports(ev.netns_cookie, ev.tid, ev.proto)
-        .and_then(|eph| excluded_port(ev, &eph))
-    {
-        return d;
-    }
-    let mut d = Diagnosis::new(
-        DiagnosisKind::AccessDenied,
-        format!(
-            "permission denied binding {} {ep} (WSAEACCES), and no socket on the port explains it: \
-             the port is likely in a range Windows excludes (Hyper-V, WinNAT and Docker reserve \
-             ranges), or a firewall or filter driver refused it",
-            ev.proto
-        ),
-    );
-    d.hint = Some(
-        "list the excluded ranges with `netsh int ipv4 show excludedportrange protocol=tcp`; \
-         pick a port outside them, or reserve yours first (`netsh int ipv4 add \
-         excludedportrange protocol=tcp startport=PORT numberofports=1`)"
-            .to_owned(),
-    );
-    d
-}
-
-/// Windows: the bind's port inside a range a system component excluded
-/// (Hyper-V, WinNAT and Docker take blocks of ports at boot), which no
-/// other program may bind: WSAEACCES with no socket on the port.
-pub(super) fn excluded_port(ev: &Event, eph: &EphemeralPorts) -> Option<Diagnosis> {
-    let (a, b) = eph.excluded_range(ev.port)?;
-    let proto = ev.proto.as_str();
-    let mut d = Diagnosis::new(
-        DiagnosisKind::AccessDenied,
-        format!(
-            "{proto} port {} lies in the excluded port range {a}-{b}, which a system component \
-             (Hyper-V, WinNAT or Docker) took for itself: no other program may bind there \
-             (WSAEACCES)",
-            ev.port
-        ),
-    );
-    d.hint = Some(format!(
-        "use a port outside the excluded ranges (`netsh int ipv4 show excludedportrange \
-         protocol={proto}`), or claim this one before the component does: `net stop winnat`, \
-         `netsh int ipv4 add excludedportrange protocol={proto} startport={} numberofports=1 \
-         store=persistent`, `net start winnat` (an administered exclusion stays bindable)",
-        ev.port
-    ));
-    Some(d)
 }
 
 fn not_available(ev: &Event, facts: &mut dyn HostFacts, rules: RuleSet) -> Diagnosis {
@@ -782,22 +487,11 @@ pub(super) fn not_available_among(
         format!(
             "{} is not an address of this {}; it has {}",
             ev.addr,
-            match rules {
-                RuleSet::Linux => "network namespace",
-                RuleSet::Windows => "host",
-            },
+            rules::of(rules).address_scope(),
             list
         ),
     );
-    d.hint = Some(match rules {
-        RuleSet::Linux => "bind one of those addresses or the wildcard, add the address to an \
-             interface (`ip addr add`), or set net.ipv4.ip_nonlocal_bind=1 / IP_FREEBIND to bind \
-             before it exists"
-            .to_owned(),
-        RuleSet::Windows => "bind one of those addresses or the wildcard, or add the address to \
-             an adapter (`netsh interface ipv4 add address`)"
-            .to_owned(),
-    });
+    d.hint = Some(rules::of(rules).address_hint().to_owned());
     d.addresses = addrs;
     d
 }

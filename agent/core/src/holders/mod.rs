@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod ephemeral;
 pub mod process;
 pub mod query;
+pub mod rules;
 pub mod strategy;
 
 use std::collections::{HashMap, HashSet, VecDeque};

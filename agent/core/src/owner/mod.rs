@@ -3,13 +3,16 @@
 //! container's published port, a process inside a container or a pod), and
 //! the fix that works on that owner rather than on the middleman.
 //!
-//! One resolver per kind of middleman, all answering [`Owner`]; every
+//! One resolver per kind of middleman (`container`, `middleman`, `nat`,
+//! and `http_sys` for the URLs http.sys holds a port for on Windows), all
+//! answering [`Owner`] or its platform's equivalent; every
 //! surface (trace, who, check, the daemon's log line, alerts, the timeline,
 //! the API) reads it from the holder's view. Pure: the platform hands in a
 //! [`Directory`] of the host's containers, read from the runtimes off the
 //! event loop.
 
 pub mod container;
+pub mod http_sys;
 pub mod middleman;
 pub mod nat;
 

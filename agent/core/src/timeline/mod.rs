@@ -119,14 +119,9 @@ pub fn record(ev: &Event, d: Option<&Diagnosis>) -> Option<Record> {
                         r.holder_comm = Some(o.comm.clone());
                     }
                 }
-                #[derive(serde::Serialize)]
-                struct Both<'a> {
-                    event: &'a Event,
-                    diagnosis: &'a Diagnosis,
-                }
-                r.detail = Detail::of(&Both {
+                r.detail = Detail::of(&crate::trace::EventLine {
                     event: ev,
-                    diagnosis: d,
+                    diagnosis: Some(d),
                 });
             }
             r

@@ -1,44 +1,49 @@
-//! Sends alert notifications to Alertmanager (v2 API) and plain JSON
-//! webhooks from a task of its own: the event loop only enqueues (bounded;
-//! a full queue drops and counts), retries back off, and every outcome is
-//! counted.
+//! Sends alert notifications from a task of its own: the event loop only
+//! enqueues (bounded; a full queue drops and counts), retries back off, and
+//! every outcome is counted. Each kind of destination is one file that
+//! says where a notification goes and what its body is ([`Destination`]);
+//! the queue, the clients, the tokens, the retries and the counting are
+//! here, once.
+
+mod alertmanager;
+mod webhook;
 
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::alerts::{Alert, AlertsConfig, Target};
 use crate::metrics::Metrics;
+use bindwatch_core::alerts::{Alert, AlertsConfig, Target};
 
-/// Alertmanager's `postableAlert`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AmAlert<'a> {
-    labels: &'a std::collections::BTreeMap<String, String>,
-    annotations: &'a std::collections::BTreeMap<String, String>,
-    starts_at: String,
-    ends_at: String,
-    #[serde(rename = "generatorURL")]
-    generator_url: &'a str,
+/// One kind of alert destination: a configured target's URL becomes the
+/// URL posted to, and a notification its JSON body.
+pub trait Destination: Send + Sync {
+    /// The `destination` label of `bindwatch_alert_deliveries_total`.
+    fn kind(&self) -> &'static str;
+    /// Where a notification for the target at `base` is posted.
+    fn url(&self, base: &str) -> String;
+    /// The body for one notification.
+    fn body(&self, a: &Alert) -> serde_json::Value;
 }
 
-/// The webhook's body: one alert with its status.
-#[derive(Serialize)]
-pub struct WebhookBody<'a> {
-    pub version: &'static str,
-    pub status: &'static str,
-    pub alert: WebhookAlert<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebhookAlert<'a> {
-    pub labels: &'a std::collections::BTreeMap<String, String>,
-    pub annotations: &'a std::collections::BTreeMap<String, String>,
-    pub starts_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ends_at: Option<String>,
+/// Every kind of destination, with the targets the configuration gives it.
+fn destinations<'a>(
+    cfg: &'a AlertsConfig,
+    generator: &str,
+) -> Vec<(Box<dyn Destination>, &'a [Target])> {
+    // Alertmanager resolves an alert by itself at endsAt unless it is
+    // re-sent: four resend periods, as Prometheus does.
+    let hold_ns = cfg.resend_every_secs.max(1) * 4 * 1_000_000_000;
+    vec![
+        (
+            Box::new(alertmanager::Alertmanager {
+                generator: generator.to_owned(),
+                hold_ns,
+            }),
+            &cfg.alertmanager[..],
+        ),
+        (Box::new(webhook::Webhook), &cfg.webhook[..]),
+    ]
 }
 
 /// The enqueueing side, owned by the event loop.
@@ -56,12 +61,12 @@ impl Deliverer {
         let task = tokio::spawn(run(
             rx,
             cfg.clone(),
-            metrics.alert_deliveries.clone(),
+            metrics.delivery.alert_deliveries.clone(),
             generator,
         ));
         Self {
             tx,
-            dropped: metrics.alert_dropped.clone(),
+            dropped: metrics.delivery.alert_dropped.clone(),
             task,
         }
     }
@@ -115,7 +120,7 @@ impl Endpoint {
     fn new(t: &Target, timeout: Duration) -> Result<Self, String> {
         let client = crate::tls_client::http_client(t.ca_file.as_deref(), timeout)?;
         let token = match &t.bearer_token_file {
-            Some(p) => Some(crate::config::read_secret(p).map_err(|e| e.to_string())?),
+            Some(p) => Some(crate::secret::read_secret(p).map_err(|e| e.to_string())?),
             None => None,
         };
         Ok(Self {
@@ -126,7 +131,7 @@ impl Endpoint {
     }
 }
 
-async fn post(to: &Endpoint, url: &str, body: &impl Serialize, retries: u32) -> bool {
+async fn post(to: &Endpoint, url: &str, body: &serde_json::Value, retries: u32) -> bool {
     for attempt in 0..=retries {
         let mut req = to.client.post(url).json(body);
         if let Some(t) = &to.token {
@@ -167,63 +172,29 @@ async fn run(
             })
             .collect()
     };
-    let (managers, hooks) = (endpoints(&cfg.alertmanager), endpoints(&cfg.webhook));
-    // Alertmanager resolves an alert by itself at endsAt unless it is
-    // re-sent: four resend periods, as Prometheus does.
-    let hold_ns = cfg.resend_every_secs.max(1) * 4 * 1_000_000_000;
+    let kinds: Vec<_> = destinations(&cfg, &generator)
+        .into_iter()
+        .map(|(d, targets)| (d, endpoints(targets)))
+        .collect();
     while let Some(a) = rx.recv().await {
-        let ends = a
-            .ends_ns
-            .unwrap_or_else(|| crate::clock::now_unix_ns() + hold_ns);
-        let am = [AmAlert {
-            labels: &a.labels,
-            annotations: &a.annotations,
-            starts_at: crate::clock::rfc3339_utc(a.starts_ns),
-            ends_at: crate::clock::rfc3339_utc(ends),
-            generator_url: &generator,
-        }];
         let mut delivered = 0;
         let mut failed = 0;
-        for to in &managers {
-            let ok = match to {
-                Some(to) => {
-                    let url = format!("{}/api/v2/alerts", to.url.trim_end_matches('/'));
-                    post(to, &url, &am, cfg.retries).await
+        for (kind, targets) in &kinds {
+            let body = kind.body(&a);
+            for to in targets {
+                let ok = match to {
+                    Some(to) => post(to, &kind.url(&to.url), &body, cfg.retries).await,
+                    None => false,
+                };
+                if ok {
+                    delivered += 1
+                } else {
+                    failed += 1
                 }
-                None => false,
-            };
-            if ok {
-                delivered += 1
-            } else {
-                failed += 1
+                outcomes
+                    .with_label_values(&[kind.kind(), if ok { "ok" } else { "failed" }])
+                    .inc();
             }
-            outcomes
-                .with_label_values(&["alertmanager", if ok { "ok" } else { "failed" }])
-                .inc();
-        }
-        let hook = WebhookBody {
-            version: "1",
-            status: if a.firing() { "firing" } else { "resolved" },
-            alert: WebhookAlert {
-                labels: &a.labels,
-                annotations: &a.annotations,
-                starts_at: crate::clock::rfc3339_utc(a.starts_ns),
-                ends_at: a.ends_ns.map(crate::clock::rfc3339_utc),
-            },
-        };
-        for to in &hooks {
-            let ok = match to {
-                Some(to) => post(to, &to.url, &hook, cfg.retries).await,
-                None => false,
-            };
-            if ok {
-                delivered += 1
-            } else {
-                failed += 1
-            }
-            outcomes
-                .with_label_values(&["webhook", if ok { "ok" } else { "failed" }])
-                .inc();
         }
         tracing::info!(
             alert = %a.labels.get("alertname").map(String::as_str).unwrap_or(""),

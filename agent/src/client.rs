@@ -1,4 +1,4 @@
-//! Asking a running daemon (`who`, `check`): where it listens, its bearer
+//! Asking a running daemon over its API (`who`, `check`): where it listens, its bearer
 //! token and its certificate come from its configuration file when this
 //! user can read them, so a protected daemon answers too. What could not
 //! be read, and why a daemon did not answer, is said, never swallowed: the
@@ -7,8 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, read_secret};
+use crate::config::Config;
 use crate::error::chain;
+use crate::secret::read_secret;
+use bindwatch_core::holders::{BindRequest, CheckAnswer, WhoQuery};
+use bindwatch_core::who::WhoAnswer;
 
 /// The daemon's configuration when none is named and this file exists.
 pub const DEFAULT_CONFIG: &str = "/etc/bindwatch/bindwatch.toml";
@@ -161,6 +164,41 @@ impl DaemonClient {
             });
         }
         Err(NoAnswer::Failed(why))
+    }
+
+    /// `who`: the daemon's `/api/v1/holders` answer.
+    pub async fn who(&self, query: &WhoQuery) -> Result<WhoAnswer, NoAnswer> {
+        let mut params = vec![("port", query.port.to_string())];
+        if let Some(p) = query.proto {
+            params.push(("proto", p.to_string()));
+        }
+        if let Some(a) = query.addr {
+            params.push(("addr", a.to_string()));
+        }
+        let body = self.get("/api/v1/holders", &params).await?;
+        serde_json::from_str(&body)
+            .map_err(|e| NoAnswer::Failed(format!("its answer is not a holders document: {e}")))
+    }
+
+    /// `check`: the daemon's `/api/v1/check` answer, and the JSON as it
+    /// sent it (with the whole diagnosis).
+    pub async fn check(&self, req: &BindRequest) -> Result<(CheckAnswer, String), NoAnswer> {
+        let mut params = vec![
+            ("port", req.port.to_string()),
+            ("addr", req.addr.to_string()),
+            ("proto", req.proto.to_string()),
+            ("reuseaddr", req.reuseaddr.to_string()),
+            ("reuseport", req.reuseport.to_string()),
+            ("v6only", req.v6only.to_string()),
+            ("uid", req.uid.to_string()),
+        ];
+        if let Some(ns) = req.netns {
+            params.push(("netns", ns.to_string()));
+        }
+        let body = self.get("/api/v1/check", &params).await?;
+        let answer = serde_json::from_str(&body)
+            .map_err(|e| NoAnswer::Failed(format!("its answer is not a check document: {e}")))?;
+        Ok((answer, body))
     }
 
     /// The line to print when the daemon did not answer and the kernel is

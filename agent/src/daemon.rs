@@ -3,30 +3,31 @@
 //! the delivery task; the HTTP server answers /metrics, health and the API.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::correlate::Correlator;
-use super::log_budget::{FAILED_BIND_LINES_PER_SECOND, LineBudget};
-use super::{Shutdown, Sink, pump};
-use crate::alerts::{Alert, AlertEngine, Watch};
 use crate::api::ApiState;
 use crate::config::Config;
 use crate::control::Request;
 use crate::deliver::Deliverer;
+use crate::event_loop::correlate::Correlator;
+use crate::event_loop::log_budget::{FAILED_BIND_LINES_PER_SECOND, LineBudget};
+use crate::event_loop::{Sink, pump};
+use crate::platform::Shutdown;
+use bindwatch_core::alerts::{Alert, AlertEngine, Watch};
 
 /// The longest the daemon waits at shutdown for queued alert
 /// notifications to be sent.
 const SHUTDOWN_DELIVERY: Duration = Duration::from_secs(2);
 use crate::error::{Error, Result};
-use crate::event::{Event, EventKind, Proto};
-use crate::holders::Diagnosis;
-use crate::metrics::{Aggregate, Listening, Metrics};
+use crate::metrics::{Aggregate, Listening, Metrics, SharedMetrics};
 use crate::platform::{HookIncident, HookStatus, ProbeConfig, Probes, RingReader};
 use crate::store::{BindAggregator, StoreSender};
-use crate::timeline::{Plan, Record, alert_record, plan, record};
-use crate::trace::{AcceptSummary, LossReport};
+use bindwatch_core::event::{Event, EventKind, Proto};
+use bindwatch_core::holders::Diagnosis;
+use bindwatch_core::timeline::{Plan, Record, alert_record, plan, record};
+use bindwatch_core::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
     pub config: Config,
@@ -37,7 +38,7 @@ pub struct RunOptions {
 /// The daemon's state on the event loop: what it does with each event and
 /// each batch (the `Sink`), apart from reading the probes.
 pub struct Daemon {
-    metrics: Arc<Mutex<Metrics>>,
+    metrics: SharedMetrics,
     store: Option<StoreSender>,
     unsent_resolved: Vec<Alert>,
     export: Option<crate::export::JsonlExport>,
@@ -94,13 +95,13 @@ impl Daemon {
     /// watches without a namespace look.
     pub fn new(
         cfg: Config,
-        metrics: Arc<Mutex<Metrics>>,
+        metrics: SharedMetrics,
         store: Option<StoreSender>,
         own_netns: Option<u64>,
     ) -> Self {
         let generator = format!("http://{}/api/v1/conflicts", cfg.http.listen);
         let deliver = {
-            let m = metrics.lock().unwrap_or_else(|e| e.into_inner());
+            let m = metrics.lock();
             Deliverer::start(&cfg.alerts, &m, generator.clone())
         };
         Self {
@@ -133,7 +134,7 @@ impl Daemon {
     }
 
     fn send(&mut self, alerts: Vec<Alert>) {
-        let now = crate::clock::now_unix_ns();
+        let now = bindwatch_core::clock::now_unix_ns();
         // Resolutions that found the queue full before go first.
         let mut pending = std::mem::take(&mut self.unsent_resolved);
         for a in alerts {
@@ -173,8 +174,8 @@ impl Daemon {
     }
 
     fn agent_record(&mut self, kind: &str, summary: String, detail: serde_json::Value) -> u64 {
-        let detail = crate::timeline::Detail::of(&detail);
-        let time_ns = crate::clock::now_unix_ns();
+        let detail = bindwatch_core::timeline::Detail::of(&detail);
+        let time_ns = bindwatch_core::clock::now_unix_ns();
         self.record(Record {
             time_ns,
             kind: kind.into(),
@@ -205,10 +206,7 @@ impl Daemon {
             );
         }
         let ports: Vec<(Proto, u16)> = risks.iter().map(|(p, q, _)| (*p, *q)).collect();
-        self.metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_ephemeral_risks(&ports);
+        self.metrics.lock().set_ephemeral_risks(&ports);
     }
 
     fn evaluate(&mut self, c: &mut Correlator) {
@@ -216,7 +214,9 @@ impl Daemon {
         if !pids.is_empty() {
             c.complete_processes(&pids);
         }
-        let out = self.alerts.evaluate(&c.table, crate::clock::now_unix_ns());
+        let out = self
+            .alerts
+            .evaluate(&c.table, bindwatch_core::clock::now_unix_ns());
         self.send(out);
     }
 
@@ -225,16 +225,16 @@ impl Daemon {
             tracing::warn!("http and probes settings take effect at the next restart");
         }
         let watches = resolve_watches(&cfg, self.own_netns);
-        let resolved = self
-            .alerts
-            .reconfigure(watches, &cfg.alerts, crate::clock::now_unix_ns());
+        let resolved =
+            self.alerts
+                .reconfigure(watches, &cfg.alerts, bindwatch_core::clock::now_unix_ns());
         self.send(resolved);
         if cfg.alerts != self.config.alerts {
-            let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+            let m = self.metrics.lock();
             self.deliver = Deliverer::start(&cfg.alerts, &m, self.generator.clone());
         }
         {
-            let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = self.metrics.lock();
             m.set_watched(cfg.watch.iter().map(|w| w.port));
             m.init_watches(&watch_series(&cfg));
         }
@@ -303,7 +303,7 @@ impl Sink for Daemon {
             if let (EventKind::Bind, Some(d)) = (ev.kind, d) {
                 let out = self
                     .alerts
-                    .on_failed_bind(ev, d, crate::clock::now_unix_ns());
+                    .on_failed_bind(ev, d, bindwatch_core::clock::now_unix_ns());
                 self.send(out);
             }
         }
@@ -340,10 +340,7 @@ impl Sink for Daemon {
         if let Some(x) = &mut self.export {
             x.flush();
         }
-        self.metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .fold(&mut self.agg);
+        self.metrics.lock().fold(&mut self.agg);
         self.evaluate(c);
         self.flush_records();
     }
@@ -377,7 +374,9 @@ impl Sink for Daemon {
         let listening: Vec<Listening> = c
             .table
             .iter()
-            .filter(|h| h.proto == Proto::Udp || h.state == crate::conflict::SockState::Listen)
+            .filter(|h| {
+                h.proto == Proto::Udp || h.state == bindwatch_core::conflict::SockState::Listen
+            })
             .map(|h| Listening {
                 proto: h.proto,
                 port: h.port,
@@ -385,7 +384,7 @@ impl Sink for Daemon {
             .collect();
         let status = self.alerts.status(&c.table);
         let stats = c.table.stats();
-        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.metrics.lock();
         m.fold(&mut self.agg);
         m.set_table(&listening, &status);
         m.set_lost(
@@ -415,7 +414,7 @@ impl Sink for Daemon {
     }
 
     fn hooks_changed(&mut self, incidents: &[HookIncident], hooks: &[HookStatus]) {
-        super::log_hook_incidents(incidents);
+        crate::event_loop::log_hook_incidents(incidents);
         for i in incidents {
             let summary = match &i.reattached {
                 Ok(()) => format!(
@@ -433,7 +432,7 @@ impl Sink for Daemon {
                 serde_json::json!({"hook": i.hook, "found": i.what, "reattached": i.reattached.is_ok()}),
             );
         }
-        let m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.metrics.lock();
         m.set_hooks(
             &hooks
                 .iter()
@@ -441,7 +440,8 @@ impl Sink for Daemon {
                 .collect::<Vec<_>>(),
         );
         for i in incidents {
-            m.probe_reattach
+            m.agent
+                .probe_reattach
                 .with_label_values(&[i.hook, if i.reattached.is_ok() { "ok" } else { "failed" }])
                 .inc();
         }
@@ -458,14 +458,58 @@ impl Sink for Daemon {
 /// Resolved notifications kept for another try when the queue was full.
 const MAX_UNSENT_RESOLVED: usize = 1024;
 
+/// The daemon, from start to stop: each step below is one function.
 pub async fn run(opts: RunOptions) -> Result<()> {
     let cfg = opts.config;
     let mut shutdown = Shutdown::install()?;
     // Files bindwatch creates (timeline, exports) are its own: the timeline
     // names users and command lines.
-    #[cfg(unix)]
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let (mut probes, ring) = Probes::load(&ProbeConfig {
+    crate::platform::files::private_from_now();
+    let (mut probes, mut reader) = load_probes(&cfg)?;
+    let metrics = start_metrics(&cfg, &probes);
+    let (tx, mut requests) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
+    let timeline = open_timeline(&cfg);
+    let ready = serve_api(&cfg, &probes, &metrics, &timeline, tx.clone()).await?;
+    if let Some(path) = opts.config_path {
+        follow_reloads(path, &metrics, tx)?;
+    }
+    if let Ok(r) = cfg.redact.redactor() {
+        crate::redact::set_active(r);
+    }
+    let mut correlator = Correlator::start(
+        Duration::from_secs(cfg.holders.reconcile_every_secs),
+        &mut probes,
+    );
+    let containers = crate::containers::SharedDirectory::default();
+    let _containers_watch =
+        crate::platform::watch_containers(cfg.containers.clone(), containers.clone());
+    correlator.follow_containers(containers);
+    let mut daemon = Daemon::new(cfg, metrics, timeline.store, correlator.own_netns());
+    record_start(&mut daemon, &probes, &mut correlator);
+    // Probes attached, listener bound, files open: from here on only what
+    // reading the kernel's sockets and /proc needs (README, Security).
+    match crate::platform::drop_to_runtime() {
+        Ok(kept) => tracing::info!(kept = ?kept, "capabilities dropped"),
+        Err(e) => tracing::warn!(error = %e, "cannot drop capabilities; keeping them"),
+    }
+    ready.store(true, Ordering::Relaxed);
+    let r = pump(
+        &mut probes,
+        &mut reader,
+        &mut daemon,
+        Duration::from_secs(1),
+        &mut shutdown,
+        &mut correlator,
+        Some(&mut requests),
+    )
+    .await;
+    stop(daemon, timeline.writer).await;
+    r
+}
+
+/// Loads and attaches the probes, saying which hooks the kernel took.
+fn load_probes(cfg: &Config) -> Result<(Probes, RingReader)> {
+    let (probes, ring) = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.probes.ring_buffer_bytes,
         mode: cfg.probes.mode,
     })?;
@@ -487,29 +531,73 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         source = %probes.source_name(),
         "bindwatch running"
     );
-    let mut reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    let reader = RingReader::new(ring).map_err(|e| Error::io("polling the ring buffer", e))?;
+    Ok((probes, reader))
+}
 
-    let metrics = Arc::new(Mutex::new(Metrics::new(
-        &cfg.metrics,
-        cfg.watch.iter().map(|w| w.port),
-    )));
-    metrics
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .init_watches(&watch_series(&cfg));
-    metrics
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_probe_set(probes.probe_set(), probes.lifecycle());
-    metrics.lock().unwrap_or_else(|e| e.into_inner()).set_hooks(
+/// The registry, with every watch's series and the probes' state in it
+/// before the first scrape.
+fn start_metrics(cfg: &Config, probes: &Probes) -> SharedMetrics {
+    let metrics = SharedMetrics::new(Metrics::new(&cfg.metrics, cfg.watch.iter().map(|w| w.port)));
+    let m = metrics.lock();
+    m.init_watches(&watch_series(cfg));
+    m.set_probe_set(probes.probe_set(), probes.lifecycle());
+    m.set_hooks(
         &probes
             .hooks()
             .iter()
             .map(|h| (h.hook, h.attached))
             .collect::<Vec<_>>(),
     );
+    drop(m);
+    metrics
+}
+
+/// The timeline's writer, or why there is none (the daemon runs on
+/// without it; `/healthz` says so).
+struct Timeline {
+    db: PathBuf,
+    store: Option<StoreSender>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    error: Option<Arc<str>>,
+}
+
+fn open_timeline(cfg: &Config) -> Timeline {
+    let db = cfg.state_dir.join(crate::store::DB_FILE);
+    match crate::store::spawn_writer(
+        db.clone(),
+        cfg.timeline.retention(),
+        crate::platform::release_free_memory,
+    ) {
+        Ok((s, h)) => Timeline {
+            db,
+            store: Some(s),
+            writer: Some(h),
+            error: None,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "no timeline: events will not be recorded");
+            Timeline {
+                db,
+                store: None,
+                writer: None,
+                error: Some(Arc::<str>::from(e.to_string())),
+            }
+        }
+    }
+}
+
+/// Binds the API's listener and serves it; the flag it returns turns
+/// `/readyz` ready.
+async fn serve_api(
+    cfg: &Config,
+    probes: &Probes,
+    metrics: &SharedMetrics,
+    timeline: &Timeline,
+    requests: tokio::sync::mpsc::Sender<Request>,
+) -> Result<Arc<AtomicBool>> {
     let token: Option<Arc<str>> = match &cfg.http.token_file {
-        Some(path) => Some(crate::config::read_secret(path)?.into()),
+        Some(path) => Some(crate::secret::read_secret(path)?.into()),
         None => None,
     };
     let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
@@ -519,27 +607,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|e| Error::io(format!("listening on {}", cfg.http.listen), e))?;
-    let (tx, mut requests) = tokio::sync::mpsc::channel(crate::control::REQUEST_QUEUE);
     let ready = Arc::new(AtomicBool::new(false));
-    let db = cfg.state_dir.join(crate::store::DB_FILE);
-    let (store, writer, timeline_error) = match crate::store::spawn_writer(
-        db.clone(),
-        cfg.timeline.retention(),
-        crate::platform::release_free_memory,
-    ) {
-        Ok((s, h)) => (Some(s), Some(h), None),
-        Err(e) => {
-            tracing::error!(error = %e, "no timeline: events will not be recorded");
-            (None, None, Some(Arc::<str>::from(e.to_string())))
-        }
-    };
     let app = crate::api::router(ApiState {
-        requests: tx.clone(),
+        requests,
         ready: ready.clone(),
         metrics: Some(metrics.clone()),
-        timeline_db: store.as_ref().map(|_| db.clone()),
-        timeline_health: store.as_ref().map(|s| s.health()),
-        timeline_error,
+        timeline_db: timeline.store.as_ref().map(|_| timeline.db.clone()),
+        timeline_health: timeline.store.as_ref().map(|s| s.health()),
+        timeline_error: timeline.error.clone(),
         probes: probes.probe_set(),
         tcp_lifecycle: probes.lifecycle(),
         token,
@@ -547,50 +622,42 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let https = tls.is_some();
     tokio::spawn(crate::serve::serve(listener, app, tls));
     tracing::info!(listen = %cfg.http.listen, https, token = cfg.http.token_file.is_some(), "HTTP API listening");
+    Ok(ready)
+}
 
-    // SIGHUP: re-read the file; a bad one is refused and the old stays.
-    // (Windows has no SIGHUP: a changed file takes effect at the service's
-    // restart.)
-    #[cfg(unix)]
-    if let Some(path) = opts.config_path.clone() {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("SIGHUP handler", e))?;
-        let reloads = metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .config_reloads
-            .clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                match Config::load(&path) {
-                    Ok(c) => {
-                        reloads.with_label_values(&["ok"]).inc();
-                        let _ = tx.send(Request::Reload(Box::new(c))).await;
-                    }
-                    Err(e) => {
-                        reloads.with_label_values(&["rejected"]).inc();
-                        tracing::error!(error = %e, "configuration rejected; the running one stays");
-                    }
+/// On the platform's reload signal (SIGHUP; none on Windows, where a
+/// changed file takes effect at the service's restart), re-reads the file:
+/// a bad one is refused and the running one stays.
+fn follow_reloads(
+    path: PathBuf,
+    metrics: &SharedMetrics,
+    tx: tokio::sync::mpsc::Sender<Request>,
+) -> Result<()> {
+    let mut reload = crate::platform::Reload::install()?;
+    let reloads = metrics.lock().agent.config_reloads.clone();
+    tokio::spawn(async move {
+        loop {
+            reload.recv().await;
+            match Config::load(&path) {
+                Ok(c) => {
+                    reloads.with_label_values(&["ok"]).inc();
+                    let _ = tx.send(Request::Reload(Box::new(c))).await;
+                }
+                Err(e) => {
+                    reloads.with_label_values(&["rejected"]).inc();
+                    tracing::error!(error = %e, "configuration rejected; the running one stays");
                 }
             }
-        });
-    }
+        }
+    });
+    Ok(())
+}
 
-    if let Ok(r) = cfg.redact.redactor() {
-        crate::redact::set_active(r);
-    }
-    let mut correlator = Correlator::start(
-        Duration::from_secs(cfg.holders.reconcile_every_secs),
-        &mut probes,
-    );
-    let containers = crate::containers::SharedDirectory::default();
-    let _containers_watch =
-        crate::platform::watch_containers(cfg.containers.clone(), containers.clone());
-    correlator.follow_containers(containers);
-    let mut daemon = Daemon::new(cfg, metrics, store, correlator.own_netns());
-    let started_ns = crate::clock::now_unix_ns();
-    let (held, left_out) = crate::timeline::held_records(&correlator.table, started_ns);
+/// The timeline's `agent_start`, what held a port at this start, the hooks
+/// refused, and the watches' first evaluation.
+fn record_start(daemon: &mut Daemon, probes: &Probes, correlator: &mut Correlator) {
+    let started_ns = bindwatch_core::clock::now_unix_ns();
+    let (held, left_out) = bindwatch_core::timeline::held_records(&correlator.table, started_ns);
     let started = daemon.agent_record(
         "agent_start",
         format!(
@@ -605,7 +672,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             if left_out > 0 {
                 format!(
                     " ({left_out} past the first {} not listed)",
-                    crate::timeline::MAX_HELD_RECORDS
+                    bindwatch_core::timeline::MAX_HELD_RECORDS
                 )
             } else {
                 String::new()
@@ -630,26 +697,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             serde_json::to_value(h).unwrap_or_default(),
         );
     }
-    daemon.report_ephemeral(&mut correlator);
-    daemon.evaluate(&mut correlator);
+    daemon.report_ephemeral(correlator);
+    daemon.evaluate(correlator);
     daemon.flush_records();
-    // Probes attached, listener bound, files open: from here on only what
-    // reading the kernel's sockets and /proc needs (README, Security).
-    match crate::platform::drop_to_runtime() {
-        Ok(kept) => tracing::info!(kept = ?kept, "capabilities dropped"),
-        Err(e) => tracing::warn!(error = %e, "cannot drop capabilities; keeping them"),
-    }
-    ready.store(true, Ordering::Relaxed);
-    let r = pump(
-        &mut probes,
-        &mut reader,
-        &mut daemon,
-        Duration::from_secs(1),
-        &mut shutdown,
-        &mut correlator,
-        Some(&mut requests),
-    )
-    .await;
+}
+
+/// The timeline's `agent_stop`; then the delivery task sends what is
+/// queued (bounded), and the writer commits what it holds once the
+/// store's sender goes with the daemon.
+async fn stop(mut daemon: Daemon, writer: Option<std::thread::JoinHandle<()>>) {
     for rec in daemon.binds.flush() {
         daemon.record(rec);
     }
@@ -658,8 +714,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         "bindwatch stopped".into(),
         serde_json::Value::Null,
     );
-    // The delivery task sends what is queued (bounded); the writer commits
-    // what it holds once the store's sender goes with the daemon.
     let deliver = daemon.into_deliverer();
     if !deliver.finish(SHUTDOWN_DELIVERY).await {
         tracing::warn!(
@@ -670,5 +724,4 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Some(w) = writer {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
-    r
 }

@@ -12,15 +12,15 @@ use std::net::IpAddr;
 
 use bindwatch_common::{AF_INET, AF_INET6, BoundSock, IPPROTO_TCP, IPPROTO_UDP, bound};
 
-use crate::conflict::SockState;
-use crate::event::{Event, Proto};
-use crate::holders::Holder;
-use crate::holders::{
+use crate::platform::{KernelView, Probes};
+use bindwatch_core::conflict::SockState;
+use bindwatch_core::event::{Event, Proto};
+use bindwatch_core::holders::Holder;
+use bindwatch_core::holders::{
     Diagnosis, DriftReport, HolderTable, HostFacts, Snapshot, TableStats, diagnose_failed_bind,
 };
-use crate::platform::{KernelView, Probes};
 
-type NatRules = std::collections::HashMap<u64, Vec<crate::owner::NatRule>>;
+type NatRules = std::collections::HashMap<u64, Vec<bindwatch_core::owner::NatRule>>;
 
 /// Pre-existing sockets the release hook is told of (its map holds 131072).
 const BOUND_SEED_MAX: usize = 65_536;
@@ -128,7 +128,7 @@ pub struct Correlator {
     /// holders (None: the table keeps the one it has).
     containers: Option<crate::containers::SharedDirectory>,
     /// The reader's directory the table's was last made from.
-    last_containers: Option<std::sync::Arc<crate::owner::Directory>>,
+    last_containers: Option<std::sync::Arc<bindwatch_core::owner::Directory>>,
     /// Each namespace's NAT rules, read at start and at each
     /// reconciliation (off the loop).
     nat: NatRules,
@@ -234,7 +234,7 @@ impl Correlator {
         let d = diagnose_failed_bind(&mut self.table, ev, &mut self.facts, || {
             fast.record(t0.elapsed());
             from_syscall.record(Duration::from_nanos(
-                crate::clock::now_unix_ns().saturating_sub(ev.time_ns),
+                bindwatch_core::clock::now_unix_ns().saturating_sub(ev.time_ns),
             ));
         })?;
         self.full.record(t0.elapsed());
@@ -254,13 +254,18 @@ impl Correlator {
         match req {
             Request::Holders(q, reply) => {
                 let holders = q.run(&self.table);
-                let notes = crate::who::ephemeral_notes(&holders, &mut self.facts);
+                let notes = bindwatch_core::who::ephemeral_notes(&holders, &mut self.facts);
                 let _ = reply.send((holders, notes));
             }
             Request::Check(q, reply) => {
                 // A request without a namespace is judged in the daemon's.
                 let me = std::process::id();
-                let _ = reply.send(crate::holders::check(&self.table, &q, me, &mut self.facts));
+                let _ = reply.send(bindwatch_core::holders::check(
+                    &self.table,
+                    &q,
+                    me,
+                    &mut self.facts,
+                ));
             }
             Request::Conflicts { limit, port, reply } => {
                 let v: Vec<ConflictRecord> = self

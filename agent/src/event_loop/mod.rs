@@ -1,64 +1,25 @@
-//! The subcommands' event loops.
+//! The event loop: events read from the platform's ring, decoded, applied
+//! to the holder table (the correlator), a failed bind diagnosed, and each
+//! handed to a [`Sink`] (the daemon's, or `trace`'s); between batches, the
+//! ticks (hooks checked, the table reconciled, accept and loss counters
+//! polled) and the surfaces' requests. One loop for every command.
 
-pub mod ask;
-pub mod check;
 pub mod correlate;
-mod log_budget;
-pub mod probes;
-pub mod run;
-pub mod trace;
-pub mod who;
+pub mod log_budget;
 
-use std::collections::HashMap;
-
-use crate::clock::Clock;
-use crate::platform::{HookIncident, HookStatus, Probes};
-use crate::trace::AcceptSummary;
-
-/// Turns the probes' cumulative accept counters into per-interval deltas.
-#[derive(Default)]
-pub struct AcceptDeltas {
-    last: HashMap<(u8, u16), u64>,
-}
-
-impl AcceptDeltas {
-    pub fn poll(&mut self, probes: &Probes) -> Vec<AcceptSummary> {
-        let now = crate::clock::now_unix_ns();
-        let Ok(current) = probes.accepts() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (&(family, port), &total) in &current {
-            let prev = self.last.get(&(family, port)).copied().unwrap_or(0);
-            if total > prev {
-                out.push(AcceptSummary {
-                    kind: "accepts",
-                    time_ns: now,
-                    family: if family == bindwatch_common::AF_INET6 {
-                        "ipv6"
-                    } else {
-                        "ipv4"
-                    },
-                    port,
-                    delta: total - prev,
-                    total,
-                });
-            }
-        }
-        out.sort_by_key(|a| (a.port, a.family));
-        self.last = current;
-        out
-    }
-}
+mod accepts;
 
 use std::time::Duration;
 
-use crate::decode::Decoder;
+pub use accepts::AcceptDeltas;
+
 use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::holders::Diagnosis;
-use crate::platform::{LostCounts, RingReader};
-use crate::trace::LossReport;
+use crate::platform::{HookIncident, HookStatus, LostCounts, Probes, RingReader, Shutdown};
+use bindwatch_core::clock::Clock;
+use bindwatch_core::decode::Decoder;
+use bindwatch_core::event::Event;
+use bindwatch_core::holders::Diagnosis;
+use bindwatch_core::trace::{AcceptSummary, LossReport};
 use correlate::{Correlator, CorrelatorStats};
 
 /// Where the event loop delivers what it reads.
@@ -93,7 +54,7 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
     let s = decoder.stats();
     LossReport {
         kind: "loss",
-        time_ns: crate::clock::now_unix_ns(),
+        time_ns: bindwatch_core::clock::now_unix_ns(),
         events: s.decoded,
         lost_ringbuf_full: lost.ringbuf_full,
         lost_pending_map_full: lost.pending_map_full,
@@ -102,61 +63,7 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
     }
 }
 
-/// SIGINT and SIGTERM, caught from the moment a command starts: a signal
-/// that arrives while the probes load must still end the loop cleanly.
-#[cfg(unix)]
-pub struct Shutdown {
-    sigint: tokio::signal::unix::Signal,
-    sigterm: tokio::signal::unix::Signal,
-}
-
-/// Ctrl-C, or the service manager's stop.
-#[cfg(windows)]
-pub struct Shutdown {
-    _private: (),
-}
-
-#[cfg(windows)]
-impl Shutdown {
-    pub fn install() -> Result<Self> {
-        Ok(Self { _private: () })
-    }
-
-    async fn recv(&mut self) {
-        // A service may have no console to take Ctrl-C from: a handler that
-        // cannot be installed must not read as a request to stop.
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = crate::windows::service::stop_requested() => {}
-        }
-    }
-}
-
-#[cfg(unix)]
-impl Shutdown {
-    pub fn install() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            sigint: signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?,
-            sigterm: signal(SignalKind::terminate())
-                .map_err(|e| Error::io("SIGTERM handler", e))?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.sigint.recv() => {}
-            _ = self.sigterm.recv() => {}
-        }
-    }
-}
-
-pub(crate) fn log_hook_incidents(incidents: &[HookIncident]) {
+pub fn log_hook_incidents(incidents: &[HookIncident]) {
     for i in incidents {
         tracing::warn!(hook = i.hook, found = i.what, reattached = ?i.reattached, "probe hook was not running");
     }
@@ -265,10 +172,7 @@ pub async fn pump(
                 batch.push(ev);
             }
         });
-        for ev in batch.drain(..) {
-            let d = correlator.on_event(&ev);
-            sink.event(&ev, d.as_ref())?;
-        }
+        batch_step(&mut batch, correlator, sink)?;
         sink.accepts(&accepts.poll(probes))?;
         sink.holders(&correlator.stats(), true)?;
         sink.loss(
