@@ -43,12 +43,16 @@ fn get_text(url: &str) -> String {
     curl(url).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Active alerts in Alertmanager named `name`.
+/// Active alerts in Alertmanager named `name`. Alertmanager is up before
+/// the first call, so no answer is a failure, never an empty list: a wait
+/// for an alert to resolve must not pass because Alertmanager went away.
 fn am_alerts(name: &str) -> Vec<Value> {
     let am = addr_am();
-    get(&format!("http://{am}/api/v2/alerts?active=true"))
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+    let url = format!("http://{am}/api/v2/alerts?active=true");
+    let v = get(&url).unwrap_or_else(|| panic!("Alertmanager did not answer {url}"));
+    v.as_array()
+        .unwrap_or_else(|| panic!("{url} answered no list: {v}"))
+        .clone()
         .into_iter()
         .filter(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active")
         .collect()

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-/// The page's DOM after its script ran, from headless Chromium; None (a
-/// skip, or a failure in CI) when Chromium is not installed.
+/// The page's DOM after its script ran, from headless Chromium; a missing
+/// or failing Chromium fails the test (scripts/test installs it).
 fn chromium_dom(url: &str, screenshot: Option<&Path>) -> String {
     let flags = [
         "--headless",

@@ -1,7 +1,7 @@
 //! `bindwatch run` under test: started on its own state directory and
 //! port, its metrics and timeline read back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,8 @@ use crate::*;
 /// `bindwatch run` on a configuration of the test's own.
 pub struct Daemon {
     pub child: Child,
+    /// Its standard error, shown when it fails.
+    log: PathBuf,
 }
 
 impl Daemon {
@@ -31,13 +33,14 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut d = Self { child };
-        d.wait_ready(listen, &log);
+        let mut d = Self { child, log };
+        d.wait_ready(listen);
         d
     }
 
     /// Waits (60 s: emulated guest kernels are slow) until `/readyz` says 200.
-    pub fn wait_ready(&mut self, listen: &str, log: &Path) {
+    pub fn wait_ready(&mut self, listen: &str) {
+        let log = &self.log;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if curl(&format!("http://{listen}/readyz")).is_ok() {
@@ -58,9 +61,16 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, then its exit: a daemon that fails or panics on the way
+    /// out fails the test, with its log.
     pub fn stop(mut self) {
         crate::signal(self.child.id(), crate::Signal::TERM).expect("SIGTERM");
-        let _ = self.child.wait();
+        let status = self.child.wait().expect("waiting for the daemon");
+        assert!(
+            status.success(),
+            "the daemon exited {status} on SIGTERM:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 }
 

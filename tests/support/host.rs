@@ -26,7 +26,7 @@ pub fn require_root() {
 
 /// The `bindwatch` binary under test: `BINDWATCH_BIN`, else the one cargo
 /// built beside this test (`cargo build --release -p bindwatch`, which
-/// scripts/system-tests runs first).
+/// scripts/test runs first).
 pub fn bindwatch_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BINDWATCH_BIN") {
         return PathBuf::from(p);
@@ -40,7 +40,7 @@ pub fn bindwatch_bin() -> PathBuf {
         .join("bindwatch");
     assert!(
         bin.exists(),
-        "{} is missing: build it first (cargo build --release -p bindwatch, or scripts/system-tests)",
+        "{} is missing: build it first (cargo build --release -p bindwatch, or scripts/test)",
         bin.display()
     );
     bin

@@ -109,8 +109,13 @@ async function story(url, outdir) {
   await page.keyboard.press('0');
   const plot = await page.evaluate(() => { const r = document.getElementById('plot').getBoundingClientRect(); return [r.left + r.width / 2, r.top + 10]; });
   await page.mouse.move(plot[0], plot[1]);
+  const viewBefore = (await geometry(page)).view;
   for (let i = 0; i < 3; i++) await page.mouse.wheel(0, -100);
-  await page.waitForFunction(n => window.bindwatchPage.draws > n, (await page.evaluate(() => window.bindwatchPage.draws)) - 1);
+  // Wheel events arrive asynchronously: wait until the drawn view moves.
+  await page.waitForFunction(v => {
+    const svg = document.getElementById('lanes');
+    return Number(svg.dataset.viewFrom) !== v[0] || Number(svg.dataset.viewTo) !== v[1];
+  }, viewBefore);
   out.wheeled = (await geometry(page)).view;
   await page.keyboard.press('ArrowRight');
   out.panned = (await geometry(page)).view;

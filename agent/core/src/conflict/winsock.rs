@@ -206,7 +206,8 @@ mod tests {
                     'S' => Outcome::Success,
                     'U' => Outcome::InUse,
                     'D' => Outcome::Denied,
-                    _ => Outcome::Check,
+                    'C' => Outcome::Check,
+                    other => panic!("cell {other:?} is not one of S, U, D, C"),
                 };
                 assert_eq!(
                     outcome(*f, *fs, second, second_specific),
