@@ -60,6 +60,18 @@ impl Server {
         let mut s = Self::spawn(ns, &["nginx", "-p", &prefix, "-c", conf.to_str().unwrap()]);
         s.dir = Some(dir);
         s.wait_listening(ns, port);
+        // The master listens before it forks its worker: a tracer started
+        // in between would find the master alone in its snapshot while
+        // `family` (read later) names both. Return once the worker is there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.family().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "nginx {} forked no worker within 10 s",
+                s.pid
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         s
     }
 
