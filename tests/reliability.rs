@@ -829,6 +829,12 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_stays_up() {
         .is_ok_and(|v| v > 0.0)
         .then_some(())
     });
+    // Every cause has its series from the start, the kernel's skips of
+    // our programs among them (a reading, whatever its value).
+    for reason in ["pending_map_full", "accept_map_full", "program_skipped"] {
+        let name = format!("bindwatch_events_lost_total{{reason=\"{reason}\"}}");
+        try_metric(listen, &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
     let h = json(&format!("http://{listen}/healthz")).unwrap();
     assert!(h["status"].is_string());
     // Still following the kernel: a new listener shows up.

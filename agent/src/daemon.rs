@@ -392,6 +392,7 @@ impl Sink for Daemon {
                 ("ringbuf_full", loss.lost_ringbuf_full),
                 ("pending_map_full", loss.lost_pending_map_full),
                 ("accept_map_full", loss.lost_accept_map_full),
+                ("program_skipped", loss.lost_program_skipped),
             ],
             loss.malformed,
         );

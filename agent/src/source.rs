@@ -91,6 +91,10 @@ pub struct LostCounts {
     /// Linux: the per-syscall pending maps. Windows: the joiner's endpoint
     /// map or its TCPIP failures waiting for a twin.
     pub pending_map_full: u64,
+    /// Linux: runs of the probes' programs the kernel skipped because another
+    /// BPF program was running on that CPU (the programs' `recursion_misses`),
+    /// each one an event never made. Windows: always 0.
+    pub program_skipped: u64,
     /// Records the source could not decode before they reached the agent's
     /// decoder (Windows: ETW records missing a field); always 0 on Linux.
     pub undecodable: u64,

@@ -131,13 +131,15 @@ pub struct LossReport {
     pub lost_ringbuf_full: u64,
     pub lost_pending_map_full: u64,
     pub lost_accept_map_full: u64,
+    /// Runs of the probes' programs the kernel skipped (Linux).
+    pub lost_program_skipped: u64,
     pub malformed: u64,
 }
 
 impl LossReport {
     /// Events the kernel produced that never reached the agent.
     pub fn lost_events(&self) -> u64 {
-        self.lost_ringbuf_full + self.lost_pending_map_full
+        self.lost_ringbuf_full + self.lost_pending_map_full + self.lost_program_skipped
     }
 }
 

@@ -181,9 +181,13 @@ impl Sink for TraceSink {
             );
         } else {
             eprintln!(
-                "bindwatch: WARNING {} events lost so far (ring buffer full: {}, pending map full: {}), {} malformed; \
-                 raise --ring-buffer-bytes",
-                lost, r.lost_ringbuf_full, r.lost_pending_map_full, r.malformed
+                "bindwatch: WARNING {} events lost so far (ring buffer full: {}, pending map full: {}, programs skipped by the kernel: {}), {} malformed; \
+                 a full ring: raise --ring-buffer-bytes",
+                lost,
+                r.lost_ringbuf_full,
+                r.lost_pending_map_full,
+                r.lost_program_skipped,
+                r.malformed
             );
         }
         Ok(())

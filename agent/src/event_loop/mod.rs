@@ -59,6 +59,7 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
         lost_ringbuf_full: lost.ringbuf_full,
         lost_pending_map_full: lost.pending_map_full,
         lost_accept_map_full: lost.accept_map_full,
+        lost_program_skipped: lost.program_skipped,
         malformed: s.rejected() + lost.undecodable,
     }
 }

@@ -485,8 +485,29 @@ impl Probes {
             ringbuf_full: slot(lost::RINGBUF_FULL),
             accept_map_full: slot(lost::ACCEPT_MAP_FULL),
             pending_map_full: slot(lost::PENDING_MAP_FULL),
+            program_skipped: self.programs_skipped(),
             undecodable: 0,
         })
+    }
+
+    /// How often the kernel skipped one of our programs since load: a
+    /// tracepoint program does not run while another BPF program (or a BPF
+    /// map syscall, such as our own reads of the accept counters) holds the
+    /// CPU's `bpf_prog_active`, and fentry/fexit programs do not recurse.
+    /// The kernel counts each skip in the program's `recursion_misses`
+    /// (Linux 5.12), shown in its descriptor's fdinfo; a kernel without the
+    /// field reads 0.
+    fn programs_skipped(&self) -> u64 {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .filter_map(|fd| {
+                let raw = fd.as_fd().as_raw_fd();
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).ok()?;
+                recursion_misses(&info)
+            })
+            .sum()
     }
 
     /// Completed passive TCP handshakes per (family, port), since load.
@@ -533,6 +554,14 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// The `recursion_misses` line of a BPF program's fdinfo.
+fn recursion_misses(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Sets one slot of the probes' `CONFIG` array.
@@ -818,6 +847,17 @@ mod tests {
         let err = check_layout(&patched).unwrap_err();
         assert!(matches!(err, Error::LayoutMismatch { .. }), "{err}");
         assert!(err.to_string().contains("rebuild"), "{err}");
+    }
+
+    #[test]
+    fn reads_recursion_misses_from_fdinfo() {
+        // As a 6.1 kernel prints a tracepoint program's fdinfo.
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t2070\nlink_type:\tperf\n\
+                    prog_type:\t5\nprog_jited:\t1\nprog_tag:\t0123456789abcdef\nmemlock:\t4096\n\
+                    prog_id:\t42\nrun_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t311\n";
+        assert_eq!(recursion_misses(info), Some(17));
+        // Kernels before 5.12 have no such line: no reading, not a 0.
+        assert_eq!(recursion_misses("prog_type:\t5\nrun_cnt:\t0\n"), None);
     }
 
     #[test]

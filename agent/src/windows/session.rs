@@ -370,6 +370,7 @@ impl Probes {
                 + session_losses().unwrap_or(0),
             accept_map_full: 0,
             pending_map_full: stats.endpoints_full + stats.pending_full,
+            program_skipped: 0,
             undecodable: stats.malformed,
         })
     }
