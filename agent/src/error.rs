@@ -4,11 +4,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error(
-        "loading the kernel probes was refused ({0}): run as root, or with CAP_BPF, \
-         CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_RESOURCE"
-    )]
-    NotPrivileged(String),
+    /// The kernel's refusal, then what this process lacks for the load
+    /// (from its own capability sets and seccomp state).
+    #[error("loading the kernel probes was refused ({0}): {1}")]
+    NotPrivileged(String, String),
 
     #[error(
         "no cgroup v2 hierarchy is mounted (looked for a cgroup2 entry in /proc/mounts): \

@@ -274,7 +274,7 @@ impl Probes {
             .load(obj)
             .map_err(|e| {
                 if is_permission_error(&e) {
-                    Error::NotPrivileged(describe(&e))
+                    Error::NotPrivileged(describe(&e), super::privileges::load_refusal_hint())
                 } else {
                     Error::Load(describe(&e))
                 }
@@ -316,7 +316,7 @@ impl Probes {
             && let Some((denied, msg)) = first_refusal
         {
             return Err(if denied {
-                Error::NotPrivileged(msg)
+                Error::NotPrivileged(msg, super::privileges::load_refusal_hint())
             } else {
                 Error::NothingAttached(msg)
             });
