@@ -34,6 +34,12 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
     std::str::from_utf8(rest).ok()?.parse().ok()
 }
 
+/// Held while this process holds a duplicate of another's socket
+/// descriptor ([`reuse_flags`]), and while a walk reads this process's own
+/// descriptors: without it a walk running beside a read of the flags saw
+/// the duplicate and named the agent as an owner of the other's socket.
+static DUPLICATES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Socket inode → the descriptors that hold it, over every process (what
 /// `ss -p` does). With `wanted`, only those inodes are kept.
 pub fn socket_owners(wanted: Option<&HashSet<u64>>) -> HashMap<u64, Vec<SocketFd>> {
@@ -46,6 +52,7 @@ pub fn socket_owners(wanted: Option<&HashSet<u64>>) -> HashMap<u64, Vec<SocketFd
     };
     let mut name = Vec::with_capacity(32);
     let mut link = Vec::with_capacity(64);
+    let me = std::process::id();
     for ent in procs.flatten() {
         let Some(pid) = std::str::from_utf8(ent.file_name().to_bytes())
             .ok()
@@ -59,6 +66,7 @@ pub fn socket_owners(wanted: Option<&HashSet<u64>>) -> HashMap<u64, Vec<SocketFd
         let Ok(path) = CStr::from_bytes_with_nul(&name) else {
             continue;
         };
+        let _own = (pid == me).then(|| DUPLICATES.lock().unwrap_or_else(|p| p.into_inner()));
         // Processes exit and deny access while we walk: skip them.
         let Ok(fd_dir) = open_dir(&proc_fd, path) else {
             continue;
@@ -156,6 +164,8 @@ pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
 pub fn reuse_flags(owner: SocketFd) -> Option<(bool, bool)> {
     let pid = Pid::from_raw(owner.pid as i32)?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
+    // Declared before `sock`, so the duplicate is closed before it is released.
+    let _held = DUPLICATES.lock().unwrap_or_else(|p| p.into_inner());
     let sock = pidfd_getfd(&pidfd, owner.fd, PidfdGetfdFlags::empty()).ok()?;
     let ra = rustix::net::sockopt::socket_reuseaddr(&sock).ok()?;
     let rp = rustix::net::sockopt::socket_reuseport(&sock).ok()?;
