@@ -2,6 +2,7 @@
 //! `bindwatch trace --json`. Needs root and eBPF; fails without them.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -108,6 +109,64 @@ fn eacces_for_a_privileged_port_as_an_unprivileged_user() {
     assert_eq!(b.len(), 1, "{events:#?}");
     assert_eq!(b[0]["error"], "EACCES");
     assert_eq!(b[0]["uid"], 65534);
+}
+
+/// Binds the kernel refuses before its bind hook runs: no socket behind
+/// the descriptor, a sockaddr too short. The sets that trace the syscall
+/// report them with the address asked for (the exit-only set reads the
+/// arguments from the saved registers); the fexit set does not see them.
+#[test]
+fn binds_refused_before_the_kernels_bind_hook_are_reported_by_the_tracepoint_sets() {
+    for mode in ["tracepoint", "tracepoint_entry"] {
+        let tracer = Tracer::start(&["--probes", mode]);
+        let ns = Netns::new("early");
+        let (pipe_fd, sock_fd) = ns.run(|| {
+            let addr = |port: u16| libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+                },
+                sin_zero: [0; 8],
+            };
+            // A bind(2) with `len` bytes of the sockaddr: its errno.
+            let bind = |fd: i32, a: libc::sockaddr_in, len: u32| {
+                // SAFETY: `a` outlives the call; the kernel reads `len` bytes.
+                let rc = unsafe { libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len) };
+                assert_eq!(rc, -1);
+                std::io::Error::last_os_error().raw_os_error()
+            };
+            let (pipe, _w) = std::io::pipe().unwrap();
+            assert_eq!(bind(pipe.as_raw_fd(), addr(8091), 16), Some(libc::ENOTSOCK));
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            // Family, port and address, but not the whole sockaddr_in.
+            assert_eq!(bind(s.as_raw_fd(), addr(8092), 8), Some(libc::EINVAL));
+            (pipe.as_raw_fd(), s.as_raw_fd())
+        });
+        let events = tracer.stop();
+        let ours = |port: u64| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| {
+                    e["kind"] == "bind" && e["pid"] == std::process::id() && e["port"] == port
+                })
+                .collect()
+        };
+        for (port, fd, error) in [(8091, pipe_fd, "ENOTSOCK"), (8092, sock_fd, "EINVAL")] {
+            let b = ours(port);
+            assert_eq!(b.len(), 1, "{mode}: the bind of port {port}: {events:#?}");
+            assert_eq!(
+                (&b[0]["addr"], &b[0]["error"], &b[0]["fd"]),
+                (
+                    &Value::from("127.0.0.1"),
+                    &Value::from(error),
+                    &Value::from(fd)
+                ),
+                "{mode}: {:#}",
+                b[0]
+            );
+        }
+    }
 }
 
 #[test]

@@ -152,9 +152,9 @@ fn comparable(e: &Value, chosen: u16) -> String {
     serde_json::to_string(&e).unwrap()
 }
 
-/// The fexit set's programs loaded on the host now, its cgroup bind hooks
-/// included (bpftool's view; the kernel truncates names to 15 characters).
-fn fexit_set_loaded() -> usize {
+/// Programs loaded on the host now whose names begin with one of these
+/// (bpftool's view; the kernel truncates names to 15 characters).
+fn loaded_named(prefixes: &[&str]) -> usize {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -168,15 +168,27 @@ fn fexit_set_loaded() -> usize {
     progs
         .iter()
         .filter(|p| {
-            p["name"].as_str().is_some_and(|n| {
-                ["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"]
-                    .iter()
-                    .any(|p| n.starts_with(p))
-                    || n == "bind4_begin"
-                    || n == "bind6_begin"
-            })
+            p["name"]
+                .as_str()
+                .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p)))
         })
         .count()
+}
+
+/// The exit-only tracepoint set's programs loaded on the host now (the
+/// cgroup bind hooks it shares with the fexit set among them).
+fn exit_only_set_loaded() -> usize {
+    loaded_named(&["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"])
+}
+
+std::thread_local! {
+    /// `exit_only_set_loaded` during this thread's last run.
+    static LEFT_BEHIND: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// The fexit set's trampolines loaded on the host now.
+fn fexit_set_loaded() -> usize {
+    loaded_named(&["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"])
 }
 
 /// The scenario's events under one mode (and environment), comparable;
@@ -204,6 +216,7 @@ fn run_with_lifecycle(
     let tracer = Tracer::try_start_env(&["--probes", mode], env)
         .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
     let trampolines = fexit_set_loaded();
+    LEFT_BEHIND.with(|n| n.set(exit_only_set_loaded()));
     let chosen = ns.run(move || scenario(failed_listen));
     drop(before);
     let tracer_started = tracer.started.clone();
@@ -235,6 +248,11 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (tracepoint, set, loaded) = run("tracepoint", &[]);
     assert_eq!((set.as_str(), loaded), ("tracepoint", 0));
+    assert_eq!(
+        LEFT_BEHIND.with(|n| n.get()),
+        4,
+        "the exit-only set's programs"
+    );
     // Sanity: the scenario's events are there at all.
     let binds = tracepoint
         .iter()
@@ -276,8 +294,8 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
         );
         let (fexit, set, loaded) = run("fexit", &[]);
         // Five trampolines on inet and MPTCP binds' and listens' ends, one
-        // on MPTCP's listen entry, two cgroup bind hooks.
-        assert_eq!((set.as_str(), loaded), ("fexit", 8));
+        // on MPTCP's listen entry.
+        assert_eq!((set.as_str(), loaded), ("fexit", 6));
         assert_eq!(fexit, tracepoint, "fexit against tracepoint");
     } else {
         assert_eq!(auto_set, "tracepoint", "auto falls back");
@@ -292,6 +310,10 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
         );
     }
     assert_eq!(auto, tracepoint, "auto ({auto_set}) against tracepoint");
+    // The entry set, where a kernel refuses the exits alone.
+    let (entry, set, loaded) = run("tracepoint_entry", &[]);
+    assert_eq!((set.as_str(), loaded), ("tracepoint_entry", 0));
+    assert_eq!(entry, tracepoint, "tracepoint_entry against tracepoint");
 }
 
 #[test]
@@ -305,6 +327,22 @@ fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
         (set.as_str(), loaded),
         ("tracepoint", 0),
         "fell back with no trampoline left behind"
+    );
+    let (tracepoint, _, _) = run("tracepoint", &[]);
+    assert_eq!(events, tracepoint);
+}
+
+#[test]
+fn a_refusal_part_way_through_the_exit_only_set_falls_back_to_the_entry_set() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The last program refused: the exits and the first cgroup bind hook
+    // attached before it must be gone, and the events the same.
+    let (events, set, _) = run("tracepoint", &[("BINDWATCH_REFUSE_EXITS_AT", "3")]);
+    assert_eq!(set, "tracepoint_entry", "fell back to the entry set");
+    assert_eq!(
+        LEFT_BEHIND.with(|n| n.get()),
+        0,
+        "an exit-only program left behind"
     );
     let (tracepoint, _, _) = run("tracepoint", &[]);
     assert_eq!(events, tracepoint);

@@ -858,7 +858,8 @@ fn a_cgroup_hook_detached_behind_its_back_is_reported_and_attached_again() {
     let state = temp("rel-detach");
     let listen = &free_local_addr();
     let daemon = Daemon::start(&state, listen, "");
-    // The daemon's bind4 program, and its live cgroup link.
+    // The daemon's post_bind4 program (in every probe set), and its live
+    // cgroup link.
     let progs: Value = serde_json::from_slice(
         &Command::new("bpftool")
             .args(["-j", "prog", "show"])
@@ -889,10 +890,10 @@ fn a_cgroup_hook_detached_behind_its_back_is_reported_and_attached_again() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["name"] == "bind4")
+        .filter(|p| p["name"] == "post_bind4")
         .filter_map(|p| p["id"].as_u64())
         .find(|id| held.contains(id))
-        .expect("the daemon's bind4 program");
+        .expect("the daemon's post_bind4 program");
     let link = links
         .as_array()
         .unwrap()
@@ -904,13 +905,13 @@ fn a_cgroup_hook_detached_behind_its_back_is_reported_and_attached_again() {
     wait_for("the detached hook attached again", 10, || {
         try_metric(
             listen,
-            "bindwatch_probe_reattach_total{hook=\"bind4\",result=\"ok\"}",
+            "bindwatch_probe_reattach_total{hook=\"post_bind4\",result=\"ok\"}",
         )
         .is_ok_and(|v| v == 1.0)
         .then_some(())
     });
     assert_eq!(
-        metric(listen, "bindwatch_probe_attached{hook=\"bind4\"}"),
+        metric(listen, "bindwatch_probe_attached{hook=\"post_bind4\"}"),
         1.0
     );
     let links: Value = serde_json::from_slice(
@@ -927,7 +928,7 @@ fn a_cgroup_hook_detached_behind_its_back_is_reported_and_attached_again() {
             .unwrap()
             .iter()
             .any(|l| l["prog_id"] == prog_id && l["cgroup_id"] != 0),
-        "no live link for bind4 after re-attachment"
+        "no live link for post_bind4 after re-attachment"
     );
     wait_for("the incident in the timeline", 5, || {
         let v = json(&format!(
@@ -940,7 +941,7 @@ fn a_cgroup_hook_detached_behind_its_back_is_reported_and_attached_again() {
                 r["summary"]
                     .as_str()
                     .unwrap_or("")
-                    .contains("bind4 was detached")
+                    .contains("post_bind4 was detached")
             })
             .then_some(())
     });

@@ -113,8 +113,9 @@ pub struct ProbesConfig {
     /// Kernel ring buffer size: a power of two, at least 4096.
     #[serde(default = "default_ring")]
     pub ring_buffer_bytes: u32,
-    /// Which hooks carry binds and listens: auto (fexit where the kernel
-    /// loads it, else tracepoints), tracepoint, fexit.
+    /// Which hooks carry binds and listens: auto (the first the kernel
+    /// loads of fexit, tracepoint and tracepoint_entry), tracepoint (exit
+    /// tracepoints, else tracepoint_entry), tracepoint_entry, fexit.
     #[serde(default)]
     pub mode: crate::source::ProbeMode,
 }

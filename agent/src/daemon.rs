@@ -529,6 +529,7 @@ fn load_probes(cfg: &Config) -> Result<(Probes, RingReader)> {
         tcp_lifecycle = probes.lifecycle(),
         sock_ops_refused = probes.sock_ops_refused(),
         fallback_reason = probes.fallback(),
+        exits_refused = probes.exits_refused(),
         source = %probes.source_name(),
         "bindwatch running"
     );

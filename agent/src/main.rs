@@ -39,8 +39,9 @@ enum Command {
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
-        /// Which probe set to try: auto (fexit where the kernel loads it,
-        /// else tracepoints), tracepoint, fexit.
+        /// Which probe set to try: auto (the first the kernel loads of
+        /// fexit, tracepoint and tracepoint_entry), tracepoint (exit
+        /// tracepoints, else tracepoint_entry), tracepoint_entry, fexit.
         #[arg(long, default_value = "auto", value_parser = cli::trace::parse_probe_mode)]
         probes: bindwatch::platform::ProbeMode,
     },

@@ -31,25 +31,31 @@ impl Default for ProbeConfig {
 /// trampolines on the kernel's bind and listen functions, so no syscall
 /// tracepoint is enabled and no other syscall pays for bindwatch (needs
 /// BTF and trampolines; most distribution kernels since 5.5 have them).
-/// `tracepoint`: the syscall tracepoints, which every kernel has. `auto`:
-/// fexit where the kernel loads it, else tracepoints. Windows has ETW
-/// whatever the mode.
+/// `tracepoint`: the syscalls' exit tracepoints (a bind begun at the cgroup
+/// bind hook, a listen at its address; needs BTF and Linux 5.15 to read a
+/// refused call's arguments at its exit, and x86-64), falling back to
+/// `tracepoint_entry`: the entry and exit tracepoints, which every kernel
+/// has, and which make every syscall of every process take the kernel's
+/// entry path as well. `auto`: the first of fexit, tracepoint and
+/// tracepoint_entry the kernel loads. Windows has ETW whatever the mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeMode {
     #[default]
     Auto,
     Tracepoint,
+    TracepointEntry,
     Fexit,
 }
 
 impl ProbeMode {
-    pub const NAMES: &'static str = "auto, tracepoint, fexit";
+    pub const NAMES: &'static str = "auto, tracepoint, tracepoint_entry, fexit";
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "auto" => Some(Self::Auto),
             "tracepoint" => Some(Self::Tracepoint),
+            "tracepoint_entry" => Some(Self::TracepointEntry),
             "fexit" => Some(Self::Fexit),
             _ => None,
         }
@@ -59,6 +65,7 @@ impl ProbeMode {
         match self {
             Self::Auto => "auto",
             Self::Tracepoint => "tracepoint",
+            Self::TracepointEntry => "tracepoint_entry",
             Self::Fexit => "fexit",
         }
     }

@@ -171,6 +171,7 @@ pub fn kernel_offers_fexit() -> bool {
 pub fn expected_probe_set() -> &'static str {
     match std::env::var("BINDWATCH_PROBES").as_deref() {
         Ok("tracepoint") => "tracepoint",
+        Ok("tracepoint_entry") => "tracepoint_entry",
         Ok("fexit") => "fexit",
         _ if kernel_offers_fexit() => "fexit",
         _ => "tracepoint",

@@ -35,7 +35,8 @@ pub fn exec(json: bool, mode: bindwatch::platform::ProbeMode) -> anyhow::Result<
 struct ProbeReport {
     /// The running kernel's release (`uname -r`), where the platform has one.
     pub kernel: String,
-    /// The probe set that attached: `fexit`, `tracepoint` (or `etw`).
+    /// The probe set that attached: `fexit`, `tracepoint`,
+    /// `tracepoint_entry` (or `etw`).
     pub probes: &'static str,
     /// Where the TCP lifecycle comes from: `sock_ops`, `state_tracepoint`
     /// (or `etw`).
@@ -46,6 +47,9 @@ struct ProbeReport {
     /// Why `auto` fell back from the fexit set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fexit_refused: Option<String>,
+    /// Why the exit-only tracepoint set was refused (the entry set in use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exits_refused: Option<String>,
     pub hooks: Vec<HookStatus>,
 }
 
@@ -70,6 +74,9 @@ impl ProbeReport {
         if let Some(why) = &self.fexit_refused {
             s.push_str(&format!("  fexit set refused: {why}\n"));
         }
+        if let Some(why) = &self.exits_refused {
+            s.push_str(&format!("  exit-only tracepoint set refused: {why}\n"));
+        }
         if let Some(why) = &self.sock_ops_refused {
             s.push_str(&format!("  sock_ops refused: {why}\n"));
         }
@@ -93,6 +100,7 @@ fn report(cfg: &ProbeConfig) -> Result<ProbeReport> {
         tcp_lifecycle: probes.lifecycle(),
         sock_ops_refused: probes.sock_ops_refused().map(str::to_owned),
         fexit_refused: probes.fallback().map(str::to_owned),
+        exits_refused: probes.exits_refused().map(str::to_owned),
         hooks: probes.hooks().to_vec(),
     };
     drop(ring);

@@ -45,8 +45,9 @@ pub struct ProbeArgs {
     /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_ring_size)]
     ring_buffer_bytes: u32,
-    /// Which kernel hooks carry binds and listens: auto (fexit where the
-    /// kernel loads it, else tracepoints), tracepoint, fexit.
+    /// Which kernel hooks carry binds and listens: auto (the first the
+    /// kernel loads of fexit, tracepoint and tracepoint_entry), tracepoint
+    /// (exit tracepoints, else tracepoint_entry), tracepoint_entry, fexit.
     #[arg(long, default_value = "auto", value_parser = parse_probe_mode)]
     probes: ProbeMode,
     /// Seconds between reconciliations of the holder table with the
@@ -222,10 +223,17 @@ async fn trace(opts: TraceOptions) -> Result<()> {
         probes.hooks().len(),
         probes.probe_set(),
         probes.lifecycle(),
-        probes
-            .fallback()
-            .map(|why| format!(", fexit refused: {why}"))
-            .unwrap_or_default(),
+        [
+            probes
+                .fallback()
+                .map(|why| format!(", fexit refused: {why}")),
+            probes
+                .exits_refused()
+                .map(|why| format!(", exit-only tracepoints refused: {why}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<String>(),
         opts.probe.ring_buffer_bytes,
         correlator.table.len()
     );

@@ -34,10 +34,31 @@ enum Hook {
     SockOps,
 }
 
-/// Binds and listens from the syscall tracepoints (every kernel). Exit
-/// hooks come before their entry hooks so no entry is recorded that
-/// nothing would complete; the cgroup bind hooks add to the entries.
+/// Binds and listens from the syscalls' exit tracepoints: a bind begins
+/// at the cgroup bind hook, a plain listen at its address
+/// (`config::LISTEN_BEGINS_AT_ADDRESS`), as in the fexit set. No entry
+/// tracepoint, so other syscalls take only the kernel's exit path. The
+/// exits read a refused call's arguments from the task's saved registers
+/// (`bpf_task_pt_regs`, Linux 5.15 with BTF; x86-64's layout). All or
+/// nothing; ends before beginnings.
 const TRACEPOINT_SET: &[(&str, Hook)] = &[
+    (
+        names::BIND_EXIT,
+        Hook::TracePoint("syscalls", "sys_exit_bind"),
+    ),
+    (
+        names::LISTEN_EXIT,
+        Hook::TracePoint("syscalls", "sys_exit_listen"),
+    ),
+    (names::BIND4_BEGIN, Hook::SockAddr),
+    (names::BIND6_BEGIN, Hook::SockAddr),
+];
+
+/// Binds and listens from the syscalls' entry and exit tracepoints (every
+/// kernel). Exit hooks come before their entry hooks so no entry is
+/// recorded that nothing would complete; the cgroup bind hooks add to the
+/// entries.
+const ENTRY_SET: &[(&str, Hook)] = &[
     (
         names::SYS_EXIT_BIND,
         Hook::TracePoint("syscalls", "sys_exit_bind"),
@@ -124,6 +145,7 @@ pub struct Probes {
     cgroup_root: PathBuf,
     set: ProbeMode,
     fallback: Option<String>,
+    exits_refused: Option<String>,
     lifecycle: Lifecycle,
     sock_ops_refused: Option<String>,
 }
@@ -283,25 +305,39 @@ impl Probes {
             .map_err(|e| Error::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
 
         let mut first_refusal = None;
-        let (set, fallback, mut hooks) = match cfg.mode {
-            ProbeMode::Tracepoint => (
-                ProbeMode::Tracepoint,
-                None,
-                attach_each(&mut ebpf, TRACEPOINT_SET, &cgroup, &mut first_refusal),
-            ),
-            ProbeMode::Fexit => match attach_fexit_set(&mut ebpf, &cgroup) {
-                Ok(h) => (ProbeMode::Fexit, None, h),
-                Err(why) => return Err(Error::FexitRefused(why)),
-            },
-            ProbeMode::Auto => match attach_fexit_set(&mut ebpf, &cgroup) {
-                Ok(h) => (ProbeMode::Fexit, None, h),
+        let mut fallback = None;
+        let mut exits_refused = None;
+        let mut chosen = None;
+        if matches!(cfg.mode, ProbeMode::Fexit | ProbeMode::Auto) {
+            match attach_begun_in_kernel(&mut ebpf, FEXIT_SET, &cgroup) {
+                Ok(h) => chosen = Some((ProbeMode::Fexit, h)),
+                Err(why) if cfg.mode == ProbeMode::Fexit => return Err(Error::FexitRefused(why)),
                 Err(why) => {
-                    tracing::info!(reason = %why, "fexit probe set refused; using the syscall tracepoints");
-                    let h = attach_each(&mut ebpf, TRACEPOINT_SET, &cgroup, &mut first_refusal);
-                    (ProbeMode::Tracepoint, Some(why), h)
+                    tracing::info!(reason = %why, "fexit probe set refused; trying the syscalls' exit tracepoints");
+                    fallback = Some(why);
                 }
-            },
-        };
+            }
+        }
+        if chosen.is_none()
+            && matches!(cfg.mode, ProbeMode::Tracepoint | ProbeMode::Auto)
+            && !cfg!(target_arch = "x86_64")
+        {
+            exits_refused = Some("the exits read x86-64's saved registers".to_owned());
+        } else if chosen.is_none() && matches!(cfg.mode, ProbeMode::Tracepoint | ProbeMode::Auto) {
+            match attach_begun_in_kernel(&mut ebpf, TRACEPOINT_SET, &cgroup) {
+                Ok(h) => chosen = Some((ProbeMode::Tracepoint, h)),
+                Err(why) => {
+                    tracing::info!(reason = %why, "exit-only tracepoint set refused; using the entry and exit tracepoints");
+                    exits_refused = Some(why);
+                }
+            }
+        }
+        let (set, mut hooks) = chosen.unwrap_or_else(|| {
+            (
+                ProbeMode::TracepointEntry,
+                attach_each(&mut ebpf, ENTRY_SET, &cgroup, &mut first_refusal),
+            )
+        });
         hooks.extend(attach_each(&mut ebpf, COMMON, &cgroup, &mut first_refusal));
         let (lifecycle, lifecycle_hook, sock_ops_refused) =
             attach_lifecycle(&mut ebpf, &cgroup, &mut first_refusal);
@@ -340,6 +376,7 @@ impl Probes {
                 cgroup_root,
                 set,
                 fallback,
+                exits_refused,
                 lifecycle,
                 sock_ops_refused,
             },
@@ -351,7 +388,7 @@ impl Probes {
         &self.hooks
     }
 
-    /// The probe set in use: `fexit` or `tracepoint`.
+    /// The probe set in use: `fexit`, `tracepoint` or `tracepoint_entry`.
     pub fn probe_set(&self) -> &'static str {
         self.set.as_str()
     }
@@ -359,6 +396,12 @@ impl Probes {
     /// Why `auto` did not get the fexit set (the kernel's refusal).
     pub fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
+    }
+
+    /// Why the exit-only tracepoint set was refused, where the entry set
+    /// stands in for it.
+    pub fn exits_refused(&self) -> Option<&str> {
+        self.exits_refused.as_deref()
     }
 
     /// Where the TCP lifecycle comes from: `sock_ops` or `state_tracepoint`.
@@ -389,6 +432,7 @@ impl Probes {
     fn cgroup_hooks(&self) -> impl Iterator<Item = &'static (&'static str, Hook)> {
         let set = match self.set {
             ProbeMode::Fexit => FEXIT_SET,
+            ProbeMode::TracepointEntry => ENTRY_SET,
             _ => TRACEPOINT_SET,
         };
         set.iter()
@@ -649,59 +693,77 @@ fn attach_each(
 /// attach: the tests' way to force a refusal where the kernel accepts it.
 pub const REFUSE_FEXIT_AT_ENV: &str = "BINDWATCH_REFUSE_FEXIT_AT";
 
-/// The fexit set with the switch it needs: its listens begin at their
-/// address (set before the set attaches, cleared again if it is refused).
-fn attach_fexit_set(
-    ebpf: &mut Ebpf,
-    cgroup: &File,
-) -> std::result::Result<Vec<HookStatus>, String> {
-    set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 1)
-        .map_err(|e| format!("setting the probes' listen switch: {e}"))?;
-    attach_all(ebpf, FEXIT_SET, cgroup).inspect_err(|_| {
-        if let Err(e) = set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 0) {
-            tracing::warn!(error = %e, "cannot clear the fexit set's listen switch; listens not made through listen(2) will be missing");
-        }
-    })
-}
+/// The same for the exit-only tracepoint set: the tests' way to see the
+/// entry set stand in for it.
+pub const REFUSE_EXITS_AT_ENV: &str = "BINDWATCH_REFUSE_EXITS_AT";
 
-/// Attaches every hook of the fexit set, or none: at the first refusal
-/// the ones attached are unloaded (detaching them) and the refusal is
-/// returned. A function of [`IF_PRESENT`] the kernel lacks is left out.
-fn attach_all(
+/// A set whose binds begin in the kernel's bind (the cgroup bind hook) and
+/// whose listens begin at their address, with the switch that says so
+/// (set before the set attaches, cleared again if it is refused).
+fn attach_begun_in_kernel(
     ebpf: &mut Ebpf,
     list: &[(&'static str, Hook)],
     cgroup: &File,
 ) -> std::result::Result<Vec<HookStatus>, String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {}", describe(&e)))?;
+    set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 1)
+        .map_err(|e| format!("setting the probes' listen switch: {e}"))?;
+    let refuse_env = if std::ptr::eq(list, FEXIT_SET) {
+        REFUSE_FEXIT_AT_ENV
+    } else {
+        REFUSE_EXITS_AT_ENV
+    };
+    attach_all(ebpf, list, cgroup, refuse_env).inspect_err(|_| {
+        if let Err(e) = set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 0) {
+            tracing::warn!(error = %e, "cannot clear the listen switch; listens not made through listen(2) will be missing");
+        }
+    })
+}
+
+/// Attaches every hook of a set, or none: at the first refusal the ones
+/// attached are unloaded (detaching them) and the refusal is returned. A
+/// function of [`IF_PRESENT`] the kernel lacks is left out.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    list: &[(&'static str, Hook)],
+    cgroup: &File,
+    refuse_env: &str,
+) -> std::result::Result<Vec<HookStatus>, String> {
+    let needs_btf = list
+        .iter()
+        .any(|(_, h)| matches!(h, Hook::FEntry(_) | Hook::FExit(_)));
+    let btf = if needs_btf {
+        Some(Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {}", describe(&e)))?)
+    } else {
+        None
+    };
     // A refusal on purpose at the Nth program, for the tests of the
     // fallback on kernels that accept the set (the rollback of a partly
     // attached set can only be seen there).
-    let refuse_at: Option<usize> = std::env::var(REFUSE_FEXIT_AT_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let refuse_at: Option<usize> = std::env::var(refuse_env).ok().and_then(|v| v.parse().ok());
     let mut attached = Vec::new();
     for (i, (name, hook)) in list.iter().enumerate() {
         let r = (|| -> std::result::Result<bool, Box<dyn std::error::Error>> {
             if refuse_at == Some(i) {
-                return Err(format!("refused on purpose ({REFUSE_FEXIT_AT_ENV}={i})").into());
+                return Err(format!("refused on purpose ({refuse_env}={i})").into());
             }
             let prog = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("program {name} is not in the object"))?;
+            let btf = || btf.as_ref().expect("loaded for a set with trampolines");
             let loaded = match hook {
                 Hook::FEntry(f) => {
                     let p: &mut FEntry = prog.try_into()?;
-                    absent_if_optional(f, p.load(f, &btf))?
+                    absent_if_optional(f, p.load(f, btf()))?
                 }
                 Hook::FExit(f) => {
                     let p: &mut FExit = prog.try_into()?;
-                    absent_if_optional(f, p.load(f, &btf))?
+                    absent_if_optional(f, p.load(f, btf()))?
                 }
-                Hook::SockAddr => {
+                Hook::SockAddr | Hook::TracePoint(..) => {
                     attach_one(ebpf, name, hook, cgroup, true)?;
                     return Ok(true);
                 }
-                _ => return Err("not a hook of the fexit set".into()),
+                _ => return Err("not a hook a set attaches all or nothing".into()),
             };
             if !loaded {
                 return Ok(false);
@@ -738,6 +800,9 @@ fn attach_all(
                         }
                         (Hook::SockAddr, Some(p)) => {
                             <&mut CgroupSockAddr>::try_from(p).map(|p| p.unload().is_ok())
+                        }
+                        (Hook::TracePoint(..), Some(p)) => {
+                            <&mut TracePoint>::try_from(p).map(|p| p.unload().is_ok())
                         }
                         _ => Ok(false),
                     };

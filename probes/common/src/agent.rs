@@ -21,6 +21,10 @@ pub mod names {
     pub const POST_BIND6: &str = "post_bind6";
     pub const SYS_ENTER_LISTEN: &str = "sys_enter_listen";
     pub const SYS_EXIT_LISTEN: &str = "sys_exit_listen";
+    // The tracepoint set: exits alone (a bind begun at the cgroup bind
+    // hook, a listen at its address), on the same tracepoints.
+    pub const BIND_EXIT: &str = "bind_exit";
+    pub const LISTEN_EXIT: &str = "listen_exit";
     pub const SOCK_SET_STATE: &str = "inet_sock_set_state";
     pub const SOCK_RELEASE: &str = "sock_release";
     /// The TCP lifecycle from sock_ops callbacks, where the kernel has them:

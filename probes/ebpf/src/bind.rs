@@ -1,7 +1,7 @@
-//! A bind: begun at `sys_enter_bind` (the requested sockaddr) or at the
-//! cgroup bind hook (the fexit set), completed by the cgroup hooks (what
-//! only the socket knows, the port the kernel chose), ended with its result
-//! at `sys_exit_bind` (or a trampoline, `fexit.rs`).
+//! A bind: begun at the cgroup bind hook (the fexit and tracepoint sets)
+//! or at `sys_enter_bind` (the entry set), completed by the cgroup hooks
+//! (what only the socket knows, the port the kernel chose), ended with its
+//! result at the syscall's exit tracepoint (or a trampoline, `fexit.rs`).
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -27,10 +27,20 @@ pub(crate) fn read_addr<const N: usize>(addr: u64) -> Result<[u8; N], i32> {
     unsafe { bpf_probe_read_user(addr as *const [u8; N]).map_err(|e| e as i32) }
 }
 
-/// The start of a bind in the tracepoint set: the requested address, read
+/// The start of a bind in the entry set: the requested address, read
 /// before the call (a failed bind leaves none in the socket).
 #[inline(always)]
 pub(crate) fn begin_bind(fd: i32, uaddr: u64, len: u64) -> Result<(), i32> {
+    if let Some(ev) = requested_bind(fd, uaddr, len)? {
+        start_pending(&PENDING_BIND, &ev.tid, &ev);
+    }
+    Ok(())
+}
+
+/// A bind's event from its syscall arguments, stamped with the task; `None`
+/// when the sockaddr is not inet.
+#[inline(always)]
+pub(crate) fn requested_bind(fd: i32, uaddr: u64, len: u64) -> Result<Option<RawEvent>, i32> {
     // One read covers a sockaddr_in's family, port and address (a
     // sockaddr_in6's family and port); a shorter one only the family.
     let head: [u8; 8] = if len >= 8 {
@@ -43,7 +53,7 @@ pub(crate) fn begin_bind(fd: i32, uaddr: u64, len: u64) -> Result<(), i32> {
     // Not inet (most binds on a host are AF_UNIX): nothing of ours, and
     // nothing gathered about the task.
     if family != AF_INET as u16 && family != AF_INET6 as u16 {
-        return Ok(());
+        return Ok(None);
     }
     let mut ev = task_event(kind::BIND);
     ev.fd = fd;
@@ -63,8 +73,7 @@ pub(crate) fn begin_bind(fd: i32, uaddr: u64, len: u64) -> Result<(), i32> {
             ev.addr.copy_from_slice(&raw[8..24]);
         }
     }
-    start_pending(&PENDING_BIND, &ev.tid, &ev);
-    Ok(())
+    Ok(Some(ev))
 }
 
 /// Puts a syscall's start in the thread's slot: written over the slot a
@@ -149,11 +158,12 @@ pub(crate) fn sock_info(ctx: &SockAddrContext, ev: &mut RawEvent) {
     ev.flags |= fl;
 }
 
-// The fexit set's bind hooks: the bind begins here, inside the kernel's
-// bind for every socket that reaches it (MPTCP's included, which newer
-// kernels bind without calling `inet_bind`); the requested address is in
-// the context. A bind refused before this point (a sockaddr too short) is
-// not followed.
+// The fexit and tracepoint sets' bind hooks: the bind begins here, inside
+// the kernel's bind for every socket that reaches it (MPTCP's included,
+// which newer kernels bind without calling `inet_bind`); the requested
+// address is in the context. A bind refused before this point (a sockaddr
+// too short) is reported by the tracepoint set's exit, not by the fexit
+// set.
 
 #[cgroup_sock_addr(bind4)]
 pub fn bind4_begin(ctx: SockAddrContext) -> i32 {
@@ -253,16 +263,46 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The end of a bind, in either probe set: the result, and the event.
-#[inline(always)]
-pub(crate) fn end_bind(ret: i64) {
-    if let Some(p) = pending_bind(current_tid()) {
-        // SAFETY: this thread's slot; sent from where it lies, then freed
-        // for the thread's next bind.
-        unsafe {
-            (*p).ret = ret as i32;
-            emit(&*p);
-            (*p).kind = 0;
-        }
+/// The end of a bind in the tracepoint set, where nothing runs at the
+/// syscall's entry. A bind the kernel refused before the cgroup hook (a
+/// bad descriptor or length, a security module's refusal) has no slot:
+/// its arguments are read from the task's saved registers, and the
+/// requested address from the caller's memory, still there at the exit.
+#[tracepoint]
+pub fn bind_exit(ctx: TracePointContext) -> u32 {
+    let ret: i64 = tp(&ctx, 16);
+    // A success without a slot is a bind of no inet socket: not ours.
+    if !end_bind(ret) && ret < 0 {
+        let _ = report_refused_bind(ret);
     }
+    0
+}
+
+#[inline(always)]
+pub(crate) fn report_refused_bind(ret: i64) -> Result<(), i32> {
+    let Some(args) = syscall_args() else {
+        return Ok(());
+    };
+    if let Some(mut ev) = requested_bind(args.fd as i32, args.second, args.third)? {
+        ev.ret = ret as i32;
+        emit(&ev);
+    }
+    Ok(())
+}
+
+/// The end of a bind, in every probe set: the result, and the event.
+/// False when the thread had no bind under way.
+#[inline(always)]
+pub(crate) fn end_bind(ret: i64) -> bool {
+    let Some(p) = pending_bind(current_tid()) else {
+        return false;
+    };
+    // SAFETY: this thread's slot; sent from where it lies, then freed
+    // for the thread's next bind.
+    unsafe {
+        (*p).ret = ret as i32;
+        emit(&*p);
+        (*p).kind = 0;
+    }
+    true
 }

@@ -39,6 +39,7 @@ pub fn fexit_mptcp_bind(ctx: FExitContext) -> i32 {
 pub fn fexit_inet_listen(ctx: FExitContext) -> i32 {
     end_listen_at_exit(
         ctx.arg::<u64>(2) as i32 as i64,
+        -1,
         ctx.arg::<u64>(1) as u32,
         true,
     );
@@ -55,6 +56,7 @@ pub fn fentry_mptcp_listen(ctx: FEntryContext) -> i32 {
 pub fn fexit_mptcp_listen(ctx: FExitContext) -> i32 {
     end_listen_at_exit(
         ctx.arg::<u64>(2) as i32 as i64,
+        -1,
         ctx.arg::<u64>(1) as u32,
         false,
     );

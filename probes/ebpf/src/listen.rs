@@ -1,6 +1,6 @@
-//! A listen: begun at `sys_enter_listen` or at its address (sock_ops or the
-//! state tracepoint, `lifecycle.rs`), ended with its result at
-//! `sys_exit_listen` (or a trampoline, `fexit.rs`).
+//! A listen: begun at its address (sock_ops or the state tracepoint,
+//! `lifecycle.rs`) or at `sys_enter_listen` (the entry set), ended with its
+//! result at the syscall's exit tracepoint (or a trampoline, `fexit.rs`).
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -49,14 +49,32 @@ pub(crate) fn end_listen(ret: i64) {
     }
 }
 
-/// The end of a listen in the fexit set. A plain listen was begun by its
+/// The end of a listen in the tracepoint set: as in the fexit set, with
+/// the descriptor and backlog from the saved registers (read only for a
+/// listen bindwatch follows, or one that failed).
+#[tracepoint]
+pub fn listen_exit(ctx: TracePointContext) -> u32 {
+    let ret: i64 = tp(&ctx, 16);
+    if ret == 0 && pending_listen(current_task()).is_none() {
+        // A listen of no inet socket: not ours.
+        return 0;
+    }
+    let (fd, backlog) = match syscall_args() {
+        Some(a) => (a.fd as i32, a.second as u32),
+        None => (-1, 0),
+    };
+    end_listen_at_exit(ret, fd, backlog, true);
+    0
+}
+
+/// The end of a listen in the fexit and tracepoint sets. A plain listen was begun by its
 /// address (`config::LISTEN_BEGINS_AT_ADDRESS`), whose callback cannot
 /// read the task: the task is added here. A listen that failed before
 /// its address (no slot) is reported from here by `inet_listen`'s exit;
 /// `mptcp_listen`'s only ends what its entry began, so a kernel whose MPTCP
 /// calls `inet_listen` inside reports the failure once.
 #[inline(always)]
-pub(crate) fn end_listen_at_exit(ret: i64, backlog: u32, reports_failure: bool) {
+pub(crate) fn end_listen_at_exit(ret: i64, fd: i32, backlog: u32, reports_failure: bool) {
     if let Some(p) = pending_listen(current_task()) {
         // SAFETY: this task's slot, until the end below.
         unsafe {
@@ -64,10 +82,12 @@ pub(crate) fn end_listen_at_exit(ret: i64, backlog: u32, reports_failure: bool) 
                 put_task(&mut *p);
             }
             (*p).backlog = backlog;
+            (*p).fd = fd;
         }
         end_listen(ret);
     } else if reports_failure && ret != 0 {
         let mut ev = task_event(kind::LISTEN);
+        ev.fd = fd;
         ev.backlog = backlog;
         // As in `begin_listen`: the family is not known.
         ev.family = AF_INET;

@@ -1,15 +1,19 @@
 //! bindwatch's kernel programs.
 //!
-//! A bind is seen by four hooks that run on the same thread, joined through
-//! `PENDING_BIND` keyed by thread id:
-//! `sys_enter_bind` copies the requested sockaddr (a failed bind leaves no
-//! address in the socket), `cgroup/bind4|6` adds what only the socket knows
-//! (protocol, type, reuse flags, cookies), `cgroup/post_bind4|6` the port the
-//! kernel chose, and `sys_exit_bind` the result, then sends one event. In
-//! the fexit set the cgroup bind hook also begins the bind (its context
-//! holds the requested address), and a trampoline on the kernel's bind
-//! ends it. Listen works the same way between `sys_enter_listen`, the
-//! address from sock_ops or the state tracepoint, and `sys_exit_listen`.
+//! A bind is seen by three hooks that run on the same thread, joined
+//! through `PENDING_BIND` keyed by thread id: `cgroup/bind4|6` begins it
+//! with the requested address (a failed bind leaves none in the socket)
+//! and what only the socket knows (protocol, type, reuse flags, cookies),
+//! `cgroup/post_bind4|6` adds the port the kernel chose, and the end sends
+//! one event with the result: `sys_exit_bind`'s tracepoint (the tracepoint
+//! set) or a trampoline on the kernel's bind (the fexit set). A listen
+//! begins at its address (sock_ops or the state tracepoint) and ends the
+//! same two ways. No syscall's entry is traced: while any `sys_enter_*`
+//! tracepoint has a program, every syscall of every process pays for it.
+//! The entry set, for kernels that refuse the tracepoint set's exits
+//! (they read the syscall's arguments from the saved registers, Linux
+//! 5.15), begins binds at `sys_enter_bind` and listens at
+//! `sys_enter_listen`.
 //!
 //! Every helper is `#[inline(always)]`: a local function symbol would carry
 //! a crate hash derived from the checkout's path, and the committed object
@@ -52,9 +56,10 @@ mod prelude {
         },
         helpers::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-            bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+            bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
             generated::{
-                bpf_get_current_task, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_getsockopt,
+                bpf_get_current_task, bpf_get_current_task_btf, bpf_get_netns_cookie,
+                bpf_get_socket_cookie, bpf_getsockopt, bpf_task_pt_regs,
             },
         },
         macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, sock_ops, tracepoint},

@@ -115,6 +115,40 @@ pub(crate) fn current_task() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
+/// The first three arguments of the syscall under way, from the registers
+/// the task saved on entering the kernel: what an exit tracepoint needs
+/// when nothing ran at the entry. The first (the descriptor) is `fd`.
+pub(crate) struct SyscallArgs {
+    pub(crate) fd: u64,
+    pub(crate) second: u64,
+    pub(crate) third: u64,
+}
+
+/// x86-64's `struct pt_regs` (the UAPI layout, the one kprobes read): rdx,
+/// rsi and rdi, the third, second and first syscall arguments, lie at
+/// byte 96, 104 and 112. The agent offers the sets that read them only on
+/// x86-64. The registers are found with `bpf_task_pt_regs` (Linux 5.15,
+/// needs the kernel's BTF); a kernel without it refuses the programs that
+/// call it, and the agent falls back to the entry set.
+const PT_REGS_DX: usize = 96;
+
+#[inline(always)]
+pub(crate) fn syscall_args() -> Option<SyscallArgs> {
+    // SAFETY: helpers without arguments to check but the task, which the
+    // verifier types; the registers are read with the checked helper.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    if regs.is_null() {
+        return None;
+    }
+    let [dx, si, di]: [u64; 3] =
+        unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_DX) as *const [u64; 3]) }.ok()?;
+    Some(SyscallArgs {
+        fd: di,
+        second: si,
+        third: dx,
+    })
+}
+
 /// This thread's pending bind, if one is under way.
 #[inline(always)]
 pub(crate) fn pending_bind(tid: u32) -> Option<*mut RawEvent> {
