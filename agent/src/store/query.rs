@@ -31,6 +31,33 @@ pub fn read_at(
 
 /// Records matching `f`, oldest first (the last `limit` of them).
 pub fn query(conn: &Connection, f: &TimelineFilter) -> rusqlite::Result<Vec<Record>> {
+    let (sql, args) = select(f);
+    let mut st = conn.prepare(&sql)?;
+    let rows = st.query_map(params_from_iter(args), |r| {
+        let detail: String = r.get(13)?;
+        Ok(Record {
+            time_ns: r.get::<_, i64>(0)? as u64,
+            kind: r.get(1)?,
+            port: r.get(2)?,
+            proto: r.get(3)?,
+            addr: r.get(4)?,
+            pid: r.get(5)?,
+            comm: r.get(6)?,
+            netns: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
+            error: r.get(8)?,
+            holder_pid: r.get(9)?,
+            holder_comm: r.get(10)?,
+            reason: r.get(11)?,
+            summary: r.get(12)?,
+            detail: Detail::from_text(detail),
+        })
+    })?;
+    let mut v: Vec<Record> = rows.collect::<rusqlite::Result<_>>()?;
+    v.reverse();
+    Ok(v)
+}
+
+pub(super) fn select(f: &TimelineFilter) -> (String, Vec<rusqlite::types::Value>) {
     let mut sql = String::from(
         "SELECT time_ns, kind, port, proto, addr, pid, comm, netns, error, holder_pid,
                 holder_comm, reason, summary, detail FROM records WHERE 1=1",
@@ -71,29 +98,7 @@ pub fn query(conn: &Connection, f: &TimelineFilter) -> rusqlite::Result<Vec<Reco
     }
     let limit = if f.limit == 0 { 10_000 } else { f.limit };
     sql.push_str(&format!(" ORDER BY time_ns DESC, id DESC LIMIT {limit}"));
-    let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(params_from_iter(args), |r| {
-        let detail: String = r.get(13)?;
-        Ok(Record {
-            time_ns: r.get::<_, i64>(0)? as u64,
-            kind: r.get(1)?,
-            port: r.get(2)?,
-            proto: r.get(3)?,
-            addr: r.get(4)?,
-            pid: r.get(5)?,
-            comm: r.get(6)?,
-            netns: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
-            error: r.get(8)?,
-            holder_pid: r.get(9)?,
-            holder_comm: r.get(10)?,
-            reason: r.get(11)?,
-            summary: r.get(12)?,
-            detail: Detail::from_text(detail),
-        })
-    })?;
-    let mut v: Vec<Record> = rows.collect::<rusqlite::Result<_>>()?;
-    v.reverse();
-    Ok(v)
+    (sql, args)
 }
 
 /// The records `timeline --at` rebuilds holder intervals from (see

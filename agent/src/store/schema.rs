@@ -22,6 +22,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE INDEX records_port_time ON records(port, time_ns);
      CREATE INDEX records_pid_time ON records(pid, time_ns);
      CREATE INDEX records_comm_time ON records(comm, time_ns);",
+    // 2: no query used the pid and command indexes (a query by pid or
+    // command also matches the holder's, `pid = ? OR holder_pid = ?`, which
+    // neither index can serve, so SQLite walks the time index), and each
+    // row's insert into them, at a random place in each, was most of a
+    // record's write cost.
+    "DROP INDEX records_pid_time;
+     DROP INDEX records_comm_time;",
 ];
 
 pub(super) fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

@@ -277,3 +277,104 @@ mod query_properties {
         }
     }
 }
+
+/// Every index the schema keeps serves one of the queries the store makes
+/// (a port's records, a time range), and nothing else is indexed: each
+/// index costs every record's insert.
+#[test]
+fn every_index_serves_a_query_and_none_is_kept_for_nothing() {
+    let c = Connection::open_in_memory().unwrap();
+    for m in MIGRATIONS {
+        c.execute_batch(m).unwrap();
+    }
+    let mut kept: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    kept.sort();
+    let filters = [
+        TimelineFilter {
+            port: Some(80),
+            ..Default::default()
+        },
+        TimelineFilter {
+            since_ns: Some(10),
+            until_ns: Some(60),
+            ..Default::default()
+        },
+        TimelineFilter {
+            pid: Some(7),
+            ..Default::default()
+        },
+        TimelineFilter {
+            comm: Some("nginx".into()),
+            ..Default::default()
+        },
+    ];
+    let mut used: Vec<String> = Vec::new();
+    for f in &filters {
+        let (sql, args) = super::query::select(f);
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for step in plan {
+            if let Some(i) = kept.iter().find(|i| step.contains(i.as_str())) {
+                used.push(i.clone());
+            }
+        }
+    }
+    used.sort();
+    used.dedup();
+    assert_eq!(
+        used, kept,
+        "indexes the queries use against those the schema keeps"
+    );
+}
+
+/// A timeline written by the first schema opens with its records, and the
+/// indexes no query used are gone.
+#[test]
+fn a_first_schema_timeline_is_migrated_with_its_records() {
+    let dir = std::env::temp_dir().join(format!("bw-store-v1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(DB_FILE);
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        let tx = c.unchecked_transaction().unwrap();
+        insert(&tx, &rec(5, "bind_failed", 80, "nginx")).unwrap();
+        tx.commit().unwrap();
+    }
+    let c = open_rw(&path).unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    let indexes: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('records_pid_time', 'records_comm_time')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0);
+    let got = query(
+        &c,
+        &TimelineFilter {
+            comm: Some("nginx".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(got.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
