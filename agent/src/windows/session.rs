@@ -326,6 +326,11 @@ impl Probes {
         None
     }
 
+    /// Why the exit-only tracepoint set was refused (no such set here).
+    pub fn exits_refused(&self) -> Option<&str> {
+        None
+    }
+
     pub fn source_name(&self) -> String {
         format!("ETW (session {SESSION_NAME})")
     }
