@@ -181,25 +181,30 @@ fn exit_only_set_loaded() -> usize {
     loaded_named(&["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"])
 }
 
-std::thread_local! {
-    /// `exit_only_set_loaded` during this thread's last run.
-    static LEFT_BEHIND: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-}
-
 /// The fexit set's trampolines loaded on the host now.
 fn fexit_set_loaded() -> usize {
     loaded_named(&["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"])
 }
 
+/// How many of each set's programs were loaded while a run's tracer ran.
+#[derive(Clone, Copy, Debug)]
+struct Loaded {
+    /// The fexit set's trampolines.
+    trampolines: usize,
+    /// The exit-only tracepoint set's programs (its cgroup bind hooks are
+    /// the fexit set's too).
+    exit_only: usize,
+}
+
 /// The scenario's events under one mode (and environment), comparable;
-/// the probe set the tracer's start-up line names; and how many of the
-/// fexit set's trampolines were loaded while it ran.
-fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, usize) {
-    let (events, started, trampolines) = run_with_lifecycle(mode, env, true);
+/// the probe set the tracer's start-up line names; and what was loaded
+/// while it ran.
+fn run(mode: &str, env: &[(&str, &str)]) -> (Vec<String>, String, Loaded) {
+    let (events, started, loaded) = run_with_lifecycle(mode, env, true);
     let set = probe_set_of(&started)
         .unwrap_or_else(|| panic!("no probe set in {started:?}"))
         .to_owned();
-    (events, set, trampolines)
+    (events, set, loaded)
 }
 
 /// As `run`, with the tracer's whole start-up line; a listener in the
@@ -209,14 +214,16 @@ fn run_with_lifecycle(
     mode: &str,
     env: &[(&str, &str)],
     failed_listen: bool,
-) -> (Vec<String>, String, usize) {
+) -> (Vec<String>, String, Loaded) {
     let ns = Netns::new("modes");
     let cookie = ns.cookie();
     let before = ns.run(|| TcpListener::bind("[::1]:8084").unwrap());
     let tracer = Tracer::try_start_env(&["--probes", mode], env)
         .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
-    let trampolines = fexit_set_loaded();
-    LEFT_BEHIND.with(|n| n.set(exit_only_set_loaded()));
+    let loaded = Loaded {
+        trampolines: fexit_set_loaded(),
+        exit_only: exit_only_set_loaded(),
+    };
     let chosen = ns.run(move || scenario(failed_listen));
     drop(before);
     let tracer_started = tracer.started.clone();
@@ -240,18 +247,16 @@ fn run_with_lifecycle(
         .sum();
     ours.push(format!("accepts on 8080: {accepted}"));
     ours.sort();
-    (ours, tracer_started, trampolines)
+    (ours, tracer_started, loaded)
 }
 
 #[test]
 fn every_probe_set_the_kernel_offers_sees_the_same_events() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (tracepoint, set, loaded) = run("tracepoint", &[]);
-    assert_eq!((set.as_str(), loaded), ("tracepoint", 0));
     assert_eq!(
-        LEFT_BEHIND.with(|n| n.get()),
-        4,
-        "the exit-only set's programs"
+        (set.as_str(), loaded.trampolines, loaded.exit_only),
+        ("tracepoint", 0, 4)
     );
     // Sanity: the scenario's events are there at all.
     let binds = tracepoint
@@ -295,7 +300,7 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
         let (fexit, set, loaded) = run("fexit", &[]);
         // Five trampolines on inet and MPTCP binds' and listens' ends, one
         // on MPTCP's listen entry.
-        assert_eq!((set.as_str(), loaded), ("fexit", 6));
+        assert_eq!((set.as_str(), loaded.trampolines), ("fexit", 6));
         assert_eq!(fexit, tracepoint, "fexit against tracepoint");
     } else {
         assert_eq!(auto_set, "tracepoint", "auto falls back");
@@ -312,7 +317,10 @@ fn every_probe_set_the_kernel_offers_sees_the_same_events() {
     assert_eq!(auto, tracepoint, "auto ({auto_set}) against tracepoint");
     // The entry set, where a kernel refuses the exits alone.
     let (entry, set, loaded) = run("tracepoint_entry", &[]);
-    assert_eq!((set.as_str(), loaded), ("tracepoint_entry", 0));
+    assert_eq!(
+        (set.as_str(), loaded.trampolines, loaded.exit_only),
+        ("tracepoint_entry", 0, 0)
+    );
     assert_eq!(entry, tracepoint, "tracepoint_entry against tracepoint");
 }
 
@@ -324,7 +332,7 @@ fn a_refusal_part_way_through_the_fexit_set_falls_back_cleanly() {
     // events must be the tracepoint set's.
     let (events, set, loaded) = run("auto", &[("BINDWATCH_REFUSE_FEXIT_AT", "7")]);
     assert_eq!(
-        (set.as_str(), loaded),
+        (set.as_str(), loaded.trampolines),
         ("tracepoint", 0),
         "fell back with no trampoline left behind"
     );
@@ -337,13 +345,9 @@ fn a_refusal_part_way_through_the_exit_only_set_falls_back_to_the_entry_set() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The last program refused: the exits and the first cgroup bind hook
     // attached before it must be gone, and the events the same.
-    let (events, set, _) = run("tracepoint", &[("BINDWATCH_REFUSE_EXITS_AT", "3")]);
+    let (events, set, loaded) = run("tracepoint", &[("BINDWATCH_REFUSE_EXITS_AT", "3")]);
     assert_eq!(set, "tracepoint_entry", "fell back to the entry set");
-    assert_eq!(
-        LEFT_BEHIND.with(|n| n.get()),
-        0,
-        "an exit-only program left behind"
-    );
+    assert_eq!(loaded.exit_only, 0, "an exit-only program left behind");
     let (tracepoint, _, _) = run("tracepoint", &[]);
     assert_eq!(events, tracepoint);
 }
