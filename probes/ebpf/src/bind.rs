@@ -245,9 +245,16 @@ pub(crate) fn on_post_bind(ctx: &SockContext, v6: bool) {
             bound.addr[..4].copy_from_slice(&(*sk).src_ip4.to_ne_bytes());
         }
     }
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let slot = pending_bind(current_tid());
+    // The bind hook read this socket's cookie into the slot: one helper
+    // call less a bind (a bind begun elsewhere, or none, asks for it).
+    // SAFETY: map value of this thread.
+    let cookie = match slot.map(|p| unsafe { (*p).sock_cookie }) {
+        Some(c) if c != 0 => c,
+        _ => unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+    };
     let _ = BOUND.insert(&cookie, &bound, 0);
-    if let Some(p) = pending_bind(current_tid()) {
+    if let Some(p) = slot {
         // SAFETY: map value of this thread.
         unsafe {
             (*p).bound_port = bound.port;

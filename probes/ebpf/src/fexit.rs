@@ -38,6 +38,7 @@ pub fn fexit_mptcp_bind(ctx: FExitContext) -> i32 {
 #[fexit(function = "inet_listen")]
 pub fn fexit_inet_listen(ctx: FExitContext) -> i32 {
     end_listen_at_exit(
+        pending_listen(current_task()),
         ctx.arg::<u64>(2) as i32 as i64,
         -1,
         ctx.arg::<u64>(1) as u32,
@@ -55,6 +56,7 @@ pub fn fentry_mptcp_listen(ctx: FEntryContext) -> i32 {
 #[fexit(function = "mptcp_listen")]
 pub fn fexit_mptcp_listen(ctx: FExitContext) -> i32 {
     end_listen_at_exit(
+        pending_listen(current_task()),
         ctx.arg::<u64>(2) as i32 as i64,
         -1,
         ctx.arg::<u64>(1) as u32,

@@ -36,16 +36,22 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub(crate) fn end_listen(ret: i64) {
     if let Some(p) = pending_listen(current_task()) {
-        // SAFETY: as in end_bind.
-        unsafe {
-            (*p).ret = ret as i32;
-            // A listen on a non-inet socket never reached the state
-            // tracepoint and did not fail: nothing of ours.
-            if (*p).flags & flags::LISTEN_ADDR != 0 || ret != 0 {
-                emit(&*p);
-            }
-            (*p).kind = 0;
+        end_listen_slot(p, ret);
+    }
+}
+
+/// Ends the listen in this task's slot `p` (looked up once by the caller).
+#[inline(always)]
+fn end_listen_slot(p: *mut RawEvent, ret: i64) {
+    // SAFETY: as in end_bind.
+    unsafe {
+        (*p).ret = ret as i32;
+        // A listen on a non-inet socket never reached the state
+        // tracepoint and did not fail: nothing of ours.
+        if (*p).flags & flags::LISTEN_ADDR != 0 || ret != 0 {
+            emit(&*p);
         }
+        (*p).kind = 0;
     }
 }
 
@@ -55,7 +61,8 @@ pub(crate) fn end_listen(ret: i64) {
 #[tracepoint]
 pub fn listen_exit(ctx: TracePointContext) -> u32 {
     let ret: i64 = tp(&ctx, 16);
-    if ret == 0 && pending_listen(current_task()).is_none() {
+    let slot = pending_listen(current_task());
+    if ret == 0 && slot.is_none() {
         // A listen of no inet socket: not ours.
         return 0;
     }
@@ -63,19 +70,26 @@ pub fn listen_exit(ctx: TracePointContext) -> u32 {
         Some(a) => (a.fd as i32, a.second as u32),
         None => (-1, 0),
     };
-    end_listen_at_exit(ret, fd, backlog, true);
+    end_listen_at_exit(slot, ret, fd, backlog, true);
     0
 }
 
-/// The end of a listen in the fexit and tracepoint sets. A plain listen was begun by its
+/// The end of a listen in the fexit and tracepoint sets, given the task's
+/// slot (one lookup a listen). A plain listen was begun by its
 /// address (`config::LISTEN_BEGINS_AT_ADDRESS`), whose callback cannot
 /// read the task: the task is added here. A listen that failed before
 /// its address (no slot) is reported from here by `inet_listen`'s exit;
 /// `mptcp_listen`'s only ends what its entry began, so a kernel whose MPTCP
 /// calls `inet_listen` inside reports the failure once.
 #[inline(always)]
-pub(crate) fn end_listen_at_exit(ret: i64, fd: i32, backlog: u32, reports_failure: bool) {
-    if let Some(p) = pending_listen(current_task()) {
+pub(crate) fn end_listen_at_exit(
+    slot: Option<*mut RawEvent>,
+    ret: i64,
+    fd: i32,
+    backlog: u32,
+    reports_failure: bool,
+) {
+    if let Some(p) = slot {
         // SAFETY: this task's slot, until the end below.
         unsafe {
             if (*p).pid == 0 && (*p).tid == 0 {
@@ -84,7 +98,7 @@ pub(crate) fn end_listen_at_exit(ret: i64, fd: i32, backlog: u32, reports_failur
             (*p).backlog = backlog;
             (*p).fd = fd;
         }
-        end_listen(ret);
+        end_listen_slot(p, ret);
     } else if reports_failure && ret != 0 {
         let mut ev = task_event(kind::LISTEN);
         ev.fd = fd;
