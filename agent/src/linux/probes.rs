@@ -309,7 +309,7 @@ impl Probes {
         let mut exits_refused = None;
         let mut chosen = None;
         if matches!(cfg.mode, ProbeMode::Fexit | ProbeMode::Auto) {
-            match attach_begun_in_kernel(&mut ebpf, FEXIT_SET, &cgroup) {
+            match attach_begun_in_kernel(&mut ebpf, FEXIT_SET, &cgroup, REFUSE_FEXIT_AT_ENV) {
                 Ok(h) => chosen = Some((ProbeMode::Fexit, h)),
                 Err(why) if cfg.mode == ProbeMode::Fexit => return Err(Error::FexitRefused(why)),
                 Err(why) => {
@@ -318,13 +318,13 @@ impl Probes {
                 }
             }
         }
-        if chosen.is_none()
-            && matches!(cfg.mode, ProbeMode::Tracepoint | ProbeMode::Auto)
-            && !cfg!(target_arch = "x86_64")
-        {
-            exits_refused = Some("the exits read x86-64's saved registers".to_owned());
-        } else if chosen.is_none() && matches!(cfg.mode, ProbeMode::Tracepoint | ProbeMode::Auto) {
-            match attach_begun_in_kernel(&mut ebpf, TRACEPOINT_SET, &cgroup) {
+        if chosen.is_none() && matches!(cfg.mode, ProbeMode::Tracepoint | ProbeMode::Auto) {
+            let attached = if cfg!(target_arch = "x86_64") {
+                attach_begun_in_kernel(&mut ebpf, TRACEPOINT_SET, &cgroup, REFUSE_EXITS_AT_ENV)
+            } else {
+                Err("the exits read x86-64's saved registers".to_owned())
+            };
+            match attached {
                 Ok(h) => chosen = Some((ProbeMode::Tracepoint, h)),
                 Err(why) => {
                     tracing::info!(reason = %why, "exit-only tracepoint set refused; using the entry and exit tracepoints");
@@ -704,14 +704,10 @@ fn attach_begun_in_kernel(
     ebpf: &mut Ebpf,
     list: &[(&'static str, Hook)],
     cgroup: &File,
+    refuse_env: &str,
 ) -> std::result::Result<Vec<HookStatus>, String> {
     set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 1)
         .map_err(|e| format!("setting the probes' listen switch: {e}"))?;
-    let refuse_env = if std::ptr::eq(list, FEXIT_SET) {
-        REFUSE_FEXIT_AT_ENV
-    } else {
-        REFUSE_EXITS_AT_ENV
-    };
     attach_all(ebpf, list, cgroup, refuse_env).inspect_err(|_| {
         if let Err(e) = set_config(ebpf, config::LISTEN_BEGINS_AT_ADDRESS, 0) {
             tracing::warn!(error = %e, "cannot clear the listen switch; listens not made through listen(2) will be missing");
