@@ -10,7 +10,9 @@ use super::procscan::{self, SocketFd, Users};
 use super::sockdiag::{self, DiagQuery, KernelSock, state};
 use bindwatch_core::conflict::SockState;
 use bindwatch_core::event::Proto;
-use bindwatch_core::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
+use bindwatch_core::holders::{
+    EphemeralPorts, Holder, HostFacts, Owners, ProcessInfo, Snapshot, Source,
+};
 
 /// How many full /proc descriptor walks the diagnosis's slow path may make
 /// per second; past it, owners are reported as unverified.
@@ -165,7 +167,7 @@ impl KernelView {
                 }
                 _ => None,
             };
-            let mut pids: Vec<u32> = owners.iter().map(|o| o.pid).collect();
+            let mut pids: Owners = owners.iter().map(|o| o.pid).collect();
             pids.sort_unstable();
             pids.dedup();
             for pid in &pids {
@@ -191,13 +193,12 @@ impl KernelView {
                 reuseport: flags.map(|f| f.1),
                 bound_ifindex: (k.ifindex != 0).then_some(k.ifindex),
                 uid: k.uid,
-                inode: (k.inode != 0).then_some(k.inode),
                 // TIME_WAIT sockets have no file, so nobody to find.
                 owners_verified: !pids.is_empty() || k.inode == 0,
                 owners: pids,
                 since_ns: now,
                 source: Source::Snapshot,
-                remote: k.remote,
+                remote: k.remote.map(Box::new),
             });
         }
         Resolved {

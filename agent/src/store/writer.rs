@@ -14,6 +14,10 @@ use super::{
 };
 use bindwatch_core::timeline::Record;
 
+/// The batch's capacity kept between commits: a quiet host's batches fit,
+/// a busy one's grow (amortised) and give the rest back after the commit.
+const BATCH_KEPT: usize = 256;
+
 /// Writes records in one transaction: all of them or none.
 pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -141,7 +145,9 @@ impl StoreSender {
         if n == 0 {
             return;
         }
-        let batch = std::mem::replace(&mut self.gathered, Vec::with_capacity(n));
+        // The next batch is likely this one's size, unless this one was a
+        // burst, whose capacity is not kept.
+        let batch = std::mem::replace(&mut self.gathered, Vec::with_capacity(n.min(BATCH_MAX)));
         self.queued.fetch_add(n, Ordering::Relaxed);
         if self.tx.send(batch).is_err() {
             // The writer is gone (it ended on an error at start-up).
@@ -189,7 +195,7 @@ pub fn spawn_writer(
     let handle = std::thread::Builder::new()
         .name("timeline-writer".into())
         .spawn(move || {
-            let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
+            let mut batch: Vec<Record> = Vec::with_capacity(BATCH_KEPT);
             let mut last_prune = Instant::now();
             let mut open = true;
             while open {
@@ -221,6 +227,11 @@ pub fn spawn_writer(
                             }
                             writer_health.succeeded();
                             batch.clear();
+                            // A burst (the start-up snapshot's records, a
+                            // failure storm) grows the batch past BATCH_MAX;
+                            // keeping that capacity (records are 256 bytes)
+                            // would hold megabytes for the rest of the run.
+                            batch.shrink_to(BATCH_KEPT);
                         }
                         Err(e) => {
                             // Disk full, read-only, I/O error: keep the batch

@@ -6,6 +6,7 @@
 //! correction is counted as drift. Pure: no I/O. Failed binds are diagnosed
 //! against it in [`diagnose`] without touching /proc.
 
+mod by_cookie;
 pub mod check;
 pub mod diagnose;
 pub mod ephemeral;
@@ -70,16 +71,22 @@ pub struct Holder {
     pub bound_ifindex: Option<u32>,
     /// The socket's owner uid (what SO_REUSEPORT compares).
     pub uid: u32,
-    pub inode: Option<u64>,
-    pub owners: Vec<u32>,
+    /// The pids holding it; most sockets have one (a pre-forking server's
+    /// workers share one), so up to four are kept inline: no allocation per
+    /// holder.
+    pub owners: Owners,
     /// Whether `owners` came from the socket-to-process map (all sharers),
     /// or only from the event (the process that bound it).
     pub owners_verified: bool,
     pub since_ns: u64,
     pub source: Source,
-    /// The peer of a connection, when the host's tables say.
-    pub remote: Option<(IpAddr, u16)>,
+    /// The peer of a connection, when the host's tables say. Boxed: most
+    /// holders are listeners, and the table keeps 100k of them.
+    pub remote: Option<Box<(IpAddr, u16)>>,
 }
+
+/// A holder's pids (see [`Holder::owners`]).
+pub type Owners = smallvec::SmallVec<[u32; 4]>;
 
 impl Holder {
     /// The holder as the conflict rules see it, with unknown options taken
@@ -114,8 +121,7 @@ impl Holder {
             reuseport: None,
             bound_ifindex: None,
             uid: ev.uid,
-            inode: None,
-            owners: vec![ev.pid],
+            owners: smallvec::smallvec![ev.pid],
             owners_verified: false,
             since_ns: ev.time_ns,
             source: Source::Event,
@@ -305,7 +311,7 @@ fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderVi
         owners_verified: h.owners_verified,
         since_ns: h.since_ns,
         source: h.source,
-        remote: h.remote.map(|(a, p)| endpoint(a, p)),
+        remote: h.remote.as_deref().map(|&(a, p)| endpoint(a, p)),
         blocks: blocks(h),
         // A container's own published port is redirected to it by its
         // runtime's rule: that is the owner already named, not a shadow.
@@ -393,8 +399,11 @@ pub struct Snapshot {
 
 #[derive(Default)]
 pub struct HolderTable {
-    socks: HashMap<u64, Holder>,
-    by_port: HashMap<PortKey, Vec<u64>>,
+    socks: by_cookie::SocketsByCookie,
+    /// Most ports have one socket (a few: reuseport groups, one per
+    /// address); two cookies are kept inline, so a port costs no
+    /// allocation of its own.
+    by_port: HashMap<PortKey, smallvec::SmallVec<[u64; 2]>>,
     processes: HashMap<u32, Arc<ProcessInfo>>,
     /// Pids seen in events whose /proc details are still to be read.
     incomplete: VecDeque<u32>,
@@ -538,7 +547,7 @@ impl HolderTable {
             if old_key != h.key() {
                 self.unindex(h.cookie, old_key);
             } else {
-                self.socks.insert(h.cookie, h);
+                self.socks.insert(h);
                 return;
             }
         } else if self.socks.len() >= TABLE_CAPACITY {
@@ -546,7 +555,7 @@ impl HolderTable {
             return;
         }
         self.by_port.entry(h.key()).or_default().push(h.cookie);
-        self.socks.insert(h.cookie, h);
+        self.socks.insert(h);
         self.stats.inserted += 1;
     }
 
@@ -646,7 +655,6 @@ impl HolderTable {
             self.set_process(p);
         }
         if let Some(h) = self.socks.get_mut(&k.cookie) {
-            h.inode = k.inode.or(h.inode);
             h.v6only = k.v6only.or(h.v6only);
             h.reuseaddr = k.reuseaddr.or(h.reuseaddr);
             h.reuseport = k.reuseport.or(h.reuseport);
@@ -719,7 +727,6 @@ impl HolderTable {
                     t.reuseaddr = t.reuseaddr.or(k.reuseaddr);
                     t.reuseport = t.reuseport.or(k.reuseport);
                     t.bound_ifindex = t.bound_ifindex.or(k.bound_ifindex);
-                    t.inode = k.inode.or(t.inode);
                     if !k.owners.is_empty() {
                         t.owners = k.owners;
                         t.owners_verified = true;

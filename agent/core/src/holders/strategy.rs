@@ -164,7 +164,7 @@ mod tests {
         // Verified once: the host is asked, and names the forked child too.
         let mut host = FakeHost::default();
         let mut k = t.get(7).cloned().unwrap();
-        k.owners = vec![100, 101];
+        k.owners = smallvec::smallvec![100, 101];
         host.owners = Some((k, vec![process(100, "nginx"), process(101, "nginx")]));
         let mut fast = 0;
         let d = diagnose_failed_bind(&mut t, &failed(8080, 98), &mut host, || fast += 1).unwrap();

@@ -167,8 +167,7 @@ impl HostFacts for Facts {
                 reuseport: None,
                 bound_ifindex: None,
                 uid: 0,
-                inode: None,
-                owners: vec![],
+                owners: Default::default(),
                 owners_verified: true,
                 since_ns: 0,
                 source: Source::Snapshot,
@@ -231,8 +230,7 @@ fn snap_holder(cookie: u64, port: u16, owners: Vec<u32>) -> Holder {
         reuseport: Some(false),
         bound_ifindex: None,
         uid: 0,
-        inode: Some(cookie + 1000),
-        owners,
+        owners: owners.into(),
         owners_verified: true,
         since_ns: 5,
         source: Source::Snapshot,
@@ -264,8 +262,8 @@ fn reconciliation_counts_every_correction() {
     let s = t.stats();
     assert_eq!(s.drift(), 3);
     assert_eq!(
-        t.get(1).unwrap().owners,
-        vec![100, 101],
+        t.get(1).unwrap().owners.as_slice(),
+        [100, 101],
         "fork-shared owners"
     );
     assert!(t.get(1).unwrap().owners_verified);
@@ -336,7 +334,7 @@ prop_compose! {
             addr, port,
             state: if listen && !udp { SockState::Listen } else { SockState::Bound },
             v6only, reuseaddr: ra, reuseport: rp, bound_ifindex: None, uid,
-            inode: None, owners: vec![cookie as u32], owners_verified: true, since_ns: 0,
+            owners: smallvec::smallvec![cookie as u32], owners_verified: true, since_ns: 0,
             source: Source::Snapshot,
             remote: None,
         }
@@ -407,4 +405,19 @@ fn a_threads_own_name_does_not_send_its_process_back_to_proc() {
     // The main thread under a new name: an exec, or the pid reused.
     t.apply(&bind(3, 4000, "python3"));
     assert_eq!(t.take_incomplete(64), vec![4000]);
+}
+
+#[test]
+fn a_holder_stays_small_enough_for_a_table_of_100k() {
+    // The table keeps one per socket; at 100k sockets each 8 bytes here is
+    // about 1 MiB of resident memory (BENCHMARKS.md, footprint).
+    let size = std::mem::size_of::<Holder>();
+    assert!(size <= 96, "Holder is {size} bytes");
+    // Up to four pids live inline, with no allocation of their own.
+    let four: Owners = smallvec::smallvec![1, 2, 3, 4];
+    assert!(!four.spilled());
+    assert_eq!(
+        std::mem::size_of::<Owners>(),
+        std::mem::size_of::<Vec<u32>>()
+    );
 }
