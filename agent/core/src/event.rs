@@ -87,6 +87,10 @@ pub struct SockOptions {
     /// SO_BINDTODEVICE / SO_BINDTOIFINDEX, as an interface index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bound_ifindex: Option<u32>,
+    /// The source could not read the options (ETW): the flags above are
+    /// unknown, not off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unread: bool,
 }
 
 impl fmt::Display for SockOptions {
@@ -197,6 +201,7 @@ impl Event {
             reuseaddr: raw.flags & flags::REUSEADDR != 0,
             reuseport: raw.flags & flags::REUSEPORT != 0,
             bound_ifindex: (raw.bound_ifindex != 0).then_some(raw.bound_ifindex),
+            unread: raw.flags & flags::OPTIONS_UNREAD != 0,
         };
         let syscall = matches!(kind, EventKind::Bind | EventKind::Listen) && raw.fd >= 0;
         Self {

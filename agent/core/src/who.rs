@@ -75,6 +75,7 @@ impl WhoAnswer {
             holders,
             processes,
             netns: Default::default(),
+            others: Default::default(),
         });
         let holders = query.run(&table);
         Self {
@@ -161,6 +162,26 @@ pub fn render(a: &WhoAnswer) -> String {
             }
             let _ = writeln!(s, "  fix       {}", owner.fix());
         }
+        if let Some(x) = &h.http_sys {
+            let mut what = match x.sites.as_slice() {
+                [] => "http.sys for the URLs registered on the port".to_owned(),
+                sites => format!("http.sys for {}", sites.join(" and ")),
+            };
+            if !x.registered_by.is_empty() {
+                what.push_str(&format!(", registered by {}", x.registered_by.join(", ")));
+            }
+            let _ = writeln!(s, "  owner     {what}");
+            if !x.urls.is_empty() {
+                let _ = writeln!(s, "  urls      {}", x.urls.join(", "));
+            }
+            let scope = if x.listen_list.is_empty() {
+                "every address (its IP listen list is empty)".to_owned()
+            } else {
+                format!("its IP listen list: {}", x.listen_list.join(", "))
+            };
+            let _ = writeln!(s, "  listens   on {scope}");
+            let _ = writeln!(s, "  fix       {}", x.fix);
+        }
         if let Some(sh) = &h.shadowed {
             let _ = writeln!(
                 s,
@@ -226,4 +247,69 @@ pub fn render(a: &WhoAnswer) -> String {
         let _ = writeln!(s, "\nnote: {n}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conflict::SockState;
+    use crate::etw::HttpSys;
+    use crate::event::Proto;
+    use crate::holders::ip_helper::{Row, holder};
+    use crate::holders::{HolderTable, ProcessInfo, Snapshot, WhoQuery};
+    use crate::owner::http_sys::HttpSysState;
+    use crate::owner::iis::IisConfig;
+
+    /// `who 80` on an IIS host: http.sys's socket, the sites behind it,
+    /// who registered the URL, where it listens, and the fix.
+    #[test]
+    fn who_prints_the_iis_sites_behind_http_sys() {
+        let mut table = HolderTable::new();
+        let row = Row {
+            proto: Proto::Tcp,
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 80,
+            state: SockState::Listen,
+            pid: 4,
+        };
+        table.seed(Snapshot {
+            taken_ns: 1,
+            holders: vec![holder(&row, 1)],
+            processes: vec![ProcessInfo {
+                pid: 1460,
+                comm: "svchost.exe".into(),
+                unit: Some("W3SVC, WAS".into()),
+                ..ProcessInfo::default()
+            }],
+            netns: Default::default(),
+            others: Default::default(),
+        });
+        let mut http = HttpSys::default();
+        http.add_url("http://*:80/", 1460, 1, 0);
+        table.set_http_sys(Some(HttpSysState {
+            http,
+            iis: Some(std::sync::Arc::new(
+                IisConfig::parse(crate::owner::iis::tests::CONFIG).unwrap(),
+            )),
+        }));
+        let q: WhoQuery = "80".parse().unwrap();
+        let answer = WhoAnswer {
+            holders: q.run(&table),
+            query: q,
+            source: AnswerSource::Daemon,
+            notes: Vec::new(),
+        };
+        let text = render(&answer);
+        for line in [
+            "  owner     http.sys for IIS site 'Default Web Site' (app pool DefaultAppPool), \
+             binding *:80: and IIS site 'Intranet' (app pool IntranetPool), binding \
+             *:80:intranet.contoso.com, registered by svchost.exe (pid 1460, services W3SVC, WAS)\n",
+            "  urls      http://*:80/\n",
+            "  listens   on every address (its IP listen list is empty)\n",
+            "  fix       to leave other addresses of port 80 to another server: change its binding \
+             *:80: to IIS_ADDRESS:80:",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ use bindwatch_core::holders::Holder;
 use bindwatch_core::holders::{
     Diagnosis, DriftReport, HolderTable, HostFacts, Snapshot, TableStats, diagnose_failed_bind,
 };
+use bindwatch_core::owner::http_sys::HttpSysState;
 
 type NatRules = std::collections::HashMap<u64, Vec<bindwatch_core::owner::NatRule>>;
 
@@ -329,7 +330,11 @@ impl Correlator {
     /// off the per-event path).
     pub fn after_batch(&mut self) {
         self.sync_containers();
-        for pid in self.table.take_incomplete(PROCESS_READS_PER_BATCH) {
+        let registrants = self.facts.registrants();
+        for pid in registrants
+            .into_iter()
+            .chain(self.table.take_incomplete(PROCESS_READS_PER_BATCH))
+        {
             if let Some(info) = self.facts.process_info(pid) {
                 self.table.set_process(info);
             }
@@ -338,6 +343,13 @@ impl Correlator {
 
     /// Starts a background snapshot when one is due; applies a finished one.
     pub async fn tick(&mut self) -> Option<DriftReport> {
+        // Windows: http.sys's state and IIS's sites for the views of
+        // http.sys's sockets (None elsewhere).
+        let http = self.facts.http_sys().map(|http| HttpSysState {
+            http,
+            iis: self.facts.iis(),
+        });
+        self.table.set_http_sys(http);
         if let Some(h) = self.nat_pending.take_if(|h| h.is_finished()) {
             match h.await {
                 Ok(nat) => {

@@ -93,6 +93,11 @@ impl KernelView {
         }
     }
 
+    /// http.sys's registering processes: Windows's (none here).
+    pub fn registrants(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// A view for reconciliation: never duplicates descriptors.
     pub fn for_reconciliation() -> Self {
         Self {
@@ -229,6 +234,7 @@ impl KernelView {
             holders: r.holders,
             processes: r.processes,
             netns: self.namespaces.cookies().collect(),
+            others: Default::default(),
         }
     }
 }

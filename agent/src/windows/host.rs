@@ -10,16 +10,16 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     MIB_TCP_STATE_LISTEN, MIB_TCP_STATE_TIME_WAIT, MIB_TCP6ROW_OWNER_PID, MIB_TCP6TABLE_OWNER_PID,
     MIB_TCPROW_OWNER_PID, MIB_TCPTABLE_OWNER_PID, MIB_UDP6ROW_OWNER_PID, MIB_UDP6TABLE_OWNER_PID,
     MIB_UDPROW_OWNER_PID, MIB_UDPTABLE_OWNER_PID, MIB_UNICASTIPADDRESS_ROW,
-    MIB_UNICASTIPADDRESS_TABLE, TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_LISTENER,
-    UDP_TABLE_OWNER_PID,
+    MIB_UNICASTIPADDRESS_TABLE, TCP_TABLE_OWNER_PID_ALL, UDP_TABLE_OWNER_PID,
 };
 use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, AF_UNSPEC};
 
 use bindwatch_core::conflict::SockState;
 use bindwatch_core::etw::HttpSys;
-use bindwatch_core::etw::join::{WINDOWS_NETNS, holder_cookie};
+use bindwatch_core::etw::join::WINDOWS_NETNS;
 use bindwatch_core::event::Proto;
-use bindwatch_core::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot, Source};
+use bindwatch_core::holders::ip_helper::{self, Row, holder};
+use bindwatch_core::holders::{EphemeralPorts, Holder, HostFacts, ProcessInfo, Snapshot};
 
 const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
 
@@ -32,15 +32,6 @@ pub struct Namespaces {
 pub struct Resolved {
     pub holders: Vec<Holder>,
     pub processes: Vec<ProcessInfo>,
-}
-
-/// A socket as the IP Helper tables give it.
-struct Row {
-    proto: Proto,
-    addr: IpAddr,
-    port: u16,
-    state: SockState,
-    pid: u32,
 }
 
 pub struct KernelView {
@@ -119,13 +110,9 @@ fn rows_of<R: Copy>(buf: &[u64], offset: usize) -> Vec<R> {
         .collect()
 }
 
-/// TCP sockets: listeners only, or every state.
-fn tcp_rows(all: bool) -> Vec<Row> {
-    let class = if all {
-        TCP_TABLE_OWNER_PID_ALL
-    } else {
-        TCP_TABLE_OWNER_PID_LISTENER
-    };
+/// TCP sockets in every state.
+fn tcp_rows() -> Vec<Row> {
+    let class = TCP_TABLE_OWNER_PID_ALL;
     let mut rows = Vec::new();
     let v4_table = table(|p, s| {
         // SAFETY: `p` and `s` are valid for the call (see `table`).
@@ -199,30 +186,6 @@ fn udp_rows() -> Vec<Row> {
     rows
 }
 
-fn holder(r: &Row, now: u64) -> Holder {
-    let protocol = if r.proto == Proto::Udp { 17 } else { 6 };
-    Holder {
-        cookie: holder_cookie(protocol, r.addr, r.port, r.pid),
-        netns: WINDOWS_NETNS,
-        proto: r.proto,
-        addr: r.addr,
-        port: r.port,
-        state: r.state,
-        // Windows's default; the tables do not say.
-        v6only: None,
-        reuseaddr: None,
-        reuseport: Some(false),
-        bound_ifindex: None,
-        uid: 0,
-        inode: None,
-        owners: vec![r.pid],
-        owners_verified: true,
-        since_ns: now,
-        source: Source::Snapshot,
-        remote: None,
-    }
-}
-
 impl KernelView {
     /// Windows has no network namespaces.
     pub fn own_netns(&self) -> Option<u64> {
@@ -254,6 +217,12 @@ impl KernelView {
         }
     }
 
+    /// Processes http.sys's registrations named since the last call, for
+    /// the table to read while they run.
+    pub fn registrants(&mut self) -> Vec<u32> {
+        super::session::take_registrants()
+    }
+
     pub fn for_reconciliation() -> Self {
         Self::new()
     }
@@ -262,39 +231,46 @@ impl KernelView {
         super::process::process_info(pid, &self.services)
     }
 
+    /// The details of each owner of `rows`, once each.
+    fn processes_of<'a>(&mut self, rows: impl Iterator<Item = &'a Row>) -> Vec<ProcessInfo> {
+        let mut pids: Vec<u32> = rows.map(|r| r.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter()
+            .filter_map(|p| self.process_info(p))
+            .collect()
+    }
+
     fn resolve(&mut self, rows: Vec<Row>) -> Resolved {
         let now = bindwatch_core::clock::now_unix_ns();
         let holders: Vec<Holder> = rows.iter().map(|r| holder(r, now)).collect();
-        let mut pids: Vec<u32> = rows.iter().map(|r| r.pid).collect();
-        pids.sort_unstable();
-        pids.dedup();
-        let processes = pids
-            .into_iter()
-            .filter_map(|p| self.process_info(p))
-            .collect();
+        let processes = self.processes_of(rows.iter());
         Resolved { holders, processes }
     }
 
-    /// Every listening TCP socket and bound UDP socket, with owners.
+    /// Every listening TCP socket and bound UDP socket, with owners, and
+    /// the other TCP sockets' ports and owners (see `ip_helper::snapshot`).
+    /// http.sys's state is read again with it: its listen list, its
+    /// request queues and IIS's sites, which no event may have told.
     pub fn snapshot(&mut self) -> Snapshot {
         self.services = super::process::services_by_pid();
         let taken_ns = bindwatch_core::clock::now_unix_ns();
-        let mut rows = tcp_rows(false);
+        super::session::refresh_http_sys(taken_ns);
+        let mut rows = tcp_rows();
         rows.extend(udp_rows());
-        let r = self.resolve(rows);
-        Snapshot {
-            taken_ns,
-            holders: r.holders,
-            processes: r.processes,
-            netns: Default::default(),
-        }
+        // The holders' owners only: a connection's is not needed.
+        let processes = self.processes_of(
+            rows.iter()
+                .filter(|r| r.proto == Proto::Udp || r.state == SockState::Listen),
+        );
+        ip_helper::snapshot(taken_ns, &rows, processes)
     }
 
     /// The sockets of one port (every TCP state), for a query or a slow path.
     pub fn port(&mut self, proto: Option<Proto>, port: u16) -> Resolved {
         let mut rows = Vec::new();
         if proto != Some(Proto::Udp) {
-            rows.extend(tcp_rows(true));
+            rows.extend(tcp_rows());
         }
         if proto != Some(Proto::Tcp) {
             rows.extend(udp_rows());
@@ -383,6 +359,10 @@ impl HostFacts for KernelView {
 
     fn http_sys(&mut self) -> Option<HttpSys> {
         Some(super::session::http_sys())
+    }
+
+    fn iis(&mut self) -> Option<std::sync::Arc<bindwatch_core::owner::iis::IisConfig>> {
+        super::iis::config()
     }
 
     fn ephemeral_ports(&mut self, _: Option<u64>, _: u32, proto: Proto) -> Option<EphemeralPorts> {

@@ -1,9 +1,12 @@
 //! http.sys's configuration, read through the HTTP Server API: the IP
-//! listen list (`netsh http show iplisten`). Read at start-up; changes
-//! after it arrive as HttpService events (ReadIpListEntry), which http.sys
-//! logs when it re-reads the list.
+//! listen list (`netsh http show iplisten`), and its request queues through
+//! netsh. Read at start-up and again with each reconciliation snapshot
+//! (an entry deleted from the list comes with no event on older builds);
+//! between them HttpService events (ReadIpListEntry, SetIpListenList)
+//! tell of changes.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use windows_sys::Win32::Networking::HttpServer::{
     HTTP_INITIALIZE_CONFIG, HTTP_SERVICE_CONFIG_IP_LISTEN_QUERY, HTTPAPI_VERSION, HttpInitialize,
@@ -92,24 +95,40 @@ fn parse(buf: &[u64]) -> Vec<IpAddr> {
         .collect()
 }
 
+/// netsh's failure is said once, not at every snapshot.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
 /// The request queues with their worker processes and URLs, as `netsh http
 /// show servicestate view=requestq` prints them (no documented API lists
-/// them). Empty when netsh fails or prints another locale.
-pub fn request_queues() -> Vec<bindwatch_core::etw::httpsys::RequestQueue> {
+/// them). None when netsh fails or prints another locale.
+pub fn request_queues() -> Option<Vec<bindwatch_core::etw::httpsys::RequestQueue>> {
     let out = std::process::Command::new("netsh")
         .args(["http", "show", "servicestate", "view=requestq"])
         .output();
     match out {
         Ok(o) if o.status.success() => {
-            bindwatch_core::etw::httpsys::parse_request_queues(&String::from_utf8_lossy(&o.stdout))
+            let queues = bindwatch_core::etw::httpsys::parse_request_queues(
+                &String::from_utf8_lossy(&o.stdout),
+            );
+            if queues.is_none() && !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "netsh http show servicestate printed no English request-queue view (another \
+                     locale?); http.sys's registrations come from events only"
+                );
+            }
+            queues
         }
         Ok(o) => {
-            tracing::warn!(status = %o.status, "netsh http show servicestate failed");
-            Vec::new()
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(status = %o.status, "netsh http show servicestate failed");
+            }
+            None
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot run netsh for http.sys's request queues");
-            Vec::new()
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot run netsh for http.sys's request queues");
+            }
+            None
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod files;
 pub mod host;
 pub mod httpapi;
+pub mod iis;
 pub mod ports;
 pub mod process;
 pub mod service;

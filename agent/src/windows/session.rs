@@ -4,9 +4,10 @@
 //! shared [`Joiner`], named with its process's image, and queued for the
 //! event loop, which decodes them as it decodes the Linux ring buffer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bindwatch_common::{RAW_EVENT_SIZE, RawEvent};
 use ferrisetw::EventRecord;
@@ -29,17 +30,33 @@ use bindwatch_core::etw::{EtwProvider, EtwRecord, HttpSys, Joiner, Value};
 pub const SESSION_NAME: &str = "bindwatch";
 /// Most processes whose image names are cached for naming events.
 const NAME_CACHE: usize = 4096;
+/// How long a name read at a socket's create is taken as still true.
+const NAME_FRESH: Duration = Duration::from_secs(2);
+/// Winsock-AFD's create event.
+const AFD_CREATE: u16 = 1000;
 
 /// State the ETW thread and the event loop share.
 struct Shared {
     joiner: Mutex<Joiner>,
     queue_full: AtomicU64,
-    names: Mutex<HashMap<u32, [u8; 16]>>,
+    /// Records ETW delivered that could not be read (no schema for them):
+    /// counted with the undecodable ones.
+    unreadable: AtomicU64,
+    /// Image names by pid, with when each was read.
+    names: Mutex<HashMap<u32, ([u8; 16], Instant)>>,
 }
 
 static HTTP_SYS: OnceLock<Mutex<HttpSys>> = OnceLock::new();
+/// The running session's state, for the snapshot's refresh of http.sys.
+static SHARED: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+/// Processes http.sys's registrations name: those not yet handed to the
+/// daemon (`take_registrants`), and every one handed (bounded).
+static REGISTRANTS: Mutex<(Vec<u32>, Option<HashSet<u32>>)> = Mutex::new((Vec::new(), None));
+/// Registrants remembered as handed over, at most.
+const REGISTRANTS_KEPT: usize = 4096;
 
-/// http.sys as the session last saw it (listen list and URL registrations).
+/// http.sys as the session last saw it (listen list, URL registrations,
+/// request queues).
 pub fn http_sys() -> HttpSys {
     HTTP_SYS
         .get_or_init(Default::default)
@@ -48,43 +65,145 @@ pub fn http_sys() -> HttpSys {
         .clone()
 }
 
-fn comm_of(shared: &Shared, pid: u32) -> [u8; 16] {
-    let mut names = shared.names.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = names.get(&pid) {
-        return *c;
+/// Publishes the joiner's http.sys state and notes the processes it names
+/// that the daemon has not read yet.
+fn publish_http_sys(http: &HttpSys) {
+    *HTTP_SYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = http.clone();
+    let mut r = REGISTRANTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (pending, handed) = &mut *r;
+    let handed = handed.get_or_insert_with(HashSet::new);
+    for pid in http.registrant_pids() {
+        if handed.len() >= REGISTRANTS_KEPT {
+            handed.clear();
+        }
+        if handed.insert(pid) {
+            pending.push(pid);
+        }
     }
+}
+
+/// Processes that registered URLs or own request queues, new since the
+/// last call: the daemon reads them into its table while they run (an
+/// idle app pool's worker may be gone by the time a bind fails).
+pub fn take_registrants() -> Vec<u32> {
+    std::mem::take(&mut REGISTRANTS.lock().unwrap_or_else(|e| e.into_inner()).0)
+}
+
+/// Reads http.sys's listen list and request queues again (with each
+/// reconciliation snapshot): an iplisten entry deleted, or a queue or URL
+/// group removed while no event said so, leaves the state here.
+pub fn refresh_http_sys(taken_ns: u64) {
+    let Some(shared) = SHARED.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
+    let list = super::httpapi::listen_list();
+    let queues = super::httpapi::request_queues();
+    let mut j = shared.joiner.lock().unwrap_or_else(|e| e.into_inner());
+    match list {
+        Ok(list) => j.http.set_listen_list(list),
+        Err(e) => tracing::debug!(error = %e, "cannot read http.sys's IP listen list"),
+    }
+    if let Some(q) = &queues {
+        j.http.refresh_request_queues(q, taken_ns);
+    }
+    publish_http_sys(&j.http);
+}
+
+fn name_bytes(n: &str) -> [u8; 16] {
     let mut c = [0u8; 16];
-    if let Some(n) = super::process::image_name(pid) {
-        let b = n.as_bytes();
-        let len = b.len().min(15);
-        c[..len].copy_from_slice(&b[..len]);
+    let b = n.as_bytes();
+    let len = b.len().min(15);
+    c[..len].copy_from_slice(&b[..len]);
+    c
+}
+
+/// Names the socket's process at its create, while it surely runs, so a
+/// server that exits right after its failed bind is still named. A name
+/// read within [`NAME_FRESH`] is kept: a busy client's sockets do not each
+/// cost a process lookup, and a pid Windows gave to a new process is read
+/// again at that process's first socket after it.
+fn remember_name(shared: &Shared, pid: u32) {
+    if pid == 0 {
+        return;
     }
-    if names.len() >= NAME_CACHE {
+    {
+        let names = shared.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names
+            .get(&pid)
+            .is_some_and(|(_, at)| at.elapsed() < NAME_FRESH)
+        {
+            return;
+        }
+    }
+    if let Some(n) = super::process::image_name(pid) {
+        cache_name(shared, pid, name_bytes(&n));
+    }
+}
+
+fn cache_name(shared: &Shared, pid: u32, c: [u8; 16]) {
+    let mut names = shared.names.lock().unwrap_or_else(|e| e.into_inner());
+    if names.len() >= NAME_CACHE && !names.contains_key(&pid) {
         names.clear();
     }
-    names.insert(pid, c);
-    c
+    names.insert(pid, (c, Instant::now()));
+}
+
+/// The image name of `pid`: as remembered (at its socket's create, or an
+/// earlier event), else read now. A name not found is not remembered: the
+/// next event tries again.
+fn comm_of(shared: &Shared, pid: u32) -> [u8; 16] {
+    if let Some((c, _)) = shared
+        .names
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&pid)
+    {
+        return *c;
+    }
+    match super::process::image_name(pid) {
+        Some(n) => {
+            let c = name_bytes(&n);
+            cache_name(shared, pid, c);
+            c
+        }
+        None => [0; 16],
+    }
 }
 
 /// Reads the fields `etw::schema` names for the record's event, each as the
 /// type the manifests give it (ferrisetw refuses a field read as another
-/// type); a record of an id not known there is read for every field of its
-/// provider, so that the joiner can still know it by its task name.
+/// type); a record of an id not known there is read for none (the joiner
+/// counts it as unknown). None, counted and said once a kind, when ETW has
+/// no schema for the record.
 fn read_record(
     provider: EtwProvider,
     record: &EventRecord,
     locator: &SchemaLocator,
+    shared: &Shared,
 ) -> Option<EtwRecord> {
-    let schema = locator.event_schema(record).ok()?;
+    let schema = match locator.event_schema(record) {
+        Ok(s) => s,
+        Err(e) => {
+            let n = shared.unreadable.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                tracing::warn!(provider = provider.name(), id = record.event_id(), error = ?e,
+                    "ETW record without a schema; dropped and counted as undecodable (further ones at debug)");
+            } else {
+                tracing::debug!(provider = provider.name(), id = record.event_id(), error = ?e,
+                    "ETW record without a schema");
+            }
+            return None;
+        }
+    };
     let parser = Parser::create(record, &schema);
     let mut r = EtwRecord::new(provider, record.event_id(), &schema.task_name());
     r.pid = record.process_id();
     r.tid = record.thread_id();
     r.time_ns = super::filetime_to_unix_ns(record.raw_timestamp() as u64);
-    let fields = match etw_schema::fields_of(provider, record.event_id()) {
-        Some(f) => f.to_vec(),
-        None => etw_schema::provider_fields(provider),
-    };
+    let fields = etw_schema::fields_of(provider, record.event_id()).unwrap_or_default();
     for f in fields {
         let v = match f.ty {
             FieldType::UInt32 => parser
@@ -113,19 +232,25 @@ fn on_record(
     shared: &Shared,
     tx: &mpsc::Sender<RawEvent>,
 ) {
-    let Some(rec) = read_record(provider, record, locator) else {
+    let Some(rec) = read_record(provider, record, locator, shared) else {
         return;
     };
+    if provider == EtwProvider::WinsockAfd && rec.id == AFD_CREATE {
+        // The creating process is alive now; its bind may fail after it
+        // has gone.
+        let pid = rec
+            .num_of(&["ProcessId"])
+            .filter(|&p| p != 0)
+            .map_or(rec.pid, |p| p as u32);
+        remember_name(shared, pid);
+    }
     let mut out = Vec::new();
     {
         let mut j = shared.joiner.lock().unwrap_or_else(|e| e.into_inner());
         // An error is counted and logged by the joiner; the record is dropped.
         let _ = j.on_record(&rec, &mut out);
         if provider == EtwProvider::HttpService {
-            *HTTP_SYS
-                .get_or_init(Default::default)
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = j.http.clone();
+            publish_http_sys(&j.http);
         }
     }
     send(shared, tx, out);
@@ -244,26 +369,29 @@ impl Probes {
             }
         }
         let queues = super::httpapi::request_queues();
-        joiner
-            .http
-            .add_request_queues(&queues, bindwatch_core::clock::now_unix_ns());
+        if let Some(q) = &queues {
+            joiner
+                .http
+                .add_request_queues(q, bindwatch_core::clock::now_unix_ns());
+        }
+        let iis = super::iis::config();
         tracing::info!(
-            queues = queues.len(),
+            queues = queues.as_ref().map(Vec::len),
             urls = joiner.http.urls.len(),
             listen_list = ?joiner.http.listen_list,
+            iis_sites = iis.as_ref().map(|c| c.sites.len()),
             "http.sys state read"
         );
-        *HTTP_SYS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = joiner.http.clone();
+        publish_http_sys(&joiner.http);
         let capacity = (cfg.ring_buffer_bytes as usize / RAW_EVENT_SIZE).max(64);
         let (tx, rx) = mpsc::channel(capacity);
         let shared = Arc::new(Shared {
             joiner: Mutex::new(joiner),
             queue_full: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
             names: Mutex::new(HashMap::new()),
         });
+        *SHARED.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
         let mut builder = UserTrace::new().named(SESSION_NAME.to_owned());
         for p in EtwProvider::ALL {
             let shared = shared.clone();
@@ -376,7 +504,9 @@ impl Probes {
             accept_map_full: 0,
             pending_map_full: stats.endpoints_full + stats.pending_full,
             program_skipped: 0,
-            undecodable: stats.malformed,
+            undecodable: stats.malformed
+                + stats.unknown
+                + self.shared.unreadable.load(Ordering::Relaxed),
         })
     }
 

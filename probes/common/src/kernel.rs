@@ -81,6 +81,9 @@ pub mod flags {
     /// A listen event whose socket address was seen (by the state
     /// tracepoint or the sock_ops listen callback).
     pub const LISTEN_ADDR: u32 = 1 << 5;
+    /// The source cannot read the socket's options (ETW on Windows): the
+    /// reuse flags are unknown, not off. The probes never set it.
+    pub const OPTIONS_UNREAD: u32 = 1 << 6;
 }
 
 /// Bits of `BoundSock::flags`.

@@ -23,6 +23,14 @@ pub struct UrlRegistration {
     pub pid: u32,
     pub group_id: u64,
     pub since_ns: u64,
+    /// The request queue the URL's group is bound to, when netsh named it:
+    /// for IIS, the app pool. A queue with no worker running (an idle
+    /// pool) keeps its URLs with `pid` 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The queue's controller (WAS's svchost for IIS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -33,34 +41,68 @@ pub struct HttpSys {
     /// Whether the list was read (from the configuration or from events);
     /// false: not known, taken as empty (http.sys's default).
     pub listen_list_known: bool,
+    /// By URL in lower case: http.sys matches prefixes without regard to
+    /// case, and netsh prints them in capitals where events do not.
     pub urls: BTreeMap<String, UrlRegistration>,
 }
 
 impl HttpSys {
     pub fn add_url(&mut self, url: &str, pid: u32, group_id: u64, since_ns: u64) {
+        self.add_registration(UrlRegistration {
+            url: url.to_owned(),
+            pid,
+            group_id,
+            since_ns,
+            queue: None,
+            controller: None,
+        });
+    }
+
+    fn add_registration(&mut self, reg: UrlRegistration) {
+        let key = reg.url.to_ascii_lowercase();
+        let url = key.as_str();
         if self.urls.len() >= MAX_URLS
             && !self.urls.contains_key(url)
             && let Some(oldest) = self
                 .urls
-                .values()
-                .min_by_key(|r| r.since_ns)
-                .map(|r| r.url.clone())
+                .iter()
+                .min_by_key(|(_, r)| r.since_ns)
+                .map(|(k, _)| k.clone())
         {
             self.urls.remove(&oldest);
         }
+        // A queue named before keeps its name when an event re-registers
+        // the URL (events do not name queues).
+        let (queue, controller) = match self.urls.get(url) {
+            Some(old) if reg.queue.is_none() => (old.queue.clone(), old.controller),
+            _ => (reg.queue.clone(), reg.controller),
+        };
         self.urls.insert(
-            url.to_owned(),
+            key,
             UrlRegistration {
-                url: url.to_owned(),
-                pid,
-                group_id,
-                since_ns,
+                queue,
+                controller,
+                ..reg
             },
         );
     }
 
+    /// Every process a registration names (workers and controllers), for
+    /// the daemon to read while they run.
+    pub fn registrant_pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .urls
+            .values()
+            .flat_map(|r| [r.pid, r.controller.unwrap_or(0)])
+            .filter(|&p| p != 0)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     pub fn remove_url(&mut self, url: &str) {
-        self.urls.remove(url);
+        self.urls.remove(&url.to_ascii_lowercase());
     }
 
     pub fn remove_group(&mut self, group_id: u64) {
@@ -102,13 +144,22 @@ impl HttpSys {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestQueue {
     pub name: String,
+    /// The process that created the queue (WAS's svchost for IIS).
+    pub controller: Option<u32>,
     pub pids: Vec<u32>,
     pub urls: Vec<String>,
 }
 
-/// Parses netsh's request-queue view (English output; other locales yield
-/// nothing, and registrations are then learned from events only).
-pub fn parse_request_queues(text: &str) -> Vec<RequestQueue> {
+/// How netsh names a queue created without a name (not an app pool).
+const UNNAMED_QUEUE: &str = "Request queue is unnamed.";
+
+/// Parses netsh's request-queue view; None when the text is not its
+/// English form (another locale: registrations are then learned from
+/// events only, and none is dropped for netsh's silence).
+pub fn parse_request_queues(text: &str) -> Option<Vec<RequestQueue>> {
+    if !text.contains("(Request Queue View)") && !text.contains("Request queue name:") {
+        return None;
+    }
     #[derive(PartialEq)]
     enum List {
         None,
@@ -134,7 +185,10 @@ pub fn parse_request_queues(text: &str) -> Vec<RequestQueue> {
         let Some(q) = out.last_mut() else {
             continue;
         };
-        if t.eq_ignore_ascii_case("Process IDs:") {
+        if let Some(pid) = t.strip_prefix("Controller process ID:") {
+            q.controller = pid.trim().parse().ok();
+            list = List::None;
+        } else if t.eq_ignore_ascii_case("Process IDs:") {
             list = List::Pids;
         } else if t.eq_ignore_ascii_case("Registered URLs:") {
             list = List::Urls;
@@ -148,23 +202,52 @@ pub fn parse_request_queues(text: &str) -> Vec<RequestQueue> {
             list = List::None;
         }
     }
-    out
+    Some(out)
 }
 
 impl HttpSys {
-    /// Adds the registrations of netsh's request queues (each URL to the
-    /// queue's first worker process).
+    /// Adds the registrations of netsh's request queues: each URL to the
+    /// queue's first worker process, or to none (pid 0) when the queue has
+    /// no worker (an idle IIS pool), with the queue's name and controller.
+    /// A registration an event made keeps its process and gains the name.
     pub fn add_request_queues(&mut self, queues: &[RequestQueue], now_ns: u64) {
         for q in queues {
-            let Some(&pid) = q.pids.first() else {
-                continue;
-            };
+            let name = (!q.name.is_empty() && q.name != UNNAMED_QUEUE).then(|| q.name.clone());
+            let pid = q.pids.first().copied().unwrap_or(0);
             for url in &q.urls {
-                if !self.urls.contains_key(url) {
-                    self.add_url(url, pid, 0, now_ns);
+                match self.urls.get_mut(&url.to_ascii_lowercase()) {
+                    Some(old) => {
+                        old.queue = name.clone().or(old.queue.take());
+                        old.controller = q.controller.or(old.controller);
+                        if old.pid == 0 {
+                            old.pid = pid;
+                        }
+                    }
+                    None => self.add_registration(UrlRegistration {
+                        url: url.clone(),
+                        pid,
+                        group_id: 0,
+                        since_ns: now_ns,
+                        queue: name.clone(),
+                        controller: q.controller,
+                    }),
                 }
             }
         }
+    }
+
+    /// Makes the registrations what netsh listed at `taken_ns`: a URL it
+    /// no longer lists was removed while no event said so (its group or
+    /// queue deleted, an event lost) and is dropped, unless an event
+    /// registered it after netsh ran.
+    pub fn refresh_request_queues(&mut self, queues: &[RequestQueue], taken_ns: u64) {
+        let listed: std::collections::HashSet<String> = queues
+            .iter()
+            .flat_map(|q| q.urls.iter().map(|u| u.to_ascii_lowercase()))
+            .collect();
+        self.urls
+            .retain(|key, r| r.since_ns >= taken_ns || listed.contains(key));
+        self.add_request_queues(queues, taken_ns);
     }
 }
 
@@ -280,7 +363,7 @@ Request queue name: Request queue is unnamed.
 
     #[test]
     fn netsh_request_queues_give_the_registrations_made_before_start() {
-        let qs = parse_request_queues(NETSH);
+        let qs = parse_request_queues(NETSH).unwrap();
         assert_eq!(qs.len(), 2);
         assert_eq!(qs[0].name, "DefaultAppPool");
         assert_eq!(qs[0].pids, vec![2120]);
@@ -291,7 +374,40 @@ Request queue name: Request queue is unnamed.
         assert_eq!(h.urls_on_port(80)[0].pid, 2120);
         assert_eq!(h.urls_on_port(443)[0].pid, 2120);
         assert_eq!(h.urls_on_port(5985)[0].pid, 3300);
-        assert!(parse_request_queues("Momentaufnahme des HTTP-Dienststatus").is_empty());
+        assert_eq!(
+            parse_request_queues(
+                "Momentaufnahme des HTTP-Dienststatus (Anforderungswarteschlangen)"
+            ),
+            None
+        );
+        assert_eq!(
+            parse_request_queues("Snapshot of HTTP service state (Request Queue View):\n------\n"),
+            Some(Vec::new()),
+            "no queue at all is an answer"
+        );
+    }
+
+    /// netsh's view read again: a queue deleted while no event said so
+    /// takes its URLs; one an event registered after netsh ran stays; an
+    /// event's registration keeps its process and gains the queue's name.
+    #[test]
+    fn request_queues_read_again_drop_what_netsh_no_longer_lists() {
+        let qs = parse_request_queues(NETSH).unwrap();
+        let mut h = HttpSys::default();
+        h.add_url("http://*:80/", 1460, 0xFF00_0000_4000_0001, 1);
+        h.add_request_queues(&qs, 5);
+        let r = &h.urls_on_port(80)[0];
+        assert_eq!((r.pid, r.queue.as_deref()), (1460, Some("DefaultAppPool")));
+        assert_eq!(r.controller, Some(1880));
+        assert_eq!(h.urls.len(), 3, "netsh's capitals are the event's URL");
+        assert_eq!(h.registrant_pids(), [1460, 1880, 2120, 3300]);
+        h.add_url("http://+:9000/", 700, 9, 50);
+        // Only the DefaultAppPool queue is left at 40.
+        let only_pool: Vec<RequestQueue> = qs.iter().take(1).cloned().collect();
+        h.refresh_request_queues(&only_pool, 40);
+        let mut left: Vec<&str> = h.urls.values().map(|r| r.url.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["HTTPS://*:443/", "http://*:80/", "http://+:9000/"]);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub enum JoinError {
     },
     #[error("{record}: not an event bindwatch reads")]
     Unknown { record: String },
+    #[error("{record}: field {field}: {value:?} is not a list of IP addresses")]
+    NotAddresses {
+        record: String,
+        field: &'static str,
+        value: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,7 +81,7 @@ struct Endpoint {
     listening: bool,
 }
 
-/// What a record means, decided by id first and task name second.
+/// What a record means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Meaning {
     Ignored,
@@ -92,12 +98,17 @@ enum Meaning {
     HttpAddUrl,
     HttpRemUrl,
     HttpRemAllUrls,
+    HttpDeleteUrlGroup,
+    HttpSetIpListenList,
 }
 
+/// What a record means, by its id. The session asks the kernel for these
+/// ids only (an id filter), so a record of another id does not reach the
+/// joiner from a live session; one that does is counted as unknown.
 fn meaning(r: &EtwRecord) -> Option<Meaning> {
     use EtwProvider::*;
     use Meaning::*;
-    let by_id = match (r.provider, r.id) {
+    match (r.provider, r.id) {
         (WinsockAfd, 1000) => Some(AfdCreate),
         (WinsockAfd, 1001) => Some(AfdClose),
         // AfdBindConnected: no address, nothing to learn; not asked for,
@@ -113,27 +124,9 @@ fn meaning(r: &EtwRecord) -> Option<Meaning> {
         (HttpService, 19) => Some(HttpIpListEntry),
         (HttpService, 31 | 113) => Some(HttpAddUrl),
         (HttpService, 32 | 114) => Some(HttpRemUrl),
-        (HttpService, 33) => Some(HttpRemAllUrls),
-        _ => None,
-    };
-    if by_id.is_some() {
-        return by_id;
-    }
-    // Ids move between Windows releases more than task names do.
-    let t = r.task.to_ascii_lowercase();
-    match r.provider {
-        WinsockAfd if t.contains("create") => Some(AfdCreate),
-        WinsockAfd if t.contains("close") => Some(AfdClose),
-        WinsockAfd if t.contains("bind") => Some(AfdBind),
-        WinsockAfd if t.contains("listen") => Some(AfdListen),
-        Tcpip if t.contains("listener") && t.contains("fail") => Some(TcpListenerFailed),
-        Tcpip if t.contains("listener") && t.contains("activat") => Some(TcpListenerActivated),
-        Tcpip if t.contains("listener") && t.contains("unbound") => Some(TcpListenerUnbound),
-        Tcpip if t.contains("bind") && t.contains("fail") => Some(TcpBindFailure),
-        HttpService if t.contains("iplist") || t.contains("listentry") => Some(HttpIpListEntry),
-        HttpService if t.contains("remallurl") => Some(HttpRemAllUrls),
-        HttpService if t.contains("addurl") => Some(HttpAddUrl),
-        HttpService if t.contains("remurl") => Some(HttpRemUrl),
+        (HttpService, 33 | 115) => Some(HttpRemAllUrls),
+        (HttpService, 117) => Some(HttpDeleteUrlGroup),
+        (HttpService, 122) => Some(HttpSetIpListenList),
         _ => None,
     }
 }
@@ -193,6 +186,9 @@ fn raw(k: u8, time_ns: u64, pid: u32, tid: u32, protocol: u8, addr: SocketAddr) 
     r.protocol = protocol;
     r.netns_cookie = WINDOWS_NETNS;
     r.fd = -1;
+    // No Windows event or table carries SO_REUSEADDR or
+    // SO_EXCLUSIVEADDRUSE: unknown, not off.
+    r.flags |= flags::OPTIONS_UNREAD;
     set_ip(&mut r, addr.ip());
     r.port = addr.port();
     r.bound_port = addr.port();
@@ -331,13 +327,19 @@ impl Joiner {
                 self.http.remove_url(url);
                 Ok(())
             }
-            Meaning::HttpRemAllUrls => {
+            Meaning::HttpRemAllUrls | Meaning::HttpDeleteUrlGroup => {
                 let g = r
                     .num_of(&["UrlGroupId"])
                     .ok_or_else(|| missing(r, "UrlGroupId"))?;
-                self.http.remove_group(g);
+                if !r
+                    .num_of(&["Status"])
+                    .is_some_and(|s| status::failed(s as u32))
+                {
+                    self.http.remove_group(g);
+                }
                 Ok(())
             }
+            Meaning::HttpSetIpListenList => self.http_set_listen_list(r),
         }
     }
 
@@ -475,6 +477,12 @@ impl Joiner {
             tracing::warn!(status = format_args!("{st:#010x}"), record = %r.describe(),
                 "bind failed with a status bindwatch does not map; reported as EUNMAPPED");
         }
+        // A bind that asked for no port (the implicit one before an
+        // outbound connect, or an explicit bind to port 0 before
+        // ConnectEx): like Linux's autobind at connect, it does not enter
+        // the holder table; a listen on it does (the listen's event), and a
+        // failed bind on its port finds it among the port's sockets.
+        let ephemeral = requested.port() == 0;
         let mut ev = raw(kind::BIND, r.time_ns, e.pid, r.tid, e.protocol, requested);
         ev.ret = -errno;
         ev.bound_port = 0;
@@ -483,7 +491,7 @@ impl Joiner {
             if bound.port() != 0 {
                 ev.flags |= flags::BOUND;
                 ev.bound_port = bound.port();
-                if e.protocol != 0 {
+                if e.protocol != 0 && !ephemeral {
                     ev.sock_cookie = holder_cookie(e.protocol, bound.ip(), bound.port(), e.pid);
                 }
             }
@@ -665,6 +673,48 @@ impl Joiner {
         };
         self.saw(shape);
         self.http.add_listen_entry(ip);
+        Ok(())
+    }
+
+    /// SetIpListenList (26H1's event 122): the whole list, replacing what
+    /// was known. The manifest gives `IpList` as a string without its
+    /// layout: addresses (or `address:port`) separated by commas,
+    /// semicolons or white space are read; an empty string is the empty
+    /// list (every address). Which separator came is logged once.
+    fn http_set_listen_list(&mut self, r: &EtwRecord) -> Result<(), JoinError> {
+        let list = r.str_of(&["IpList"]).ok_or_else(|| missing(r, "IpList"))?;
+        if r.num_of(&["Status"])
+            .is_some_and(|s| status::failed(s as u32))
+        {
+            return Ok(());
+        }
+        let not_addresses = || JoinError::NotAddresses {
+            record: r.describe(),
+            field: "IpList",
+            value: list.to_owned(),
+        };
+        let mut ips = Vec::new();
+        for word in list
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            let ip = word
+                .parse::<IpAddr>()
+                .or_else(|_| word.parse::<SocketAddr>().map(|a| a.ip()))
+                .or_else(|_| word.trim_matches(|c| c == '[' || c == ']').parse())
+                .map_err(|_| not_addresses())?;
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        self.saw(if list.contains(',') {
+            "http.sys listen lists separated by commas"
+        } else if list.contains(';') {
+            "http.sys listen lists separated by semicolons"
+        } else {
+            "http.sys listen lists of one address or none"
+        });
+        self.http.set_listen_list(ips);
         Ok(())
     }
 

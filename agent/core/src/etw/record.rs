@@ -58,9 +58,10 @@ impl EtwProvider {
             // bind port failure, accept complete, listener bind failed
             // (resolution, port), activated, unbound.
             Self::Tcpip => &[1006, 1017, 1121, 1122, 1123, 1124],
-            // ReadIpListEntry, AddUrl, RemUrl, RemAllUrls, and the AddUrl
-            // and RemUrl that name the registering process (newer builds).
-            Self::HttpService => &[19, 31, 32, 33, 113, 114],
+            // ReadIpListEntry, AddUrl, RemUrl, RemAllUrls; the AddUrl,
+            // RemUrl and RemAllUrls that name the registering process,
+            // DeleteUrlGroup and SetIpListenList (newer builds).
+            Self::HttpService => &[19, 31, 32, 33, 113, 114, 115, 117, 122],
         }
     }
 
@@ -88,8 +89,8 @@ pub enum Value {
 pub struct EtwRecord {
     pub provider: EtwProvider,
     pub id: u16,
-    /// The schema's task name (`AfdBind`, `TcpListenerActivated`, ...): ids
-    /// are matched first, names decide where an id is not known.
+    /// The schema's task name (`AfdBind`, `TcpListenerActivated`, ...), for
+    /// the messages that name the record; ids alone decide what it means.
     pub task: String,
     /// The header's process and thread: the caller for AFD, often the
     /// System process (4) for TCPIP events logged from a DPC.

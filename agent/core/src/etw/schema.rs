@@ -116,6 +116,18 @@ const HTTP_REM_URL_BY_PROCESS: &[Field] = &[
     f("ExecutablePath", UnicodeString),
 ];
 
+const HTTP_REM_ALL_URLS_BY_PROCESS: &[Field] = &[f("UrlGroupId", UInt64), f("ProcessId", UInt64)];
+const HTTP_DELETE_URL_GROUP: &[Field] = &[
+    f("UrlGroupId", UInt64),
+    f("Status", UInt32),
+    f("ProcessId", UInt64),
+];
+const HTTP_SET_IP_LISTEN_LIST: &[Field] = &[
+    f("IpList", UnicodeString),
+    f("Status", UInt32),
+    f("ProcessId", UInt64),
+];
+
 /// The fields read of one subscribed event; None for an id the session
 /// does not ask for.
 pub fn fields_of(provider: EtwProvider, id: u16) -> Option<&'static [Field]> {
@@ -134,23 +146,11 @@ pub fn fields_of(provider: EtwProvider, id: u16) -> Option<&'static [Field]> {
         (HttpService, 33) => HTTP_REM_ALL_URLS,
         (HttpService, 113) => HTTP_ADD_URL_BY_PROCESS,
         (HttpService, 114) => HTTP_REM_URL_BY_PROCESS,
+        (HttpService, 115) => HTTP_REM_ALL_URLS_BY_PROCESS,
+        (HttpService, 117) => HTTP_DELETE_URL_GROUP,
+        (HttpService, 122) => HTTP_SET_IP_LISTEN_LIST,
         _ => return None,
     })
-}
-
-/// Every field read of any event of `provider`, once: what a record of an
-/// id not known here is read for (the joiner may still know it by its task
-/// name, as a later Windows build may number it differently).
-pub fn provider_fields(provider: EtwProvider) -> Vec<Field> {
-    let mut out: Vec<Field> = Vec::new();
-    for &id in provider.event_ids() {
-        for f in fields_of(provider, id).unwrap_or_default() {
-            if !out.iter().any(|o| o.name == f.name) {
-                out.push(*f);
-            }
-        }
-    }
-    out
 }
 
 /// Each binary address field, and the field beside it that gives how many

@@ -94,6 +94,7 @@ impl BindRequest {
                 reuseaddr: self.reuseaddr,
                 reuseport: self.reuseport,
                 bound_ifindex: None,
+                unread: false,
             },
             backlog: None,
             fd: None,

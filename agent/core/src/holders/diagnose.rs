@@ -14,6 +14,7 @@ use super::{Departed, EphemeralPorts, Holder, HolderTable, HolderView};
 use crate::conflict::{Reason, RuleSet, SockSpec, SockState, conflict};
 use crate::etw::httpsys::HttpSys;
 use crate::event::{Event, Proto, endpoint};
+use crate::owner::http_sys::HttpSysState;
 
 use crate::errno::{EACCES, EADDRINUSE, EADDRNOTAVAIL};
 
@@ -47,6 +48,10 @@ pub trait HostFacts {
     }
     /// Windows: http.sys's listen list and URL registrations.
     fn http_sys(&mut self) -> Option<HttpSys> {
+        None
+    }
+    /// Windows: IIS's sites (applicationHost.config), where IIS is installed.
+    fn iis(&mut self) -> Option<std::sync::Arc<crate::owner::iis::IisConfig>> {
         None
     }
     /// A process's details read now: a middleman that failed to bind (a
@@ -265,7 +270,7 @@ pub(in crate::holders) fn blame_all<'a>(
     ev: &Event,
     req: &SockSpec,
     req_v6only_known: bool,
-    http: Option<&HttpSys>,
+    http: Option<&HttpSysState>,
     candidates: impl Iterator<Item = &'a Holder>,
 ) -> Vec<Blame> {
     let rules = rules::of(table.rules);

@@ -10,6 +10,7 @@ mod by_cookie;
 pub mod check;
 pub mod diagnose;
 pub mod ephemeral;
+pub mod ip_helper;
 pub mod process;
 pub mod query;
 pub mod rules;
@@ -171,6 +172,10 @@ pub struct HolderView {
     /// bound, and receives nothing the rule takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadowed: Option<crate::owner::Shadow>,
+    /// Windows: whom http.sys holds this socket for (IIS sites, app pools,
+    /// the processes that registered its URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_sys: Option<crate::owner::http_sys::HttpSysView>,
 }
 
 impl HolderView {
@@ -289,6 +294,16 @@ fn blocks_linux(h: &Holder) -> Vec<String> {
     v
 }
 
+/// A process as http.sys's owner resolver reads it.
+pub(crate) fn registrant(p: &ProcessInfo) -> crate::owner::http_sys::Registrant {
+    crate::owner::http_sys::Registrant {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        cmdline: p.cmdline.clone(),
+        services: p.unit.clone(),
+    }
+}
+
 /// A holder as reported, with its owners' details.
 fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderView {
     let owner = owners
@@ -333,6 +348,7 @@ fn view_of(h: &Holder, owners: &[Arc<ProcessInfo>], dir: &Directory) -> HolderVi
                 !same_container && !same_target
             }),
         owner,
+        http_sys: None,
     }
 }
 
@@ -395,6 +411,10 @@ pub struct Snapshot {
     pub processes: Vec<ProcessInfo>,
     /// Namespaces the snapshot covered; table entries in others are left alone.
     pub netns: HashSet<u64>,
+    /// Sockets the snapshot saw that are not holders, by protocol, local
+    /// port and owner (Windows: connections, whose local address is not
+    /// the one their bind named): a holder matching one is still there.
+    pub others: HashSet<(Proto, u16, u32)>,
 }
 
 #[derive(Default)]
@@ -418,6 +438,9 @@ pub struct HolderTable {
     /// The host's containers, for the owner behind each holder (empty
     /// until the platform reads its runtimes).
     directory: Arc<Directory>,
+    /// Windows: http.sys's state and IIS's sites, for the owner behind
+    /// http.sys's sockets (None elsewhere, and until the platform says).
+    http_sys: Option<Arc<crate::owner::http_sys::HttpSysState>>,
 }
 
 impl HolderTable {
@@ -497,7 +520,26 @@ impl HolderTable {
     }
 
     pub fn view(&self, h: &Holder) -> HolderView {
-        view_of(h, &self.owners_of(h), &self.directory)
+        let mut v = view_of(h, &self.owners_of(h), &self.directory);
+        v.http_sys = self.http_sys_view(h);
+        v
+    }
+
+    /// Replaces http.sys's state the views of its sockets name.
+    pub fn set_http_sys(&mut self, state: Option<crate::owner::http_sys::HttpSysState>) {
+        self.http_sys = state.map(Arc::new);
+    }
+
+    /// Whom http.sys (pid 4, on TCP) holds `h` for.
+    fn http_sys_view(&self, h: &Holder) -> Option<crate::owner::http_sys::HttpSysView> {
+        let http = self.http_sys.as_deref()?;
+        if h.proto != Proto::Tcp || !h.owners.contains(&crate::etw::httpsys::SYSTEM_PID) {
+            return None;
+        }
+        let o = crate::owner::http_sys::resolve(Some(http), h.addr, h.port, |pid| {
+            self.process(pid).map(registrant)
+        });
+        Some(o.view(h.addr, h.port))
     }
 
     /// Remembers what an event says of its process; /proc details follow
@@ -610,8 +652,10 @@ impl HolderTable {
                 }
                 self.note_process(ev.pid, ev.tid, &ev.comm, ev.uid);
                 let mut h = Holder::from_event(ev, cookie, netns, SockState::Bound);
-                h.reuseaddr = Some(ev.options.reuseaddr);
-                h.reuseport = Some(ev.options.reuseport);
+                if !ev.options.unread {
+                    h.reuseaddr = Some(ev.options.reuseaddr);
+                    h.reuseport = Some(ev.options.reuseport);
+                }
                 h.bound_ifindex = ev.options.bound_ifindex;
                 self.insert(h);
             }
@@ -751,6 +795,10 @@ impl HolderTable {
                 snap.netns.contains(&h.netns)
                     && h.since_ns < snap.taken_ns
                     && !in_kernel.contains(&h.cookie)
+                    && !h
+                        .owners
+                        .iter()
+                        .any(|&pid| snap.others.contains(&(h.proto, h.port, pid)))
             })
             .map(|h| h.cookie)
             .collect();

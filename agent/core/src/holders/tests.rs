@@ -256,6 +256,7 @@ fn reconciliation_counts_every_correction() {
         ],
         processes: vec![],
         netns: [1].into(),
+        others: Default::default(),
     };
     let r = t.reconcile(snap);
     assert_eq!((r.missing, r.stale, r.changed), (1, 1, 1), "{r:?}");
@@ -291,6 +292,7 @@ fn reconciliation_does_not_undo_newer_events() {
         holders: vec![snap_holder(7, 90, vec![100])],
         processes: vec![],
         netns: [1].into(),
+        others: Default::default(),
     });
     assert_eq!((r.missing, r.stale), (0, 0), "{r:?}");
     assert!(t.get(7).is_none());

@@ -4,6 +4,7 @@
 //! rules.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::*;
 use crate::conflict::{Reason, RuleSet};
@@ -11,13 +12,15 @@ use crate::etw::manifest;
 use crate::etw::record::Value::{self, Str, U64};
 use crate::etw::status::{STATUS_ACCESS_DENIED, STATUS_ADDRESS_ALREADY_EXISTS};
 use crate::etw::{EtwProvider, EtwRecord, HttpSys, Joiner};
+use crate::owner::http_sys::HttpSysState;
+use crate::owner::iis::IisConfig;
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const W3WP: u32 = 2120;
 /// The svchost that hosts W3SVC and WAS.
 const W3SVC: u32 = 1460;
 
-struct Facts(HttpSys, Option<EphemeralPorts>);
+struct Facts(HttpSys, Option<EphemeralPorts>, Option<Arc<IisConfig>>);
 
 impl HostFacts for Facts {
     fn unprivileged_port_start(&mut self, _: Option<u64>, _: u32) -> Option<u16> {
@@ -38,6 +41,9 @@ impl HostFacts for Facts {
     fn http_sys(&mut self) -> Option<HttpSys> {
         Some(self.0.clone())
     }
+    fn iis(&mut self) -> Option<Arc<IisConfig>> {
+        self.2.clone()
+    }
     fn ephemeral_ports(&mut self, _: Option<u64>, _: u32, _: Proto) -> Option<EphemeralPorts> {
         self.1.clone()
     }
@@ -51,6 +57,8 @@ struct Host {
     next_endpoint: u64,
     /// What netsh says of the dynamic range and exclusions.
     ports: Option<EphemeralPorts>,
+    /// IIS's applicationHost.config, when the story has IIS 7 or later.
+    iis: Option<Arc<IisConfig>>,
 }
 
 impl Host {
@@ -63,6 +71,7 @@ impl Host {
             t: T0,
             next_endpoint: 0xffff_a28c_5e3f_7000,
             ports: None,
+            iis: None,
         }
     }
 
@@ -187,7 +196,11 @@ impl Host {
     }
 
     fn diagnose(&mut self, ev: &Event) -> Diagnosis {
-        let mut facts = Facts(self.joiner.http.clone(), self.ports.clone());
+        let mut facts = Facts(
+            self.joiner.http.clone(),
+            self.ports.clone(),
+            self.iis.clone(),
+        );
         diagnose(&self.table, ev, &mut facts).expect("a diagnosis")
     }
 }
@@ -342,40 +355,41 @@ fn with_an_iplisten_entry_http_sys_leaves_the_other_address_free() {
     );
 }
 
-#[test]
-fn an_ssl_port_equal_to_the_http_port_blocks_the_service_itself() {
-    let mut h = Host::new();
+/// The web service's HTTP listener on `port`, then its SSL listener on the
+/// same port, which fails: the service blocks itself.
+fn ssl_port_fails(h: &mut Host, port: u16) -> Diagnosis {
     h.process(
         900,
         "inetinfo.exe",
         r"C:\WINNT\System32\inetsrv\inetinfo.exe",
         Some("W3SVC"),
     );
-    let http = h.bind(900, "inetinfo.exe", "0.0.0.0:80", 0, true);
+    let addr = format!("0.0.0.0:{port}");
+    let http = h.bind(900, "inetinfo.exe", &addr, 0, true);
     assert_eq!(http.errno, 0);
-    // The SSL listener, configured with the same port.
-    let ssl = h.bind(
+    let (_, d) = h.fails(
         900,
         "inetinfo.exe",
-        "0.0.0.0:80",
+        &addr,
         STATUS_ADDRESS_ALREADY_EXISTS,
         true,
     );
-    let d = h.diagnose(&ssl);
     assert_eq!(d.kind, DiagnosisKind::Conflict);
     assert_eq!(d.holders[0].reason, Reason::ReuseAddrNotShared);
-    assert!(
-        d.summary
-            .starts_with("tcp 0.0.0.0:80 is blocked by its own process, inetinfo.exe (pid 900"),
-        "{}",
-        d.summary
-    );
+    let own = format!("tcp {addr} is blocked by its own process, inetinfo.exe (pid 900");
+    assert!(d.summary.starts_with(&own), "{}", d.summary);
     assert!(
         d.summary
             .contains("Windows shares an address only when both sockets set SO_REUSEADDR"),
         "{}",
         d.summary
     );
+    d
+}
+
+#[test]
+fn an_ssl_port_equal_to_the_http_port_blocks_the_service_itself() {
+    let d = ssl_port_fails(&mut Host::new(), 80);
     assert_eq!(
         d.hint.as_deref(),
         Some(
@@ -385,9 +399,8 @@ fn an_ssl_port_equal_to_the_http_port_blocks_the_service_itself() {
     );
 }
 
-#[test]
-fn windows_media_services_beside_iis_is_0xc00d158b() {
-    let mut h = Host::new();
+/// Windows Media Services (a svchost) binding port 80 beside IIS.
+fn media_services_fails(h: &mut Host) -> Diagnosis {
     h.iis();
     h.process(
         3300,
@@ -405,13 +418,19 @@ fn windows_media_services_beside_iis_is_0xc00d158b() {
     assert_eq!(d.holders[0].reason, Reason::HttpSys);
     assert!(
         d.summary
-            .contains("http.sys on behalf of svchost.exe (pid 1460, services W3SVC, WAS)"),
+            .ends_with("; Windows Media Services reports it as 0xC00D158B (NS_E_PORT_IN_USE_HTTP)"),
         "{}",
         d.summary
     );
+    d
+}
+
+#[test]
+fn windows_media_services_beside_iis_is_0xc00d158b() {
+    let d = media_services_fails(&mut Host::new());
     assert!(
         d.summary
-            .ends_with("; Windows Media Services reports it as 0xC00D158B (NS_E_PORT_IN_USE_HTTP)"),
+            .contains("http.sys on behalf of svchost.exe (pid 1460, services W3SVC, WAS)"),
         "{}",
         d.summary
     );
@@ -502,7 +521,7 @@ fn check_refuses_a_port_in_a_system_excluded_range_before_binding() {
         uid: 0,
         netns: None,
     };
-    let mut facts = Facts(HttpSys::default(), Some(netsh_ports()));
+    let mut facts = Facts(HttpSys::default(), Some(netsh_ports()), None);
     let a = check::check(&h.table, &req, 0, &mut facts);
     assert!(!a.would_bind);
     assert_eq!(a.error.as_deref(), Some("EACCES"));
@@ -528,7 +547,7 @@ fn access_denied_by_another_accounts_wildcard_socket_names_it() {
     assert_eq!(d.holders[0].holder.owners[0].pid, 700);
     assert_eq!(d.holders[0].reason, Reason::OtherAccount);
     assert!(!d.holders[0].certain, "accounts not read yet");
-    // With both accounts read and different, the verdict is certain.
+    // With both accounts read and different, the reason is the account.
     let mut account = |pid: u32, comm: &str, user: &str| {
         h.table.set_process(ProcessInfo {
             pid,
@@ -541,7 +560,9 @@ fn access_denied_by_another_accounts_wildcard_socket_names_it() {
     account(800, "app.exe", r"CONTOSO\alice");
     let d = h.diagnose(&ev);
     assert_eq!(d.holders[0].reason, Reason::OtherAccount);
-    assert!(d.holders[0].certain);
+    // Still not certain: no event says whether both sockets set
+    // SO_REUSEADDR, with which the table lets the bind through.
+    assert!(!d.holders[0].certain);
     assert!(
         d.summary
             .contains(r"sqlservr.exe (pid 700, NT SERVICE\MSSQLSERVER)"),
@@ -596,4 +617,262 @@ fn what_a_windows_holder_blocks_is_said_under_windows_rules() {
     assert!(
         text(9090)[1].starts_with("every other IPv4 address on tcp port 9090 for other accounts")
     );
+}
+
+impl Host {
+    /// The host with IIS's configuration read: applicationHost.config as
+    /// Microsoft documents it (`owner::iis`'s test file: the Default Web
+    /// Site on every address's port 80 in DefaultAppPool, an intranet site
+    /// on a host name of the same port, a Tickets site whose http and https
+    /// bindings were set to one port, a stopped site).
+    fn with_iis() -> Self {
+        let mut h = Self::new();
+        h.iis = Some(Arc::new(
+            IisConfig::parse(crate::owner::iis::tests::CONFIG).unwrap(),
+        ));
+        h
+    }
+}
+
+const DEFAULT_SITE: &str = "http.sys for IIS site 'Default Web Site' (app pool DefaultAppPool), \
+     binding *:80: and IIS site 'Intranet' (app pool IntranetPool), binding *:80:intranet.contoso.com";
+const REBIND_APPCMD: &str = "appcmd set site /site.name:\"Default Web Site\" \
+     /bindings.[protocol='http',bindingInformation='*:80:'].bindingInformation:";
+
+/// Story: IIS on every address blocks a second web server on one address;
+/// the answer names the site, its app pool and binding, who registered
+/// the URL, and the fix on the site's binding and the iplisten list.
+#[test]
+fn iis_story_names_the_site_its_app_pool_and_the_binding_to_change() {
+    let mut h = Host::with_iis();
+    h.iis();
+    let (ev, d) = h.fails(
+        5000,
+        "httpd.exe",
+        "10.0.0.6:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    assert_eq!(ev.error, Some("EADDRINUSE"));
+    assert_eq!(d.holders[0].reason, Reason::HttpSys);
+    assert_eq!(
+        d.summary,
+        format!(
+            "tcp 10.0.0.6:80 is blocked by http.sys (pid 4, System) on 0.0.0.0:80: {DEFAULT_SITE}, \
+             registered by svchost.exe (pid 1460, services W3SVC, WAS), listening on all \
+             addresses (its IP listen list is empty): 0.0.0.0:80 covers 10.0.0.6:80 (URLs \
+             http://*:80/); Microsoft's sharing table gives WSAEACCES for this bind on current \
+             Windows, this host answered WSAEADDRINUSE"
+        )
+    );
+    let hint = d.hint.unwrap();
+    assert!(
+        hint.starts_with(
+            "add an iplisten entry for the address IIS needs (`netsh http add iplisten ipaddress=ADDRESS` for each address IIS serves, not 10.0.0.6;"
+        ),
+        "{hint}"
+    );
+    assert!(
+        hint.contains(&format!(
+            "give the site that address: change its binding *:80: to ADDRESS:80: (IIS Manager: \
+             Sites > Default Web Site > Bindings, or `%windir%\\system32\\inetsrv\\{REBIND_APPCMD}ADDRESS:80:`)"
+        )),
+        "{hint}"
+    );
+    assert!(
+        hint.ends_with("http.sys then leaves 10.0.0.6 to httpd.exe"),
+        "{hint}"
+    );
+
+    // The same as WSAEACCES (the sharing table's answer): the same names.
+    let (_, d) = h.fails(5001, "httpd.exe", "10.0.0.7:80", STATUS_ACCESS_DENIED, true);
+    assert!(d.summary.contains(DEFAULT_SITE), "{}", d.summary);
+    assert!(d.hint.unwrap().contains(REBIND_APPCMD));
+
+    // A wildcard bind: one address each, the site moved to its own.
+    let (_, d) = h.fails(
+        5002,
+        "httpd.exe",
+        "0.0.0.0:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    let hint = d.hint.unwrap();
+    assert!(
+        hint.starts_with(
+            "http.sys holds port 80 on every address for IIS site 'Default Web Site' (app pool \
+             DefaultAppPool), binding *:80:: give IIS and httpd.exe one address each: change its \
+             binding *:80: to IIS_ADDRESS:80:"
+        ),
+        "{hint}"
+    );
+    assert!(
+        hint.contains("netsh http add iplisten ipaddress=IIS_ADDRESS"),
+        "{hint}"
+    );
+    assert!(hint.ends_with("or move the site to another port"), "{hint}");
+}
+
+/// Story: Windows Media Services beside IIS: the code it shows, and the
+/// site and app pool behind http.sys.
+#[test]
+fn media_services_story_names_the_iis_site_behind_http_sys() {
+    let d = media_services_fails(&mut Host::with_iis());
+    assert!(d.summary.contains(DEFAULT_SITE), "{}", d.summary);
+    let hint = d.hint.unwrap();
+    assert!(
+        hint.contains("give IIS and svchost.exe one address each"),
+        "{hint}"
+    );
+    assert!(hint.contains(REBIND_APPCMD), "{hint}");
+    assert!(
+        hint.contains("netsh http add iplisten ipaddress=IIS_ADDRESS"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn ssl_port_story_names_the_site_whose_http_and_https_bindings_share_the_port() {
+    let d = ssl_port_fails(&mut Host::with_iis(), 8443);
+    assert_eq!(
+        d.hint.as_deref(),
+        Some(
+            "inetinfo.exe already holds port 8443 itself: IIS site 'Tickets' (app pool TicketsPool) \
+             has an http and an https binding on port 8443 (*:8443: and *:8443:); give the https \
+             binding its own port (IIS Manager: Sites > Tickets > Bindings, or \
+             `%windir%\\system32\\inetsrv\\appcmd set site /site.name:\"Tickets\" \
+             /bindings.[protocol='https',bindingInformation='*:8443:'].bindingInformation:*:443:`)"
+        )
+    );
+}
+
+/// An idle app pool (no w3wp running) keeps its URLs: netsh names the
+/// queue, and the answer names the pool and the site.
+#[test]
+fn an_idle_app_pool_keeps_its_urls_and_is_named() {
+    let mut h = Host::with_iis();
+    let queues = crate::etw::httpsys::parse_request_queues(
+        "Snapshot of HTTP service state (Request Queue View):\n\
+         Request queue name: DefaultAppPool\n    Version: 2.0\n    State: Active\n    \
+         Controller process ID: 1880\n    Process IDs:\n    URL groups:\n    \
+         URL group ID: FF00000040000001\n        Registered URLs:\n            HTTP://*:80/\n",
+    )
+    .unwrap();
+    h.joiner.http.add_request_queues(&queues, T0);
+    assert_eq!(h.joiner.http.registrant_pids(), vec![1880]);
+    let recs = vec![h.http_sys_listener("0.0.0.0:80")];
+    h.feed(recs, "System");
+    let (_, d) = h.fails(
+        5000,
+        "httpd.exe",
+        "10.0.0.6:80",
+        STATUS_ADDRESS_ALREADY_EXISTS,
+        true,
+    );
+    assert!(
+        d.summary.contains(&format!(
+            "{DEFAULT_SITE}, registered by app pool DefaultAppPool (no worker process running)"
+        )),
+        "{}",
+        d.summary
+    );
+    assert!(d.summary.contains("(URLs HTTP://*:80/)"), "{}", d.summary);
+}
+
+/// Reconciliation on Windows: a listener whose close was lost leaves the
+/// table at the next snapshot, counted as drift; a socket bound before
+/// its connect (the tables show it as a connection) stays.
+#[test]
+fn a_holder_whose_close_was_lost_is_removed_at_the_next_snapshot() {
+    use crate::holders::ip_helper::{self, Row};
+    let mut h = Host::new();
+    h.bind(700, "stray.exe", "10.0.0.6:8080", 0, true);
+    h.bind(701, "client.exe", "0.0.0.0:50000", 0, false);
+    h.bind(702, "web.exe", "0.0.0.0:9090", 0, true);
+    assert_eq!(h.table.len(), 3);
+    // stray.exe exits; AFD's close never arrives. client.exe connected.
+    let rows = [
+        Row {
+            proto: Proto::Tcp,
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 9090,
+            state: SockState::Listen,
+            pid: 702,
+        },
+        Row {
+            proto: Proto::Tcp,
+            addr: "10.0.0.9".parse().unwrap(),
+            port: 50000,
+            state: SockState::Established,
+            pid: 701,
+        },
+    ];
+    h.table.snapshot_begins();
+    let r = h
+        .table
+        .reconcile(ip_helper::snapshot(h.t + 1, &rows, vec![]));
+    assert_eq!((r.stale, r.missing, r.changed), (1, 0, 0), "{r:?}");
+    assert_eq!(r.examples, ["tcp 10.0.0.6:8080 was gone"]);
+    assert_eq!(h.table.stats().drift_stale, 1);
+    let ports: Vec<u16> = {
+        let mut v: Vec<u16> = h.table.iter().map(|x| x.port).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ports, [9090, 50000]);
+    // The next snapshot, with client.exe gone too, removes its holder.
+    let r = h
+        .table
+        .reconcile(ip_helper::snapshot(h.t + 2, &rows[..1], vec![]));
+    assert_eq!(r.stale, 1, "{r:?}");
+    assert_eq!(h.table.len(), 1);
+}
+
+/// Options no Windows event carries are unknown in the table, not off.
+#[test]
+fn holders_learned_from_afd_have_unknown_options() {
+    let mut h = Host::new();
+    h.bind(700, "svc.exe", "0.0.0.0:7000", 0, true);
+    let holder = h.table.iter().next().unwrap();
+    assert_eq!(holder.reuseaddr, None);
+}
+
+/// The view of http.sys's socket (what `who` and the API show) names the
+/// sites, their app pools and bindings, who registered the URL, and how to
+/// free an address.
+#[test]
+fn the_view_of_http_sys_names_the_iis_sites_behind_it() {
+    let mut h = Host::with_iis();
+    h.iis();
+    h.table.set_http_sys(Some(HttpSysState {
+        http: h.joiner.http.clone(),
+        iis: h.iis.clone(),
+    }));
+    let holder = h.table.iter().find(|x| x.port == 80).unwrap();
+    let v = h.table.view(holder);
+    let x = v.http_sys.expect("http.sys's owner");
+    assert_eq!(
+        x.sites,
+        [
+            "IIS site 'Default Web Site' (app pool DefaultAppPool), binding *:80:",
+            "IIS site 'Intranet' (app pool IntranetPool), binding *:80:intranet.contoso.com"
+        ]
+    );
+    assert_eq!(
+        x.registered_by,
+        ["svchost.exe (pid 1460, services W3SVC, WAS)"]
+    );
+    assert!(x.listen_list.is_empty());
+    assert!(
+        x.fix.starts_with(
+            "to leave other addresses of port 80 to another server: change its binding *:80: to \
+             IIS_ADDRESS:80:"
+        ),
+        "{}",
+        x.fix
+    );
+    // Another process's socket carries no http.sys owner.
+    h.bind(700, "stray.exe", "10.0.0.6:8080", 0, true);
+    let stray = h.table.iter().find(|x| x.port == 8080).unwrap();
+    assert!(h.table.view(stray).http_sys.is_none());
 }

@@ -4,7 +4,8 @@
 //! the fix that works on that owner rather than on the middleman.
 //!
 //! One resolver per kind of middleman (`container`, `middleman`, `nat`,
-//! and `http_sys` for the URLs http.sys holds a port for on Windows), all
+//! and on Windows `http_sys` for the URLs http.sys holds a port for, with
+//! `iis` for the IIS sites whose bindings registered them), all
 //! answering [`Owner`] or its platform's equivalent; every
 //! surface (trace, who, check, the daemon's log line, alerts, the timeline,
 //! the API) reads it from the holder's view. Pure: the platform hands in a
@@ -13,6 +14,7 @@
 
 pub mod container;
 pub mod http_sys;
+pub mod iis;
 pub mod middleman;
 pub mod nat;
 

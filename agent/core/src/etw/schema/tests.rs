@@ -9,6 +9,9 @@ use crate::etw::manifest::{self, ManifestEvent};
 const NEWER_THAN_18990: &[(EtwProvider, u16)] = &[
     (EtwProvider::HttpService, 113),
     (EtwProvider::HttpService, 114),
+    (EtwProvider::HttpService, 115),
+    (EtwProvider::HttpService, 117),
+    (EtwProvider::HttpService, 122),
 ];
 
 fn check_fields(p: EtwProvider, id: u16, which: &str, versions: &[&ManifestEvent]) {

@@ -9,8 +9,8 @@ mod windows;
 
 use super::{Diagnosis, EphemeralPorts, Holder, HolderTable, HostFacts};
 use crate::conflict::{Reason, RuleSet, SockSpec};
-use crate::etw::httpsys::HttpSys;
 use crate::event::Event;
+use crate::owner::http_sys::HttpSysState;
 
 /// One holder weighed against one request.
 pub struct Judged<'a> {
@@ -21,7 +21,7 @@ pub struct Judged<'a> {
     pub holder: &'a Holder,
     pub table: &'a HolderTable,
     /// http.sys's state, where the platform has it.
-    pub http: Option<&'a HttpSys>,
+    pub http: Option<&'a HttpSysState>,
 }
 
 /// Why one holder blocks the request.
@@ -44,7 +44,7 @@ pub trait PlatformRules: Sync {
         None
     }
     /// http.sys's state, read for a conflict; None where there is none.
-    fn http_sys(&self, _facts: &mut dyn HostFacts) -> Option<HttpSys> {
+    fn http_sys(&self, _facts: &mut dyn HostFacts) -> Option<HttpSysState> {
         None
     }
     /// A note the failing program's own documentation uses for the

@@ -7,11 +7,11 @@ use super::{Judged, PlatformRules, Verdict};
 use crate::conflict::winsock::{self, WinOption};
 use crate::conflict::{Overlap, Reason, SockSpec};
 use crate::errno::EADDRINUSE;
-use crate::etw::httpsys::{HttpSys, SYSTEM_PID};
+use crate::etw::httpsys::SYSTEM_PID;
 use crate::event::{Event, Proto, endpoint};
 use crate::holders::diagnose::{blame_all, blamed_label, request};
 use crate::holders::{Diagnosis, DiagnosisKind, EphemeralPorts, HolderTable, HostFacts};
-use crate::owner::http_sys::{self, Registrant};
+use crate::owner::http_sys::{self, HttpSysState};
 
 pub struct Windows;
 
@@ -28,8 +28,12 @@ impl PlatformRules for Windows {
         excluded_port(ev, eph)
     }
 
-    fn http_sys(&self, facts: &mut dyn HostFacts) -> Option<HttpSys> {
-        facts.http_sys()
+    fn http_sys(&self, facts: &mut dyn HostFacts) -> Option<HttpSysState> {
+        let http = facts.http_sys()?;
+        Some(HttpSysState {
+            http,
+            iis: facts.iis(),
+        })
     }
 
     fn conflict_note(&self, table: &HolderTable, ev: &Event) -> Option<&'static str> {
@@ -130,6 +134,25 @@ fn judge_windows(j: &Judged) -> Option<Verdict> {
              same port; give each its own",
             ev.comm, h.port
         );
+        if let Some(site) = http
+            .and_then(|x| x.iis.as_deref())
+            .and_then(|c| c.http_and_https_on(h.port))
+        {
+            hint = format!(
+                "{} already holds port {} itself: IIS site '{}' (app pool {}) has an http and an \
+                 https binding on port {} ({} and {}); give the https binding its own port \
+                 (IIS Manager: Sites > {} > Bindings, or `{}`)",
+                ev.comm,
+                h.port,
+                site.site.name,
+                site.site.app_pool,
+                h.port,
+                site.http.information,
+                site.https.information,
+                site.site.name,
+                site.appcmd_https("443")
+            );
+        }
     }
     Some(Verdict {
         reason: v.reason,
@@ -139,29 +162,32 @@ fn judge_windows(j: &Judged) -> Option<Verdict> {
     })
 }
 
-/// "http.sys on behalf of w3wp.exe (app pool DefaultAppPool), listening on
-/// all addresses", and the iplisten fix.
+/// "http.sys for IIS site 'Default Web Site' (app pool DefaultAppPool),
+/// binding *:80:, registered by svchost.exe (...), listening on all
+/// addresses", and the fix on the site's binding and the iplisten list.
 fn http_sys_words(
     req: &SockSpec,
     ev: &Event,
     holder: &SockSpec,
     table: &HolderTable,
-    http: Option<&HttpSys>,
+    http: Option<&HttpSysState>,
 ) -> (String, String) {
     let h = endpoint(holder.addr, holder.port);
     let r = endpoint(req.addr, req.port);
-    let owner = http_sys::resolve(http, holder.port, |pid| {
-        table.process(pid).map(|p| Registrant {
-            pid: p.pid,
-            comm: p.comm.clone(),
-            cmdline: p.cmdline.clone(),
-            services: p.unit.clone(),
-        })
+    let owner = http_sys::resolve(http, holder.addr, holder.port, |pid| {
+        table.process(pid).map(crate::holders::registrant)
     });
-    let on_behalf = if owner.on_behalf.is_empty() {
-        "for the URLs registered on the port".to_owned()
-    } else {
-        format!("on behalf of {}", owner.on_behalf.join(", "))
+    let on_behalf = match (owner.sites.is_empty(), owner.on_behalf.is_empty()) {
+        (true, true) => "http.sys for the URLs registered on the port".to_owned(),
+        (true, false) => format!("http.sys on behalf of {}", owner.on_behalf.join(", ")),
+        (false, registrants_unknown) => {
+            let sites: Vec<String> = owner.sites.iter().map(|s| s.label()).collect();
+            let mut s = format!("http.sys for {}", sites.join(" and "));
+            if !registrants_unknown {
+                s.push_str(&format!(", registered by {}", owner.on_behalf.join(", ")));
+            }
+            s
+        }
     };
     let all = owner.all_addresses;
     let scope = if all {
@@ -173,30 +199,60 @@ fn http_sys_words(
         )
     };
     let urls = owner.urls;
-    let mut explanation = format!("http.sys {on_behalf}, {scope}: {h} covers {r}");
+    let mut explanation = format!("{on_behalf}, {scope}: {h} covers {r}");
     if !urls.is_empty() {
         explanation.push_str(&format!(" (URLs {})", urls.join(", ")));
     }
-    let hint = if all && req.addr.is_unspecified() {
-        format!(
-            "http.sys holds port {} on every address for IIS: give IIS and {} one address each \
-             (`netsh http add iplisten ipaddress=IIS_ADDRESS`, then `net stop http /y` and \
-             `net start w3svc`), and bind {} to its own address instead of the wildcard",
-            req.port, ev.comm, ev.comm
-        )
-    } else if all {
-        format!(
+    let restart = "then `net stop http /y` and `net start w3svc`";
+    let site = owner.sites.first();
+    let hint = match site {
+        Some(s) if all && req.addr.is_unspecified() => format!(
+            "http.sys holds port {} on every address for {}: give IIS and {} one address each: \
+             {}, add that address to http.sys's listen list (`netsh http add iplisten \
+             ipaddress=IIS_ADDRESS`; {restart}), and bind {} to its own address instead of the \
+             wildcard; or move the site to another port",
+            req.port,
+            s.label(),
+            ev.comm,
+            s.rebind("IIS_ADDRESS"),
+            ev.comm
+        ),
+        Some(s) if all => format!(
             "add an iplisten entry for the address IIS needs (`netsh http add iplisten \
-             ipaddress=ADDRESS` for each address IIS serves, not {}; then `net stop http /y` and \
-             `net start w3svc`): http.sys then leaves {} to {}",
+             ipaddress=ADDRESS` for each address IIS serves, not {}; {restart}) and give the \
+             site that address: {}; http.sys then leaves {} to {}",
+            req.addr,
+            s.rebind("ADDRESS"),
+            req.addr,
+            ev.comm
+        ),
+        None if all && req.addr.is_unspecified() => format!(
+            "http.sys holds port {} on every address for IIS: give IIS and {} one address each \
+             (`netsh http add iplisten ipaddress=IIS_ADDRESS`, {restart}), and bind {} to its \
+             own address instead of the wildcard",
+            req.port, ev.comm, ev.comm
+        ),
+        None if all => format!(
+            "add an iplisten entry for the address IIS needs (`netsh http add iplisten \
+             ipaddress=ADDRESS` for each address IIS serves, not {}; {restart}): http.sys then \
+             leaves {} to {}",
             req.addr, req.addr, ev.comm
-        )
-    } else {
-        format!(
-            "remove {} from http.sys's listen list (`netsh http delete iplisten \
-             ipaddress={}`), or bind {} to another address",
-            holder.addr, holder.addr, ev.comm
-        )
+        ),
+        _ => {
+            let mut hint = format!(
+                "remove {} from http.sys's listen list (`netsh http delete iplisten \
+                 ipaddress={}`), or bind {} to another address",
+                holder.addr, holder.addr, ev.comm
+            );
+            if let Some(s) = site {
+                hint.push_str(&format!(
+                    "; {} is served there: to keep it, {}",
+                    s.label(),
+                    s.rebind("ANOTHER_ADDRESS")
+                ));
+            }
+            hint
+        }
     };
     (explanation, hint)
 }
@@ -214,7 +270,7 @@ fn media_services_code(table: &HolderTable, ev: &Event) -> Option<&'static str> 
 /// security, or a port Windows keeps for itself.
 fn denied(table: &HolderTable, ev: &Event, facts: &mut dyn HostFacts) -> Diagnosis {
     let req = request(ev);
-    let http = facts.http_sys();
+    let http = Windows.http_sys(facts);
     let blames = match ev.netns_cookie {
         Some(ns) => blame_all(
             table,
