@@ -4,8 +4,8 @@
 //! keeps: every failed bind is recorded with the right holder, the holder
 //! table agrees at the end with the generator for every port of the test's
 //! namespaces (so none of the test's own events was lost or misread), and
-//! memory is flat after warm-up. The daemon's loss and drift counters count
-//! the whole host: they are reported, not judged.
+//! the daemon's own memory is flat after warm-up. The daemon's loss and
+//! drift counters count the whole host: they are reported, not judged.
 //!
 //! `BINDWATCH_SOAK_SECS` sets the length (60 s by default, as in CI; the
 //! full run is 600): `BINDWATCH_SOAK_SECS=600 cargo test --release --test soak -- --nocapture`.
@@ -94,16 +94,17 @@ impl Rng {
     }
 }
 
-/// The daemon's resident memory; a reading that cannot be had fails the
-/// test (a 0 would make the flat-memory check pass).
-fn rss_kib(pid: u32) -> u64 {
+/// A memory figure of the daemon's (`VmRSS`, `RssAnon`) in KiB; a reading
+/// that cannot be had fails the test (a 0 would make the flat-memory check
+/// pass).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 struct FailureReader {
@@ -167,7 +168,11 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
     let addrs = ["127.0.0.1", "0.0.0.0"];
     let start = Instant::now();
     let warm = Duration::from_secs(secs / 4);
-    let mut rss: Vec<(f64, u64)> = Vec::new();
+    // (seconds, RssAnon, VmRSS): a leak grows the daemon's own memory,
+    // RssAnon; VmRSS also counts the binary's pages, which the page cache
+    // evicts and faults back as the host's other work goes, and the ring
+    // buffer's, so it moves by megabytes with no leak at all.
+    let mut mem: Vec<(f64, u64, u64)> = Vec::new();
     let mut next_sample = start;
     // The timeline database itself, read as the soak goes: at this rate
     // the size limit prunes old records within a minute.
@@ -184,7 +189,11 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
     let mut seen: HashMap<(u32, u16, u32), u64> = HashMap::new();
     while start.elapsed() < Duration::from_secs(secs) {
         if Instant::now() >= next_sample {
-            rss.push((start.elapsed().as_secs_f64(), rss_kib(daemon_pid)));
+            mem.push((
+                start.elapsed().as_secs_f64(),
+                status_kib(daemon_pid, "RssAnon"),
+                status_kib(daemon_pid, "VmRSS"),
+            ));
             read_failures(&mut reader, &pids, &mut seen);
             next_sample += Duration::from_secs(2);
         }
@@ -300,33 +309,44 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
     let drift = metric(listen, "bindwatch_holder_table_drift_corrections_total");
     let lost = metric(listen, "bindwatch_events_lost_total");
 
-    // 3. Memory flat after warm-up: the median of the later half of the
-    //    samples against the earlier half (single samples catch transient
-    //    peaks, such as a pruning pass; those are reported, not judged).
-    let after: Vec<u64> = rss
+    // 3. Memory flat after warm-up: the lowest sample of the later half
+    //    of the samples against the earlier half's. Transients (a batch
+    //    being committed, a pruning pass, a burst of diagnoses queued for
+    //    the writer) lift single samples, and the median of eleven, by up
+    //    to 80 %; what a leak lifts is the floor the daemon comes back to
+    //    between them. Medians and every sample are reported. At the
+    //    soak's 11k operations a second, 20 % of a 20 MiB floor over the
+    //    later half's 22 s is a leak of about 16 bytes an operation.
+    let after: Vec<(u64, u64)> = mem
         .iter()
-        .filter(|(t, _)| *t >= warm.as_secs_f64())
-        .map(|(_, r)| *r)
+        .filter(|(t, _, _)| *t >= warm.as_secs_f64())
+        .map(|&(_, anon, rss)| (anon, rss))
         .collect();
-    let median = |v: &[u64]| {
-        let mut v = v.to_vec();
+    let median = |mut v: Vec<u64>| {
         v.sort_unstable();
         v[v.len() / 2] as f64
     };
     let (early, late) = after.split_at(after.len() / 2);
-    let (m1, m2) = (median(early), median(late));
+    let anon = |v: &[(u64, u64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+    let floor = |v: &[(u64, u64)]| anon(v).into_iter().min().unwrap() as f64;
+    let rss = |v: &[(u64, u64)]| median(v.iter().map(|x| x.1).collect());
+    let (f1, f2) = (floor(early), floor(late));
+    let mib = |k: f64| (k / 102.4).round() / 10.0;
     eprintln!(
-        "soak: RSS after warm-up: median {:.1} MiB then {:.1} MiB ({:+.1} %), range {:.1}-{:.1} MiB over {} samples; drift corrections {drift}, lost {lost}",
-        m1 / 1024.0,
-        m2 / 1024.0,
-        (m2 / m1 - 1.0) * 100.0,
-        *after.iter().min().unwrap() as f64 / 1024.0,
-        *after.iter().max().unwrap() as f64 / 1024.0,
-        after.len()
+        "soak: own memory (RssAnon) after warm-up: floor {} MiB then {} MiB ({:+.1} %), median {} then {} MiB, over {} samples: {:?} MiB; VmRSS median {} then {} MiB; drift corrections {drift}, lost {lost}",
+        mib(f1),
+        mib(f2),
+        (f2 / f1 - 1.0) * 100.0,
+        mib(median(anon(early))),
+        mib(median(anon(late))),
+        after.len(),
+        after.iter().map(|x| mib(x.0 as f64)).collect::<Vec<_>>(),
+        mib(rss(early)),
+        mib(rss(late)),
     );
     assert!(
-        m2 <= m1 * 1.10,
-        "memory grew after warm-up: median {m1} -> {m2} KiB"
+        f2 <= f1 * 1.20,
+        "the daemon's own memory grew after warm-up: lowest RssAnon {f1} -> {f2} KiB"
     );
     drop(workers.drain(..));
     daemon.stop();
