@@ -13,15 +13,20 @@
 use std::time::{Duration, Instant};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let cycles: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let mode = args.next();
-    if mode.as_deref() == Some("conn") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cycles, mode, rate) = match parse(&args) {
+        Ok(a) => a,
+        Err(why) => {
+            // A mistyped argument must not become a default and a figure.
+            eprintln!("storm: {why}\nusage: storm [N] [tcp|udp|conn] [RATE]");
+            std::process::exit(2);
+        }
+    };
+    if mode == "conn" {
         connections(cycles);
         return;
     }
-    let udp = mode.as_deref() == Some("udp");
-    let rate: Option<f64> = args.next().and_then(|a| a.parse().ok());
+    let udp = mode == "udp";
     let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
     let ty = if udp {
         rustix::net::SocketType::DGRAM
@@ -50,6 +55,38 @@ fn main() {
     }
     let ns = start.elapsed().as_nanos() as f64 / cycles as f64;
     println!("{ns:.1}");
+}
+
+/// N (default 100,000), the mode (default tcp) and the pace, each refused
+/// by name when it does not parse.
+fn parse(args: &[String]) -> Result<(u64, &str, Option<f64>), String> {
+    if args.len() > 3 {
+        return Err(format!("{} arguments, at most 3", args.len()));
+    }
+    let cycles = match args.first() {
+        None => 100_000,
+        Some(a) => match a.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("cycles {a:?} is not a positive whole number")),
+        },
+    };
+    let mode = args.get(1).map_or("tcp", String::as_str);
+    if !matches!(mode, "tcp" | "udp" | "conn") {
+        return Err(format!("mode {mode:?} is none of tcp, udp, conn"));
+    }
+    let rate = match args.get(2) {
+        None => None,
+        Some(_) if mode == "conn" => return Err("conn takes no rate".to_owned()),
+        Some(a) => match a.parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 => Some(r),
+            _ => {
+                return Err(format!(
+                    "rate {a:?} is not a positive number of cycles a second"
+                ));
+            }
+        },
+    };
+    Ok((cycles, mode, rate))
 }
 
 /// The accepted end closes first, so TIME_WAIT stays on the server's one
