@@ -114,7 +114,14 @@ impl DaemonClient {
                         false
                     }
                 });
-        let client = match crate::tls_client::http_client(cert, TIMEOUT) {
+        let plain = base
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        let client = match if plain {
+            crate::tls_client::plain_http_client(TIMEOUT)
+        } else {
+            crate::tls_client::http_client(cert, TIMEOUT)
+        } {
             Ok(c) => Some(c),
             Err(e) => {
                 notes.push(e);

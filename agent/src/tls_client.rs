@@ -120,6 +120,24 @@ pub fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustls::Clie
     Ok(config)
 }
 
+/// A client for a plain http:// address: it trusts no certificate, so it
+/// never reads the system's store (about a hundred and fifty files, most
+/// of a `who`'s time against a local daemon) and follows no redirect to
+/// TLS it was not asked for.
+pub fn plain_http_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .use_preconfigured_tls(config)
+        .build()
+        .map_err(|e| format!("no HTTP client: {e}"))
+}
+
 /// An HTTP client with `timeout` that trusts the system's roots and the
 /// certificates of `ca_file`.
 pub fn http_client(
