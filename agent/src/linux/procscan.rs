@@ -98,7 +98,22 @@ pub fn socket_owners(wanted: Option<&HashSet<u64>>) -> HashMap<u64, Vec<SocketFd
             out.entry(inode).or_default().push(SocketFd { pid, fd });
         }
     }
+    drop_own_duplicates(&mut out, me);
     out
+}
+
+/// The agent shares no socket with another process: every descriptor it
+/// opens is close-on-exec and it passes none. So where another process
+/// holds a socket too, a descriptor of the agent's is a duplicate of its
+/// own making ([`reuse_flags`]), not an owner: dropped. The mutex above
+/// was meant to keep a walk from seeing one; a 6.12 guest's run still
+/// named the agent beside nginx once, so this holds whatever the path.
+fn drop_own_duplicates(owners: &mut HashMap<u64, Vec<SocketFd>>, me: u32) {
+    for fds in owners.values_mut() {
+        if fds.iter().any(|f| f.pid != me) {
+            fds.retain(|f| f.pid != me);
+        }
+    }
 }
 
 /// Caches uid → user name lookups.
@@ -175,6 +190,22 @@ pub fn reuse_flags(owner: SocketFd) -> Option<(bool, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_is_no_owner_of_another_process_socket() {
+        let me = 847;
+        let fd = |pid, fd| SocketFd { pid, fd };
+        let mut owners: HashMap<u64, Vec<SocketFd>> = HashMap::from([
+            // nginx's listener, seen through the agent's duplicate.
+            (1, vec![fd(844, 6), fd(me, 31), fd(851, 6)]),
+            // The agent's own listener: it stays the owner.
+            (2, vec![fd(me, 9)]),
+        ]);
+        drop_own_duplicates(&mut owners, me);
+        let pids = |i| owners[&i].iter().map(|f| f.pid).collect::<Vec<_>>();
+        assert_eq!(pids(1), [844, 851]);
+        assert_eq!(pids(2), [me]);
+    }
 
     #[test]
     fn parses_socket_links_only() {
