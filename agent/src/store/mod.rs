@@ -27,7 +27,7 @@ pub use schema::{open_ro, open_rw};
 pub use writer::{Entry, StoreSender, WriterHealth, spawn_writer, write_batch};
 
 /// Version of the database schema; `migrate` brings older files up to it.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// The database file in the state directory.
 pub const DB_FILE: &str = "timeline.db";
 /// Records waiting for the writer; past it they are dropped (counted).

@@ -29,6 +29,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // record's write cost.
     "DROP INDEX records_pid_time;
      DROP INDEX records_comm_time;",
+    // 3: one index, on time then port, in place of a time index and a
+    // port-then-time one. Records arrive in time order, so every insert
+    // lands at the index's end; a port-first index took each insert to
+    // that port's place, a page of its own for each port in a batch (a
+    // storm's batch of 5,200 records spans 2,100 ports), and was four
+    // fifths of a record's write cost. A port's records are found by
+    // walking the time range in this index, the port read from the index
+    // entry, so no row is read to be turned away.
+    "DROP INDEX records_port_time;
+     DROP INDEX records_time;
+     CREATE INDEX records_time_port ON records(time_ns, port);",
 ];
 
 pub(super) fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

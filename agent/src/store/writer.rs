@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection};
 
 use super::{
     BATCH_INTERVAL, BATCH_MAX, PRUNE_EVERY, Retention, StoreError, WRITE_QUEUE, open_rw, prune,
@@ -21,18 +21,33 @@ const BATCH_KEPT: usize = 256;
 /// Writes records in one transaction: all of them or none.
 pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    for r in batch {
-        insert(&tx, r)?;
+    {
+        // One statement for the batch (a cached one per record cost a
+        // lookup of its text each time).
+        let mut st = insert_statement(&tx)?;
+        for r in batch {
+            insert_with(&mut st, r)?;
+        }
     }
     tx.commit()
 }
 
-pub(super) fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
-    let mut st = tx.prepare_cached(
+fn insert_statement<'c>(
+    tx: &'c rusqlite::Transaction<'_>,
+) -> rusqlite::Result<CachedStatement<'c>> {
+    tx.prepare_cached(
         "INSERT INTO records (time_ns, kind, port, proto, addr, pid, comm, netns, error,
                               holder_pid, holder_comm, reason, summary, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?;
+    )
+}
+
+#[cfg(test)]
+pub(super) fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+    insert_with(&mut insert_statement(tx)?, r)
+}
+
+fn insert_with(st: &mut CachedStatement<'_>, r: &Record) -> rusqlite::Result<()> {
     st.execute(rusqlite::params![
         r.time_ns as i64,
         r.kind,
