@@ -84,20 +84,6 @@ fn a_tiny_ring_buffer_counts_what_it_drops() {
     );
 }
 
-/// The ids of the BPF programs `pid` holds open (its fdinfo's `prog_id`).
-fn programs_held_by(pid: u32) -> HashSet<u32> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .map(|v| v.trim().parse().expect("prog_id"))
-        })
-        .collect()
-}
-
 fn loaded_program_ids() -> HashSet<u32> {
     aya::programs::loaded_programs()
         .map(|p| p.expect("listing the kernel's programs").id())
@@ -109,7 +95,7 @@ fn stopping_detaches_every_program() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tracer = Tracer::start(&["--port", "9603"]);
     // The tracer's own programs, found through its own descriptors.
-    let ours = programs_held_by(tracer.pid());
+    let ours = tracer.programs();
     let hooks = tracer.hooks_attached();
     assert!(
         ours.len() >= hooks,

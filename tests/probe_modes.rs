@@ -152,9 +152,12 @@ fn comparable(e: &Value, chosen: u16) -> String {
     serde_json::to_string(&e).unwrap()
 }
 
-/// Programs loaded on the host now whose names begin with one of these
-/// (bpftool's view; the kernel truncates names to 15 characters).
-fn loaded_named(prefixes: &[&str]) -> usize {
+/// The tracer's own programs whose names begin with one of these
+/// (bpftool's view; the kernel truncates names to 15 characters). Only
+/// the tracer's: another bindwatch on the host (a CI machine's own agent,
+/// a second test) must not count.
+fn loaded_named(tracer: &Tracer, prefixes: &[&str]) -> usize {
+    let ours = tracer.programs();
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -168,6 +171,11 @@ fn loaded_named(prefixes: &[&str]) -> usize {
     progs
         .iter()
         .filter(|p| {
+            p["id"]
+                .as_u64()
+                .is_some_and(|id| ours.contains(&(id as u32)))
+        })
+        .filter(|p| {
             p["name"]
                 .as_str()
                 .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p)))
@@ -175,15 +183,21 @@ fn loaded_named(prefixes: &[&str]) -> usize {
         .count()
 }
 
-/// The exit-only tracepoint set's programs loaded on the host now (the
-/// cgroup bind hooks it shares with the fexit set among them).
-fn exit_only_set_loaded() -> usize {
-    loaded_named(&["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"])
+/// The exit-only tracepoint set's programs the tracer loaded (the cgroup
+/// bind hooks it shares with the fexit set among them).
+fn exit_only_set_loaded(tracer: &Tracer) -> usize {
+    loaded_named(
+        tracer,
+        &["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"],
+    )
 }
 
-/// The fexit set's trampolines loaded on the host now.
-fn fexit_set_loaded() -> usize {
-    loaded_named(&["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"])
+/// The fexit set's trampolines the tracer loaded.
+fn fexit_set_loaded(tracer: &Tracer) -> usize {
+    loaded_named(
+        tracer,
+        &["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"],
+    )
 }
 
 /// How many of each set's programs were loaded while a run's tracer ran.
@@ -221,8 +235,8 @@ fn run_with_lifecycle(
     let tracer = Tracer::try_start_env(&["--probes", mode], env)
         .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
     let loaded = Loaded {
-        trampolines: fexit_set_loaded(),
-        exit_only: exit_only_set_loaded(),
+        trampolines: fexit_set_loaded(&tracer),
+        exit_only: exit_only_set_loaded(&tracer),
     };
     let chosen = ns.run(move || scenario(failed_listen));
     drop(before);

@@ -108,6 +108,21 @@ impl Tracer {
         self.child.id()
     }
 
+    /// The ids of the BPF programs the tracer holds open (its fdinfo's
+    /// `prog_id`): its own, whatever else runs on the host.
+    pub fn programs(&self) -> std::collections::HashSet<u32> {
+        let dir = format!("/proc/{}/fdinfo", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter_map(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("prog_id:"))
+                    .map(|v| v.trim().parse().expect("prog_id"))
+            })
+            .collect()
+    }
+
     /// N of "hooks N/M attached" in the start-up line.
     pub fn hooks_attached(&self) -> usize {
         hooks(&self.started)
