@@ -152,54 +152,6 @@ fn comparable(e: &Value, chosen: u16) -> String {
     serde_json::to_string(&e).unwrap()
 }
 
-/// The tracer's own programs whose names begin with one of these
-/// (bpftool's view; the kernel truncates names to 15 characters). Only
-/// the tracer's: another bindwatch on the host (a CI machine's own agent,
-/// a second test) must not count.
-fn loaded_named(tracer: &Tracer, prefixes: &[&str]) -> usize {
-    let ours = tracer.programs();
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let progs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    progs
-        .iter()
-        .filter(|p| {
-            p["id"]
-                .as_u64()
-                .is_some_and(|id| ours.contains(&(id as u32)))
-        })
-        .filter(|p| {
-            p["name"]
-                .as_str()
-                .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p)))
-        })
-        .count()
-}
-
-/// The exit-only tracepoint set's programs the tracer loaded (the cgroup
-/// bind hooks it shares with the fexit set among them).
-fn exit_only_set_loaded(tracer: &Tracer) -> usize {
-    loaded_named(
-        tracer,
-        &["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"],
-    )
-}
-
-/// The fexit set's trampolines the tracer loaded.
-fn fexit_set_loaded(tracer: &Tracer) -> usize {
-    loaded_named(
-        tracer,
-        &["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"],
-    )
-}
-
 /// How many of each set's programs were loaded while a run's tracer ran.
 #[derive(Clone, Copy, Debug)]
 struct Loaded {
@@ -208,6 +160,31 @@ struct Loaded {
     /// The exit-only tracepoint set's programs (its cgroup bind hooks are
     /// the fexit set's too).
     exit_only: usize,
+}
+
+impl Loaded {
+    /// Counted among the tracer's own programs only (those it holds
+    /// open): another bindwatch on the host (a CI machine's own agent, a
+    /// second test) must not count. By name, as the kernel keeps it
+    /// (truncated to 15 characters).
+    fn by(tracer: &Tracer) -> Self {
+        let ours = tracer.programs();
+        let names: Vec<String> = aya::programs::loaded_programs()
+            .map(|p| p.expect("listing the kernel's programs"))
+            .filter(|p| ours.contains(&p.id()))
+            .map(|p| p.name_as_str().unwrap_or_default().to_owned())
+            .collect();
+        let count = |prefixes: &[&str]| {
+            names
+                .iter()
+                .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+                .count()
+        };
+        Self {
+            trampolines: count(&["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"]),
+            exit_only: count(&["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"]),
+        }
+    }
 }
 
 /// The scenario's events under one mode (and environment), comparable;
@@ -234,10 +211,7 @@ fn run_with_lifecycle(
     let before = ns.run(|| TcpListener::bind("[::1]:8084").unwrap());
     let tracer = Tracer::try_start_env(&["--probes", mode], env)
         .unwrap_or_else(|e| panic!("the kernel refused the probes: {e}"));
-    let loaded = Loaded {
-        trampolines: fexit_set_loaded(&tracer),
-        exit_only: exit_only_set_loaded(&tracer),
-    };
+    let loaded = Loaded::by(&tracer);
     let chosen = ns.run(move || scenario(failed_listen));
     drop(before);
     let tracer_started = tracer.started.clone();
