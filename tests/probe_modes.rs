@@ -12,7 +12,9 @@
 //! accept counts) comes from sock_ops callbacks where the kernel takes
 //! them, else from the state tracepoint: the same scenario, plus a
 //! listener stopped by shutdown(2) and one that was listening before the
-//! tracer started, gives the same events from both.
+//! tracer started, gives the same events from both. Bound sockets are
+//! marked for their release in socket-local storage, else (forced here) in
+//! a map: the same events from both.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
@@ -160,6 +162,10 @@ struct Loaded {
     /// The exit-only tracepoint set's programs (its cgroup bind hooks are
     /// the fexit set's too).
     exit_only: usize,
+    /// The programs that mark bound sockets in their own storage.
+    storage: usize,
+    /// Their stand-ins that mark them in the `BOUND` map.
+    map_store: usize,
 }
 
 impl Loaded {
@@ -180,9 +186,22 @@ impl Loaded {
                 .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
                 .count()
         };
+        let exactly = |wanted: &[&str]| {
+            names
+                .iter()
+                .filter(|n| wanted.contains(&n.as_str()))
+                .count()
+        };
         Self {
             trampolines: count(&["fentry_inet", "fexit_inet", "fentry_mptcp", "fexit_mptcp"]),
             exit_only: count(&["bind_exit", "listen_exit", "bind4_begin", "bind6_begin"]),
+            storage: exactly(&["post_bind4", "post_bind6", "sock_release", "tcp_lifecycle"]),
+            map_store: exactly(&[
+                "post_bind4_map",
+                "post_bind6_map",
+                "release_map",
+                "lifecycle_map",
+            ]),
         }
     }
 }
@@ -391,4 +410,64 @@ fn sock_ops_and_the_state_tracepoint_see_the_same_tcp_lifecycle() {
         sock_ops, tracepoint,
         "sock_ops against the state tracepoint"
     );
+}
+
+#[test]
+fn socket_storage_and_its_map_fallback_see_the_same_releases() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let refuse = ("BINDWATCH_REFUSE_SOCKET_STORAGE", "1");
+    let no_sock_ops = ("BINDWATCH_NO_SOCK_OPS", "1");
+    for lifecycle in [&[][..], &[no_sock_ops][..]] {
+        let (storage, started, loaded) = run_with_lifecycle("tracepoint", lifecycle, false);
+        assert!(
+            !started.contains("socket storage refused"),
+            "every kernel the project runs on gives cgroup socket programs socket storage: {started}"
+        );
+        // The marking programs and the release hook (and sock_ops, when it
+        // carries the lifecycle) from the storage side, none from the map's.
+        let with_sock_ops = usize::from(lifecycle.is_empty());
+        assert_eq!(
+            (loaded.storage, loaded.map_store),
+            (3 + with_sock_ops, 0),
+            "{started}"
+        );
+        let env: Vec<(&str, &str)> = lifecycle.iter().copied().chain([refuse]).collect();
+        let (map, started, loaded) = run_with_lifecycle("tracepoint", &env, false);
+        assert!(
+            started.contains("socket storage refused: BINDWATCH_REFUSE_SOCKET_STORAGE is set"),
+            "{started}"
+        );
+        assert_eq!(
+            (loaded.storage, loaded.map_store),
+            (0, 3 + with_sock_ops),
+            "{started}"
+        );
+        // Releases are what the store serves: the listener from before the
+        // tracer (seeded through its descriptor), the scenario's own, and
+        // no client's.
+        let releases = |evs: &[String]| -> Vec<String> {
+            evs.iter()
+                .filter(|e| e.contains("\"kind\":\"release\""))
+                .cloned()
+                .collect()
+        };
+        for port in [8080, 8081, 8084, 5353, 5354] {
+            assert!(
+                releases(&storage)
+                    .iter()
+                    .any(|e| e.contains(&format!("\"port\":{port},"))),
+                "no release of {port} from socket storage: {storage:#?}"
+            );
+        }
+        assert!(
+            !releases(&storage)
+                .iter()
+                .any(|e| e.contains("\"port\":8085,")),
+            "a connection's release: {storage:#?}"
+        );
+        assert_eq!(
+            storage, map,
+            "socket storage against the map ({lifecycle:?})"
+        );
+    }
 }

@@ -528,6 +528,8 @@ fn load_probes(cfg: &Config) -> Result<(Probes, RingReader)> {
         probes = probes.probe_set(),
         tcp_lifecycle = probes.lifecycle(),
         sock_ops_refused = probes.sock_ops_refused(),
+        bound_store = probes.bound_store(),
+        storage_refused = probes.storage_refused(),
         fallback_reason = probes.fallback(),
         exits_refused = probes.exits_refused(),
         source = %probes.source_name(),

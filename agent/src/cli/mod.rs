@@ -31,8 +31,7 @@ pub fn init_file_logging(dir: &std::path::Path) -> anyhow::Result<()> {
         .append(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter("info");
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::sync::Mutex::new(file))
@@ -42,9 +41,17 @@ pub fn init_file_logging(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `BINDWATCH_LOG`, else `default`. The default keeps aya's loader to its
+/// errors: it warns at every start that it has no type for the probes'
+/// socket storage map, which it creates all the same (a failure to create
+/// it is the agent's own error).
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},aya::bpf=error")))
+}
+
 pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BINDWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = log_filter(default);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -44,6 +44,12 @@ struct ProbeReport {
     /// Why the lifecycle is not from sock_ops.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sock_ops_refused: Option<String>,
+    /// Where bound sockets are marked for their release: `socket_storage`,
+    /// `map` (or `none`, ETW).
+    pub bound_store: &'static str,
+    /// Why they are not marked in socket-local storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_refused: Option<String>,
     /// Why `auto` fell back from the fexit set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fexit_refused: Option<String>,
@@ -64,10 +70,11 @@ impl ProbeReport {
 
     pub fn render(&self) -> String {
         let mut s = format!(
-            "kernel {}: {} probe set, TCP lifecycle from {}, hooks {}/{} attached\n",
+            "kernel {}: {} probe set, TCP lifecycle from {}, bound sockets marked in {}, hooks {}/{} attached\n",
             self.kernel,
             self.probes,
             self.tcp_lifecycle,
+            self.bound_store,
             self.attached(),
             self.hooks.len()
         );
@@ -79,6 +86,9 @@ impl ProbeReport {
         }
         if let Some(why) = &self.sock_ops_refused {
             s.push_str(&format!("  sock_ops refused: {why}\n"));
+        }
+        if let Some(why) = &self.storage_refused {
+            s.push_str(&format!("  socket storage refused: {why}\n"));
         }
         for h in &self.hooks {
             match &h.error {
@@ -99,6 +109,8 @@ fn report(cfg: &ProbeConfig) -> Result<ProbeReport> {
         probes: probes.probe_set(),
         tcp_lifecycle: probes.lifecycle(),
         sock_ops_refused: probes.sock_ops_refused().map(str::to_owned),
+        bound_store: probes.bound_store(),
+        storage_refused: probes.storage_refused().map(str::to_owned),
         fexit_refused: probes.fallback().map(str::to_owned),
         exits_refused: probes.exits_refused().map(str::to_owned),
         hooks: probes.hooks().to_vec(),

@@ -230,6 +230,9 @@ async fn trace(opts: TraceOptions) -> Result<()> {
             probes
                 .exits_refused()
                 .map(|why| format!(", exit-only tracepoints refused: {why}")),
+            probes
+                .storage_refused()
+                .map(|why| format!(", socket storage refused: {why}")),
         ]
         .into_iter()
         .flatten()

@@ -143,6 +143,7 @@ impl Correlator {
     pub fn start(reconcile_every: Duration, probes: &mut Probes) -> Self {
         let mut c = Self::empty(reconcile_every);
         c.table.snapshot_begins();
+        c.facts.record_descriptors();
         let snap = c.facts.snapshot();
         let n = snap.holders.len();
         let ns = snap.netns.len();
@@ -153,7 +154,8 @@ impl Correlator {
             .take(BOUND_SEED_MAX)
             .map(|h| (h.cookie, bound_sock(h)))
             .collect();
-        match probes.seed_bound(&bound) {
+        // The descriptors noted by the snapshot: freed after this.
+        match probes.seed_bound(&bound, &c.facts.take_descriptors()) {
             Ok(k) => tracing::debug!(sockets = k, "release hook told of pre-existing sockets"),
             Err(e) => tracing::warn!(error = %e, "cannot seed the release hook's socket map"),
         }

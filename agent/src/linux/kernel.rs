@@ -29,6 +29,10 @@ pub struct KernelView {
     /// only the start-up snapshot does it (reconciliation keeps the flags
     /// the table has; the probes report them for sockets bound since).
     read_options: bool,
+    /// While recording (the start-up snapshot), a descriptor of each
+    /// listening or bound socket by cookie, through which the probes'
+    /// socket storage is seeded.
+    descriptors: Option<HashMap<u64, SocketFd>>,
     /// Per namespace: reading a sysctl of another namespace takes a thread
     /// that enters it, too slow for each failed bind of a storm.
     sysctls: SysctlCache,
@@ -89,6 +93,7 @@ impl KernelView {
             walk_budget: PROC_WALKS_PER_SECOND,
             budget_since: Instant::now(),
             read_options: true,
+            descriptors: None,
             sysctls: SysctlCache::default(),
         }
     }
@@ -104,6 +109,18 @@ impl KernelView {
             read_options: false,
             ..Self::new()
         }
+    }
+
+    /// Snapshots from now on note a descriptor of each listening or bound
+    /// socket, until [`Self::take_descriptors`].
+    pub fn record_descriptors(&mut self) {
+        self.descriptors = Some(HashMap::new());
+    }
+
+    /// The descriptors noted since [`Self::record_descriptors`]; recording
+    /// stops.
+    pub fn take_descriptors(&mut self) -> HashMap<u64, SocketFd> {
+        self.descriptors.take().unwrap_or_default()
     }
 
     fn take_walk(&mut self) -> bool {
@@ -172,6 +189,11 @@ impl KernelView {
                 }
                 _ => None,
             };
+            if let (SockState::Listen | SockState::Bound, Some(d), Some(o)) =
+                (st, self.descriptors.as_mut(), owners.first())
+            {
+                d.insert(k.cookie, *o);
+            }
             let mut pids: Owners = owners.iter().map(|o| o.pid).collect();
             pids.sort_unstable();
             pids.dedup();

@@ -12,6 +12,7 @@ pub mod probes;
 pub mod procscan;
 pub mod ring;
 pub mod signals;
+pub mod sk_storage;
 pub mod sockdiag;
 pub mod who;
 

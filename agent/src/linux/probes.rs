@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -14,6 +15,7 @@ use bindwatch_common::{
 };
 use object::{Object, ObjectSection, ObjectSymbol};
 
+use super::procscan::SocketFd;
 use crate::error::{Error, Result};
 
 /// The probe object, built by `scripts/build-probes` and committed, so that
@@ -101,18 +103,66 @@ const FEXIT_SET: &[(&str, Hook)] = &[
 /// `inet_listen`).
 const IF_PRESENT: &[&str] = &["mptcp_bind", "mptcp_listen"];
 
-/// Attached with either set, after it (they only add to its entries).
+/// Attached with every set, after it (they only add to its entries): the
+/// marks of bound sockets in each socket's own storage.
 const COMMON: &[(&str, Hook)] = &[
     (names::POST_BIND4, Hook::Sock),
     (names::POST_BIND6, Hook::Sock),
     (names::SOCK_RELEASE, Hook::Sock),
 ];
 
+/// `COMMON` with the marks in the `BOUND` map, where the kernel refuses
+/// socket-local storage to cgroup socket programs (before Linux 5.11).
+const COMMON_MAP: &[(&str, Hook)] = &[
+    (names::POST_BIND4_MAP, Hook::Sock),
+    (names::POST_BIND6_MAP, Hook::Sock),
+    (names::RELEASE_MAP, Hook::Sock),
+];
+
+/// Where the probes mark the sockets bindwatch follows, for their release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundStore {
+    /// Each socket's own storage (`BOUND_SK`): freed with the socket, and
+    /// a close of an unmarked socket costs one look at it.
+    SocketStorage,
+    /// The `BOUND` LRU map, by socket cookie.
+    Map,
+}
+
+impl BoundStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SocketStorage => "socket_storage",
+            Self::Map => "map",
+        }
+    }
+
+    fn common(self) -> &'static [(&'static str, Hook)] {
+        match self {
+            Self::SocketStorage => COMMON,
+            Self::Map => COMMON_MAP,
+        }
+    }
+
+    fn sock_ops(self) -> &'static (&'static str, Hook) {
+        match self {
+            Self::SocketStorage => &LIFECYCLE_SOCK_OPS,
+            Self::Map => &LIFECYCLE_SOCK_OPS_MAP,
+        }
+    }
+}
+
+/// Set (to anything), makes the agent take the `BOUND` map as if the
+/// kernel refused socket-local storage: the tests' way to run the
+/// fallback where the kernel has it.
+pub const REFUSE_SOCKET_STORAGE_ENV: &str = "BINDWATCH_REFUSE_SOCKET_STORAGE";
+
 /// Listen addresses, listener stops and accept counts: from sock_ops
 /// callbacks on the cgroup where the kernel has them (acting at a listen,
 /// a handshake's end and a listener's stop), else from the state
 /// tracepoint (called at every state change of every TCP connection).
 const LIFECYCLE_SOCK_OPS: (&str, Hook) = (names::SOCK_OPS, Hook::SockOps);
+const LIFECYCLE_SOCK_OPS_MAP: (&str, Hook) = (names::SOCK_OPS_MAP, Hook::SockOps);
 const LIFECYCLE_TRACEPOINT: (&str, Hook) = (
     names::SOCK_SET_STATE,
     Hook::TracePoint("sock", "inet_sock_set_state"),
@@ -148,6 +198,8 @@ pub struct Probes {
     exits_refused: Option<String>,
     lifecycle: Lifecycle,
     sock_ops_refused: Option<String>,
+    store: BoundStore,
+    storage_refused: Option<String>,
 }
 
 /// The layout version recorded in a probe object.
@@ -291,7 +343,12 @@ impl Probes {
         let cgroup_root = cgroup2_root()?;
         raise_memlock();
         ensure_tracefs()?;
+        // aya 0.13 has no type for socket-local storage maps and refuses an
+        // object with one unless told; the map is created all the same, and
+        // the agent writes to it through the map's descriptor
+        // (`seed_storage`).
         let mut ebpf = EbpfLoader::new()
+            .allow_unsupported_maps()
             .set_max_entries(names::EVENTS, cfg.ring_buffer_bytes)
             .load(obj)
             .map_err(|e| {
@@ -338,11 +395,18 @@ impl Probes {
                 attach_each(&mut ebpf, ENTRY_SET, &cgroup, &mut first_refusal),
             )
         });
-        hooks.extend(attach_each(&mut ebpf, COMMON, &cgroup, &mut first_refusal));
+        let (store, storage_refused) = choose_store(&mut ebpf);
+        hooks.extend(attach_each(
+            &mut ebpf,
+            store.common(),
+            &cgroup,
+            &mut first_refusal,
+        ));
         let (lifecycle, lifecycle_hook, sock_ops_refused) =
-            attach_lifecycle(&mut ebpf, &cgroup, &mut first_refusal);
+            attach_lifecycle(&mut ebpf, store.sock_ops(), &cgroup, &mut first_refusal);
         hooks.push(lifecycle_hook);
         if lifecycle == Lifecycle::SockOps
+            && store == BoundStore::Map
             && let Err(e) = set_config(&mut ebpf, config::RELEASE_SKIPS_CONNECTIONS, 1)
         {
             // Still right, only slower: every close looks the socket up.
@@ -379,6 +443,8 @@ impl Probes {
                 exits_refused,
                 lifecycle,
                 sock_ops_refused,
+                store,
+                storage_refused,
             },
             ring,
         ))
@@ -414,6 +480,16 @@ impl Probes {
         self.sock_ops_refused.as_deref()
     }
 
+    /// Where bound sockets are marked: `socket_storage` or `map`.
+    pub fn bound_store(&self) -> &'static str {
+        self.store.as_str()
+    }
+
+    /// Why the marks are not in socket-local storage (the kernel's refusal).
+    pub fn storage_refused(&self) -> Option<&str> {
+        self.storage_refused.as_deref()
+    }
+
     pub fn attached_count(&self) -> usize {
         self.hooks.iter().filter(|h| h.attached).count()
     }
@@ -436,8 +512,8 @@ impl Probes {
             _ => TRACEPOINT_SET,
         };
         set.iter()
-            .chain(COMMON)
-            .chain((self.lifecycle == Lifecycle::SockOps).then_some(&LIFECYCLE_SOCK_OPS))
+            .chain(self.store.common())
+            .chain((self.lifecycle == Lifecycle::SockOps).then_some(self.store.sock_ops()))
             .filter(|(_, h)| matches!(h, Hook::SockAddr | Hook::Sock | Hook::SockOps))
     }
 
@@ -554,34 +630,69 @@ impl Probes {
             .sum()
     }
 
-    /// Completed passive TCP handshakes per (family, port), since load.
     /// Tells the release hook about sockets bound before the probes were
     /// loaded (found in the start-up snapshot), so their release is
-    /// reported too. Returns how many were written.
-    pub fn seed_bound(&mut self, socks: &[(u64, BoundSock)]) -> Result<usize> {
-        let map = self.ebpf.map_mut(names::BOUND).ok_or_else(|| Error::Map {
-            name: names::BOUND,
-            reason: "not in the object".into(),
-        })?;
-        let mut m: aya::maps::HashMap<_, u64, BoundSock> = aya::maps::HashMap::try_from(map)
-            .map_err(|e| Error::Map {
-                name: names::BOUND,
-                reason: e.to_string(),
-            })?;
-        let mut n = 0;
-        for (cookie, b) in socks {
+    /// reported too. `descriptors` names a process's descriptor of each
+    /// socket, by cookie: socket-local storage is written through one (a
+    /// duplicate, `pidfd_getfd`); a socket without one is left to the
+    /// reconciliation. Returns how many were written.
+    pub fn seed_bound(
+        &mut self,
+        socks: &[(u64, BoundSock)],
+        descriptors: &HashMap<u64, SocketFd>,
+    ) -> Result<usize> {
+        let lifecycle = self.lifecycle;
+        let seeds = socks.iter().map(|(cookie, b)| {
             let mut b = *b;
-            if self.lifecycle != Lifecycle::SockOps {
+            if lifecycle != Lifecycle::SockOps {
                 // The state tracepoint reports every listener's stop.
                 b.flags &= !bound::REPORTS_STOP;
             }
-            if m.insert(cookie, b, 0).is_ok() {
-                n += 1;
+            (*cookie, b)
+        });
+        match self.store {
+            BoundStore::SocketStorage => {
+                let map = self.ebpf.map(names::BOUND_SK).ok_or_else(|| Error::Map {
+                    name: names::BOUND_SK,
+                    reason: "not in the object".into(),
+                })?;
+                let aya::maps::Map::Unsupported(data) = map else {
+                    return Err(Error::Map {
+                        name: names::BOUND_SK,
+                        reason: "not a socket storage map".into(),
+                    });
+                };
+                let map_fd = data.fd().as_fd();
+                let mut n = 0;
+                for (cookie, b) in seeds {
+                    let Some(owner) = descriptors.get(&cookie) else {
+                        continue;
+                    };
+                    let written = super::procscan::with_duplicate(*owner, |sock| {
+                        super::sk_storage::update(map_fd, sock, &b).ok()
+                    });
+                    n += usize::from(written.is_some());
+                }
+                Ok(n)
+            }
+            BoundStore::Map => {
+                let map = self.ebpf.map_mut(names::BOUND).ok_or_else(|| Error::Map {
+                    name: names::BOUND,
+                    reason: "not in the object".into(),
+                })?;
+                let mut m: aya::maps::HashMap<_, u64, BoundSock> =
+                    aya::maps::HashMap::try_from(map).map_err(|e| Error::Map {
+                        name: names::BOUND,
+                        reason: e.to_string(),
+                    })?;
+                Ok(seeds
+                    .filter(|(cookie, b)| m.insert(cookie, b, 0).is_ok())
+                    .count())
             }
         }
-        Ok(n)
     }
 
+    /// Completed passive TCP handshakes per (family, port), since load.
     pub fn accepts(&self) -> Result<HashMap<(u8, u16), u64>> {
         let map = self.ebpf.map(names::ACCEPTS).ok_or_else(|| Error::Map {
             name: names::ACCEPTS,
@@ -625,14 +736,43 @@ fn set_config(ebpf: &mut Ebpf, slot: u32, value: u32) -> Result<()> {
     })
 }
 
+/// Socket-local storage where the kernel lets cgroup socket programs use
+/// it (the storage programs of `COMMON` load; they stay loaded for their
+/// attach), else the `BOUND` map, with the refusal.
+fn choose_store(ebpf: &mut Ebpf) -> (BoundStore, Option<String>) {
+    let refused = if std::env::var_os(REFUSE_SOCKET_STORAGE_ENV).is_some() {
+        format!("{REFUSE_SOCKET_STORAGE_ENV} is set")
+    } else {
+        let loaded = COMMON.iter().try_for_each(|(name, _)| {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} is not in the object"))?;
+            let p: &mut CgroupSock = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
+            p.load().map_err(|e| format!("{name}: {}", describe(&e)))
+        });
+        match loaded {
+            Ok(()) => return (BoundStore::SocketStorage, None),
+            Err(why) => why,
+        }
+    };
+    for (name, _) in COMMON {
+        if let Some(Ok(p)) = ebpf.program_mut(name).map(<&mut CgroupSock>::try_from) {
+            let _ = p.unload();
+        }
+    }
+    tracing::info!(reason = %refused, "socket-local storage refused; bound sockets are marked in a map");
+    (BoundStore::Map, Some(refused))
+}
+
 /// Attaches the sock_ops lifecycle, or the state tracepoint when the kernel
 /// refuses it (or the tests ask, [`NO_SOCK_OPS_ENV`]).
 fn attach_lifecycle(
     ebpf: &mut Ebpf,
+    sock_ops: &(&'static str, Hook),
     cgroup: &File,
     first_refusal: &mut Option<(bool, String)>,
 ) -> (Lifecycle, HookStatus, Option<String>) {
-    let (name, hook) = &LIFECYCLE_SOCK_OPS;
+    let (name, hook) = sock_ops;
     let refused = if std::env::var_os(NO_SOCK_OPS_ENV).is_some() {
         format!("{NO_SOCK_OPS_ENV} is set")
     } else {
@@ -866,7 +1006,8 @@ fn attach_one(
         }
         Hook::Sock => {
             let p: &mut CgroupSock = prog.try_into()?;
-            if load {
+            // The storage programs were loaded when the store was chosen.
+            if load && p.fd().is_err() {
                 p.load()?;
             }
             p.attach(cgroup, CgroupAttachMode::Single)?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{Dir, Mode, OFlags, openat, readlinkat_raw};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
@@ -174,17 +174,28 @@ pub fn process_info(pid: u32, users: &mut Users) -> Option<ProcessInfo> {
 }
 
 /// SO_REUSEADDR and SO_REUSEPORT of another process's socket, read from a
-/// duplicate of its descriptor (pidfd_getfd, Linux 5.6, needs ptrace
-/// rights over the process). None when that is refused.
+/// duplicate of its descriptor. None when that is refused.
 pub fn reuse_flags(owner: SocketFd) -> Option<(bool, bool)> {
+    with_duplicate(owner, |sock| {
+        let ra = rustix::net::sockopt::socket_reuseaddr(sock).ok()?;
+        let rp = rustix::net::sockopt::socket_reuseport(sock).ok()?;
+        Some((ra, rp))
+    })
+}
+
+/// Runs `f` on a duplicate of another process's descriptor (pidfd_getfd,
+/// Linux 5.6, needs ptrace rights over the process), closed after it.
+/// None when the duplicate is refused.
+pub fn with_duplicate<T>(
+    owner: SocketFd,
+    f: impl FnOnce(BorrowedFd<'_>) -> Option<T>,
+) -> Option<T> {
     let pid = Pid::from_raw(owner.pid as i32)?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
     // Declared before `sock`, so the duplicate is closed before it is released.
     let _held = DUPLICATES.lock().unwrap_or_else(|p| p.into_inner());
     let sock = pidfd_getfd(&pidfd, owner.fd, PidfdGetfdFlags::empty()).ok()?;
-    let ra = rustix::net::sockopt::socket_reuseaddr(&sock).ok()?;
-    let rp = rustix::net::sockopt::socket_reuseport(&sock).ok()?;
-    Some((ra, rp))
+    f(sock.as_fd())
 }
 
 #[cfg(test)]

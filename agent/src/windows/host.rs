@@ -46,6 +46,19 @@ impl Default for KernelView {
     }
 }
 
+/// What Linux notes to seed its probes' socket storage with: nothing here.
+pub struct NoDescriptors;
+
+impl KernelView {
+    /// Linux notes descriptors to seed its probes' socket storage with;
+    /// ETW needs none.
+    pub fn record_descriptors(&mut self) {}
+
+    pub fn take_descriptors(&mut self) -> NoDescriptors {
+        NoDescriptors
+    }
+}
+
 /// Calls an IP Helper table function until the buffer is large enough.
 ///
 /// `call` receives a writable buffer and its size in bytes, both valid for

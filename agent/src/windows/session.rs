@@ -449,6 +449,17 @@ impl Probes {
         None
     }
 
+    /// Where bound sockets are marked for their release: ETW reports every
+    /// close, so nowhere.
+    pub fn bound_store(&self) -> &'static str {
+        "none"
+    }
+
+    /// Why the marks are not in socket-local storage (not a question here).
+    pub fn storage_refused(&self) -> Option<&str> {
+        None
+    }
+
     /// Why the asked-for probe set was not used (never, on Windows).
     pub fn fallback(&self) -> Option<&str> {
         None
@@ -511,7 +522,11 @@ impl Probes {
     }
 
     /// The Linux release hook needs pre-existing sockets; ETW does not.
-    pub fn seed_bound(&mut self, _socks: &[(u64, bindwatch_common::BoundSock)]) -> Result<usize> {
+    pub fn seed_bound(
+        &mut self,
+        _socks: &[(u64, bindwatch_common::BoundSock)],
+        _descriptors: &super::host::NoDescriptors,
+    ) -> Result<usize> {
         Ok(0)
     }
 

@@ -12,6 +12,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const ACCEPTS: &str = "ACCEPTS";
     pub const BOUND: &str = "BOUND";
+    pub const BOUND_SK: &str = "BOUND_SK";
     pub const CONFIG: &str = "CONFIG";
     pub const SYS_ENTER_BIND: &str = "sys_enter_bind";
     pub const SYS_EXIT_BIND: &str = "sys_exit_bind";
@@ -30,6 +31,13 @@ pub mod names {
     /// The TCP lifecycle from sock_ops callbacks, where the kernel has them:
     /// in place of `SOCK_SET_STATE`.
     pub const SOCK_OPS: &str = "tcp_lifecycle";
+    // The same three hooks and sock_ops program with the marks of bound
+    // sockets in the `BOUND` map, where the kernel refuses socket-local
+    // storage (`BOUND_SK`) to them.
+    pub const POST_BIND4_MAP: &str = "post_bind4_map";
+    pub const POST_BIND6_MAP: &str = "post_bind6_map";
+    pub const RELEASE_MAP: &str = "release_map";
+    pub const SOCK_OPS_MAP: &str = "lifecycle_map";
     // The fexit probe set: the bind begun at the cgroup bind hook, ended
     // by trampolines on the kernel's bind; a listen ended by trampolines
     // on the kernel's listen (begun at its address, or by MPTCP's entry).

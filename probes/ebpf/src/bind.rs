@@ -209,18 +209,35 @@ pub(crate) fn begin_bind_at_hook(ctx: &SockAddrContext, v6: bool) {
 
 #[cgroup_sock(post_bind4)]
 pub fn post_bind4(ctx: SockContext) -> i32 {
-    on_post_bind(&ctx, false);
+    on_post_bind(&ctx, false, true);
     1
 }
 
 #[cgroup_sock(post_bind6)]
 pub fn post_bind6(ctx: SockContext) -> i32 {
-    on_post_bind(&ctx, true);
+    on_post_bind(&ctx, true, true);
     1
 }
 
+/// `post_bind4` marking the socket in `BOUND` (see `release_map`).
+#[cgroup_sock(post_bind4)]
+pub fn post_bind4_map(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx, false, false);
+    1
+}
+
+/// `post_bind6` marking the socket in `BOUND`.
+#[cgroup_sock(post_bind6)]
+pub fn post_bind6_map(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx, true, false);
+    1
+}
+
+/// A bind that succeeded: the address the socket now holds (with the port
+/// the kernel chose) is marked on the socket for its release, in its own
+/// storage or in `BOUND`, and added to the thread's pending bind.
 #[inline(always)]
-pub(crate) fn on_post_bind(ctx: &SockContext, v6: bool) {
+pub(crate) fn on_post_bind(ctx: &SockContext, v6: bool, storage: bool) {
     let sk = ctx.sock;
     let mut bound = BoundSock {
         addr: [0; 16],
@@ -246,14 +263,19 @@ pub(crate) fn on_post_bind(ctx: &SockContext, v6: bool) {
         }
     }
     let slot = pending_bind(current_tid());
-    // The bind hook read this socket's cookie into the slot: one helper
-    // call less a bind (a bind begun elsewhere, or none, asks for it).
-    // SAFETY: map value of this thread.
-    let cookie = match slot.map(|p| unsafe { (*p).sock_cookie }) {
-        Some(c) if c != 0 => c,
-        _ => unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
-    };
-    let _ = BOUND.insert(&cookie, &bound, 0);
+    if storage {
+        // A socket binds once: the entry is new, made from `bound`.
+        let _ = bound_storage(ctx.as_ptr(), Some(&mut bound));
+    } else {
+        // The bind hook read this socket's cookie into the slot: one helper
+        // call less a bind (a bind begun elsewhere, or none, asks for it).
+        // SAFETY: map value of this thread.
+        let cookie = match slot.map(|p| unsafe { (*p).sock_cookie }) {
+            Some(c) if c != 0 => c,
+            _ => unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        };
+        let _ = BOUND.insert(&cookie, &bound, 0);
+    }
     if let Some(p) = slot {
         // SAFETY: map value of this thread.
         unsafe {

@@ -89,17 +89,39 @@ pub(crate) fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 
 #[sock_ops]
 pub fn tcp_lifecycle(ctx: SockOpsContext) -> u32 {
+    on_sock_ops(&ctx, true)
+}
+
+/// `tcp_lifecycle` with the marks in `BOUND` (see `release_map`).
+#[sock_ops]
+pub fn lifecycle_map(ctx: SockOpsContext) -> u32 {
+    on_sock_ops(&ctx, false)
+}
+
+#[inline(always)]
+pub(crate) fn on_sock_ops(ctx: &SockOpsContext, storage: bool) -> u32 {
+    // The operation first, and nothing read before it: most calls are for
+    // operations this program does not act on.
     let op = ctx.op();
     if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
-        on_accepted(&ctx);
+        on_accepted(ctx);
         return 1;
     }
     if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
-        // A socket that connects is a client from now on; its release is
-        // skipped (see `sock_release`), so it leaves `BOUND` here.
-        // SAFETY: the sock_ops flavour of the helper, on our context.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        let _ = BOUND.remove(&cookie);
+        // A socket that connects is a client from now on: its mark goes.
+        if storage {
+            let sk = ops_sock(ctx);
+            if !sk.is_null() {
+                // SAFETY: the context's socket, checked for null.
+                let _ = unsafe { bpf_sk_storage_delete(bound_sk(), sk) };
+            }
+        } else {
+            // Its release is skipped (see `release_map`), so it leaves
+            // `BOUND` here.
+            // SAFETY: the sock_ops flavour of the helper, on our context.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            let _ = BOUND.remove(&cookie);
+        }
         return 1;
     }
     let stop = op == BPF_SOCK_OPS_STATE_CB
@@ -111,13 +133,20 @@ pub fn tcp_lifecycle(ctx: SockOpsContext) -> u32 {
     // One place reads the address: inlined twice, the compiler would share
     // the loads through a moved context pointer, which the verifier refuses.
     let mut ev = RawEvent::zeroed();
-    sock_ops_addr(&ctx, &mut ev);
+    sock_ops_addr(ctx, &mut ev);
     if stop {
         on_listen_stop_cb(ev);
     } else {
-        on_listen_cb(&ctx, ev);
+        on_listen_cb(ctx, ev, storage);
     }
     1
+}
+
+/// The context's socket (null where the kernel gives none).
+#[inline(always)]
+pub(crate) fn ops_sock(ctx: &SockOpsContext) -> *mut c_void {
+    // SAFETY: a context load the verifier rewrites.
+    unsafe { (*ctx.ops).__bindgen_anon_2.sk as *mut c_void }
 }
 
 /// A field of the sock_ops context, loaded at its own offset from the
@@ -162,26 +191,37 @@ pub(crate) fn sock_ops_addr(ctx: &SockOpsContext, ev: &mut RawEvent) {
 /// A successful listen, inside listen(2) (or io_uring's) on the listener's
 /// thread: the address joins the entry the listen's start left, by task.
 #[inline(always)]
-pub(crate) fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent) {
+pub(crate) fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent, storage: bool) {
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     // SAFETY: the sock_ops flavour of the helper, on our context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     ev.sock_cookie = cookie;
     // The state callback now reports this socket's stop; a listener
-    // autobound by listen() has no entry yet, and needs one for its release.
-    match BOUND.get_ptr_mut(&cookie) {
-        // SAFETY: a map value.
-        Some(b) => unsafe { (*b).flags &= !bound::REPORTS_STOP },
-        None => {
-            let b = BoundSock {
-                addr: ev.addr,
-                port: ev.port,
-                family: ev.family,
-                protocol: IPPROTO_TCP,
-                flags: 0,
-                _pad: [0; 3],
-            };
-            let _ = BOUND.insert(&cookie, &b, 0);
+    // autobound by listen() has no mark yet, and needs one for its release.
+    let mut mark = BoundSock {
+        addr: ev.addr,
+        port: ev.port,
+        family: ev.family,
+        protocol: IPPROTO_TCP,
+        flags: 0,
+        _pad: [0; 3],
+    };
+    if storage {
+        let sk = ops_sock(ctx);
+        if !sk.is_null() {
+            let b = bound_storage(sk, Some(&mut mark));
+            if !b.is_null() {
+                // SAFETY: this socket's storage.
+                unsafe { (*b).flags &= !bound::REPORTS_STOP };
+            }
+        }
+    } else {
+        match BOUND.get_ptr_mut(&cookie) {
+            // SAFETY: a map value.
+            Some(b) => unsafe { (*b).flags &= !bound::REPORTS_STOP },
+            None => {
+                let _ = BOUND.insert(&cookie, &mark, 0);
+            }
         }
     }
     if let Some(p) = pending_listen(current_task()) {

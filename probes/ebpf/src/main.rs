@@ -50,19 +50,23 @@ mod prelude {
     pub(crate) use aya_ebpf::{
         EbpfContext,
         bindings::{
-            BPF_NOEXIST, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB,
-            BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
-            bpf_sock_ops,
+            BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+            BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+            BPF_SOCK_OPS_TCP_LISTEN_CB, bpf_sock_ops,
         },
+        btf_maps::SkStorage,
         helpers::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
             bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
             generated::{
                 bpf_get_current_task, bpf_get_current_task_btf, bpf_get_netns_cookie,
-                bpf_get_socket_cookie, bpf_getsockopt, bpf_task_pt_regs,
+                bpf_get_socket_cookie, bpf_getsockopt, bpf_sk_storage_delete, bpf_sk_storage_get,
+                bpf_task_pt_regs,
             },
         },
-        macros::{cgroup_sock, cgroup_sock_addr, fentry, fexit, map, sock_ops, tracepoint},
+        macros::{
+            btf_map, cgroup_sock, cgroup_sock_addr, fentry, fexit, map, sock_ops, tracepoint,
+        },
         maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
         programs::{
             FEntryContext, FExitContext, SockAddrContext, SockContext, SockOpsContext,

@@ -23,11 +23,44 @@ pub(crate) static ACCEPTS: PerCpuHashMap<AcceptKey, u64> = PerCpuHashMap::with_m
 #[map]
 pub(crate) static PENDING_BIND: LruHashMap<u32, RawEvent> = LruHashMap::with_max_entries(16384, 0);
 
-/// Bound sockets by cookie, for the release hook (see `BoundSock`). LRU: a
-/// host with more bound sockets loses the oldest entries' release events,
-/// which the agent's reconciliation with sock_diag makes up for.
+/// Bound sockets, for the release hook (see `BoundSock`): the address
+/// each holds, kept in the socket itself (socket-local storage, Linux 5.2;
+/// from cgroup socket programs 5.11), written at its bind and freed with
+/// it. A close of a socket bindwatch does not follow costs one look at the
+/// socket's own storage list: no cookie, no hash, nothing to delete. Its
+/// definition needs BTF, which the probe build emits.
+#[btf_map]
+pub(crate) static BOUND_SK: SkStorage<BoundSock> = SkStorage::new();
+
+/// The same by cookie, for kernels that refuse socket-local storage to
+/// these programs (the `*_map` programs; the agent picks one store at
+/// load). LRU: a host with more bound sockets loses the oldest entries'
+/// release events, which the agent's reconciliation with sock_diag makes
+/// up for.
 #[map]
 pub(crate) static BOUND: LruHashMap<u64, BoundSock> = LruHashMap::with_max_entries(131072, 0);
+
+/// `BOUND_SK` as the storage helpers take it.
+#[inline(always)]
+pub(crate) fn bound_sk() -> *mut c_void {
+    &BOUND_SK as *const SkStorage<BoundSock> as *mut c_void
+}
+
+/// The socket `sk`'s entry in `BOUND_SK`: created from `init` when given
+/// and there is none. Null when it has none (or it could not be created).
+#[inline(always)]
+pub(crate) fn bound_storage(sk: *mut c_void, init: Option<&mut BoundSock>) -> *mut BoundSock {
+    let (value, flags) = match init {
+        Some(v) => (
+            v as *mut BoundSock as *mut c_void,
+            BPF_SK_STORAGE_GET_F_CREATE as u64,
+        ),
+        None => (core::ptr::null_mut(), 0),
+    };
+    // SAFETY: `sk` is a socket the verifier has typed (the context of a
+    // cgroup socket program, or a sock_ops context's checked socket).
+    unsafe { bpf_sk_storage_get(bound_sk(), sk, value, flags) as *mut BoundSock }
+}
 
 /// Switches set by the agent (see `bindwatch_common::config`).
 #[map]

@@ -1,26 +1,49 @@
-//! A socket's last close, reported for the sockets bindwatch follows
-//! (`BOUND`).
+//! A socket's last close, reported for the sockets bindwatch follows (those
+//! with an entry in `BOUND_SK`, or in `BOUND` with the `_map` programs).
 
 #[allow(unused_imports)]
 use crate::prelude::*;
 
-/// The last close of an inet socket. Only sockets in `BOUND` are reported
-/// (listeners, UDP servers, bound-but-idle sockets: the holders); client
-/// sockets would only add volume. The release context cannot read the
-/// source address, hence the lookup. A TCP socket bound and then
-/// connected is a client's from its connect on: not reported (its port is
-/// held by the connection, then by TIME_WAIT; the agent's reconciliation
-/// drops it).
+/// The last close of an inet socket. Only sockets bindwatch marked at
+/// their bind (listeners, UDP servers, bound-but-idle sockets: the
+/// holders) are reported; client sockets would only add volume. The
+/// release context cannot read the source address, hence the mark. A TCP
+/// socket bound and then connected is a client's from its connect on: not
+/// reported (its port is held by the connection, then by TIME_WAIT; the
+/// agent's reconciliation drops it).
+///
+/// The socket's own storage is the first thing looked at: a socket without
+/// it (most closes on a host) costs that one look.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
+    let held = bound_storage(ctx.as_ptr(), None);
+    if held.is_null() {
+        return 1;
+    }
+    let sk = ctx.sock;
+    // SAFETY: context loads the release hook may make.
+    let (protocol, state) = unsafe { ((*sk).protocol as u8, (*sk).state as i32) };
+    if is_connection(protocol, state) {
+        return 1;
+    }
+    // SAFETY: this socket's storage, freed only with the socket.
+    let held = unsafe { *held };
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    report_release(&ctx, held, cookie);
+    1
+}
+
+/// `sock_release` where the kernel refuses socket-local storage: the mark
+/// is looked up by cookie in `BOUND` and deleted here.
+#[cgroup_sock(sock_release)]
+pub fn release_map(ctx: SockContext) -> i32 {
     let sk = ctx.sock;
     // SAFETY: context loads the release hook may make.
     let (protocol, state) = unsafe { ((*sk).protocol as u8, (*sk).state as i32) };
     // Connections (accepted, or clients) are most closes on a busy host
     // and never in `BOUND` while the sock_ops lifecycle runs: skipped
     // before the cookie and the lookup, which cost most of a miss.
-    let connection =
-        protocol == IPPROTO_TCP && state != tcp_state::LISTEN && state != tcp_state::CLOSE;
+    let connection = is_connection(protocol, state);
     if connection && config_on(config::RELEASE_SKIPS_CONNECTIONS) {
         return 1;
     }
@@ -36,6 +59,19 @@ pub fn sock_release(ctx: SockContext) -> i32 {
         return 1;
     };
     let _ = BOUND.remove(&cookie);
+    report_release(&ctx, held, cookie);
+    1
+}
+
+/// A TCP socket neither listening nor closed: a connection's.
+#[inline(always)]
+fn is_connection(protocol: u8, state: i32) -> bool {
+    protocol == IPPROTO_TCP && state != tcp_state::LISTEN && state != tcp_state::CLOSE
+}
+
+#[inline(always)]
+fn report_release(ctx: &SockContext, held: BoundSock, cookie: u64) {
+    let sk = ctx.sock;
     let mut ev = task_event(kind::RELEASE);
     put_addr(&mut ev, held.family, held.addr, held.port);
     ev.protocol = held.protocol;
@@ -55,5 +91,4 @@ pub fn sock_release(ctx: SockContext) -> i32 {
         ev.kind = kind::LISTEN_STOP;
         emit(&ev);
     }
-    1
 }
