@@ -23,10 +23,14 @@ pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 /// (see the test that reads their plans): pruning runs every second, and
 /// a statement that walks the table costs more the larger it grows.
 pub(super) const DELETE_OLDER: &str =
-    "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE time_ns < ?1 LIMIT 5000)";
+    "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE time_ns < ?1 LIMIT ?2)";
 pub(super) const ID_SPAN: &str =
     "SELECT (SELECT MIN(id) FROM records), (SELECT MAX(id) FROM records)";
 pub(super) const DELETE_BEFORE_ID: &str = "DELETE FROM records WHERE id < ?1";
+
+/// Most rows one prune statement deletes: each runs in its own
+/// transaction, which the writer's next batch waits for.
+const STEP: usize = 5000;
 
 /// Deletes what is older than the age limit, then the oldest records
 /// until the size limit holds; returns how many rows went. Works in small
@@ -37,9 +41,9 @@ pub fn prune(conn: &Connection, ret: Retention, now_ns: u64) -> rusqlite::Result
     loop {
         // Without ORDER BY: SQLite walked the whole table in id order to
         // find the old ones; this takes them from the time index.
-        let n = conn.execute(DELETE_OLDER, [cutoff])?;
+        let n = conn.execute(DELETE_OLDER, [cutoff, STEP as i64])?;
         gone += n as u64;
-        if n < 5000 {
+        if n < STEP {
             break;
         }
     }
@@ -53,7 +57,7 @@ pub fn prune(conn: &Connection, ret: Retention, now_ns: u64) -> rusqlite::Result
         let (Some(first), Some(last)) = (first, last) else {
             break;
         };
-        let chunk = ((last - first + 1) / 10).clamp(1, 5000);
+        let chunk = ((last - first + 1) / 10).clamp(1, STEP as i64);
         gone += conn.execute(DELETE_BEFORE_ID, [first + chunk])? as u64;
     }
     if gone > 0 {

@@ -350,7 +350,7 @@ fn pruning_finds_its_rows_without_walking_the_table() {
     for m in MIGRATIONS {
         c.execute_batch(m).unwrap();
     }
-    for (sql, args) in [(DELETE_OLDER, 1), (ID_SPAN, 0), (DELETE_BEFORE_ID, 1)] {
+    for (sql, args) in [(DELETE_OLDER, 2), (ID_SPAN, 0), (DELETE_BEFORE_ID, 1)] {
         let plan: Vec<String> = c
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
