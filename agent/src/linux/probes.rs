@@ -346,7 +346,7 @@ impl Probes {
         // aya 0.13 has no type for socket-local storage maps and refuses an
         // object with one unless told; the map is created all the same, and
         // the agent writes to it through the map's descriptor
-        // (`seed_storage`).
+        // (`seed_bound`).
         let mut ebpf = EbpfLoader::new()
             .allow_unsupported_maps()
             .set_max_entries(names::EVENTS, cfg.ring_buffer_bytes)
