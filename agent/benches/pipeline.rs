@@ -282,6 +282,9 @@ fn bench(c: &mut Criterion) {
         .filter_map(|(ev, diag)| record(ev, diag.as_ref()))
         .collect();
     let mut conn = bindwatch::store::open_rw(&dir.join("insert.db")).expect("database");
+    // The writer's own checkpoints run on a thread beside it, as here.
+    let checkpointer =
+        bindwatch::store::Checkpointer::start(&dir.join("insert.db")).expect("checkpointer");
     g.throughput(Throughput::Elements(recs.len() as u64));
     // The writer's steady state: batches later than the last, their
     // records a nanosecond apart, as a real writer's are (records that
@@ -308,13 +311,14 @@ fn bench(c: &mut Criterion) {
                 bindwatch::store::write_batch(&mut conn, &batch).expect("insert");
                 let now = batch[batch.len() - 1].time_ns;
                 bindwatch::store::prune(&conn, retention, now).expect("prune");
+                checkpointer.nudge();
                 spent += t.elapsed();
             }
             spent
         })
     });
     g.finish();
-    drop((conn, daemon, dropped, procs));
+    drop((checkpointer, conn, daemon, dropped, procs));
     let _ = writer.join();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,6 +13,7 @@
 //! protocol in `binds_aggregated` records.
 
 mod aggregate;
+mod checkpoint;
 mod query;
 mod retention;
 mod schema;
@@ -21,6 +22,7 @@ mod writer;
 use std::time::Duration;
 
 pub use aggregate::BindAggregator;
+pub use checkpoint::{Checkpointer, WAL_BACKSTOP_BYTES};
 pub use query::{AT_LIMIT, query, query_at, read, read_at};
 pub use retention::{Retention, prune, used_bytes};
 pub use schema::{open_ro, open_rw};

@@ -7,6 +7,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{SCHEMA_VERSION, StoreError};
 
+/// The page size of a new database file.
+pub(super) const PAGE_SIZE: i64 = 8192;
+
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the records table and the indexes that serve time ranges by port,
     // pid and command.
@@ -93,12 +96,40 @@ pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(sq(path))?;
     check_sound(&conn, path)?;
+    // The check read the whole file through the page cache, on the
+    // caller's thread (the writer's runs on another): given back, it is
+    // refilled where the writer needs it.
+    conn.execute_batch("PRAGMA shrink_memory;")
+        .map_err(sq(path))?;
+    // For a new file only (a WAL database keeps the size it was made
+    // with): twice SQLite's default, so fewer pages are split, logged and
+    // checkpointed a record (the writer's row in BENCHMARKS.md, section
+    // 3); 16 KiB gained little more and doubles what a quiet host's
+    // one-record commit writes.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(sq(path))?;
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
         .map_err(sq(path))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sq(path))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sq(path))?;
+    // In KiB: half SQLite's default. It stays resident for the whole run
+    // (BENCHMARKS.md, footprint); the writer's row lost about a tenth.
+    conn.pragma_update(None, "cache_size", -1000)
+        .map_err(sq(path))?;
+    // The checkpoints run on their own thread (`Checkpointer`); this is
+    // the writer's backstop should that thread fall behind, in pages of
+    // the file's own size.
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .map_err(sq(path))?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        super::WAL_BACKSTOP_BYTES as i64 / page.max(512),
+    )
+    .map_err(sq(path))?;
     migrate(&conn, path)?;
     // Taking the write lock now makes a second writer fail here, at start,
     // with a clear message, rather than at its first batch.

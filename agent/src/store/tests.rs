@@ -1,6 +1,6 @@
 use rusqlite::Connection;
 
-use super::schema::MIGRATIONS;
+use super::schema::{MIGRATIONS, PAGE_SIZE};
 use super::writer::insert;
 use super::*;
 use bindwatch_core::timeline::{Record, TimelineFilter};
@@ -407,5 +407,62 @@ fn a_first_schema_timeline_is_migrated_with_its_records() {
     )
     .unwrap();
     assert_eq!(got.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_checkpoint_thread_keeps_the_wal_to_about_a_batch() {
+    let dir = std::env::temp_dir().join(format!("bw-store-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join(DB_FILE);
+    let mut conn = open_rw(&path).unwrap();
+    let ckpt = Checkpointer::start(&path).unwrap();
+    let wal = dir.join(format!("{DB_FILE}-wal"));
+    // 40 batches of 200 records of about 1 KiB: some 8 MiB in all, under
+    // the writer's own backstop, so only the thread can start it over.
+    let mut largest = 0u64;
+    for b in 0..40u64 {
+        let batch: Vec<Record> = (0..200)
+            .map(|i| {
+                let mut r = rec(b * 1000 + i, "bind_failed", 8080, "socat");
+                r.summary = "x".repeat(1000);
+                r
+            })
+            .collect();
+        write_batch(&mut conn, &batch).unwrap();
+        let before = ckpt.completed();
+        ckpt.nudge();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ckpt.completed() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint within 10 s of batch {b}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+    }
+    let written: i64 = conn
+        .query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(written, 8000);
+    assert!(
+        largest < 1 << 20,
+        "the WAL grew to {} KiB; each batch should start it over",
+        largest >> 10
+    );
+    // A new file has the larger pages, and the writer's own checkpoint
+    // waits until the log is well past what this test writes.
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, PAGE_SIZE);
+    let backstop: i64 = conn
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .unwrap();
+    assert_eq!((backstop * page) as u64, WAL_BACKSTOP_BYTES);
+    assert!(std::fs::metadata(&path).unwrap().len() > 6 << 20);
+    drop(ckpt);
+    drop(conn);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{CachedStatement, Connection};
 
 use super::{
-    BATCH_INTERVAL, BATCH_MAX, PRUNE_EVERY, Retention, StoreError, WRITE_QUEUE, open_rw, prune,
+    BATCH_INTERVAL, BATCH_MAX, Checkpointer, PRUNE_EVERY, Retention, StoreError, WRITE_QUEUE,
+    open_rw, prune,
 };
 use bindwatch_core::timeline::Record;
 
@@ -201,6 +202,12 @@ pub fn spawn_writer(
     after_prune: fn(),
 ) -> Result<(StoreSender, std::thread::JoinHandle<()>), StoreError> {
     let mut conn = open_rw(&path)?;
+    // Without it the writer checkpoints in its own commits (the backstop).
+    let checkpointer = Checkpointer::start(&path)
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "timeline checkpoints stay on the writer's thread"),
+        )
+        .ok();
     let (tx, rx) = mpsc::channel::<Vec<Entry>>();
     let dropped = Arc::new(AtomicU64::new(0));
     let queued = Arc::new(AtomicUsize::new(0));
@@ -241,6 +248,9 @@ pub fn spawn_writer(
                                 tracing::info!(records = batch.len(), "timeline writes resumed");
                             }
                             writer_health.succeeded();
+                            if let Some(c) = &checkpointer {
+                                c.nudge();
+                            }
                             batch.clear();
                             // A burst (the start-up snapshot's records, a
                             // failure storm) grows the batch past BATCH_MAX;
@@ -272,7 +282,12 @@ pub fn spawn_writer(
                     last_prune = Instant::now();
                     match prune(&conn, ret, bindwatch_core::clock::now_unix_ns()) {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(records = n, "timeline pruned"),
+                        Ok(n) => {
+                            if let Some(c) = &checkpointer {
+                                c.nudge();
+                            }
+                            tracing::info!(records = n, "timeline pruned")
+                        }
                         Err(e) => tracing::warn!(error = %e, "timeline pruning failed"),
                     }
                     // Busy periods leave this thread's allocator arena at
@@ -280,6 +295,7 @@ pub fn spawn_writer(
                     after_prune();
                 }
             }
+            drop(checkpointer);
             let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
         })
         .map_err(|source| StoreError::Io {
