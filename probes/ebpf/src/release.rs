@@ -12,18 +12,22 @@ use crate::prelude::*;
 /// reported (its port is held by the connection, then by TIME_WAIT; the
 /// agent's reconciliation drops it).
 ///
-/// The socket's own storage is the first thing looked at: a socket without
-/// it (most closes on a host) costs that one look.
+/// A connection's close (half of a busy host's closes, two a connection on
+/// loopback) leaves on two context loads: a connection never has the mark
+/// (an accepted socket does not inherit it, a client loses it at its
+/// connect) and is not reported either way. Any other socket costs one
+/// look at its own storage; one without it (most closes on a host) ends
+/// there.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
-    let held = bound_storage(ctx.as_ptr(), None);
-    if held.is_null() {
-        return 1;
-    }
     let sk = ctx.sock;
     // SAFETY: context loads the release hook may make.
     let (protocol, state) = unsafe { ((*sk).protocol as u8, (*sk).state as i32) };
     if is_connection(protocol, state) {
+        return 1;
+    }
+    let held = bound_storage(ctx.as_ptr(), None);
+    if held.is_null() {
         return 1;
     }
     // SAFETY: this socket's storage, freed only with the socket.
