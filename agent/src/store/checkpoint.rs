@@ -1,7 +1,8 @@
 //! WAL checkpoints on a thread of their own. SQLite's automatic checkpoint
 //! runs inside the commit that crosses its threshold, on the writer's
-//! thread: a fifth of the writer's time at a storm's rate went to copying
-//! WAL frames into the database file and syncing it. Here a second
+//! thread: a profile of the writer at a storm's rate found a large share
+//! of its time copying WAL frames into the database file and syncing it
+//! (the figures are in the commit that added this module). Here a second
 //! connection copies them (`PASSIVE`: it never waits for the writer, nor
 //! the writer for it) after each batch, and the writer's next transaction
 //! starts the WAL over from its beginning once all of it is copied. The
@@ -18,7 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
-use super::schema::sq;
+use super::schema::open_existing;
 
 /// The WAL's size past which the writer checkpoints in its own commit
 /// (set in pages of the file's size: 2048 of 8 KiB).
@@ -35,13 +36,11 @@ impl Checkpointer {
     /// Opens a second connection to the database at `path` (already
     /// created by the writer's `open_rw`) and starts the thread.
     pub fn start(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
+        let conn = open_existing(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sq(path))?;
-        conn.busy_timeout(Duration::from_secs(1))
-            .map_err(sq(path))?;
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            Duration::from_secs(1),
+        )?;
         // One pending wake-up is enough: a checkpoint copies every frame
         // committed before it starts.
         let (wake, rx) = mpsc::sync_channel::<()>(1);
@@ -86,9 +85,7 @@ impl Checkpointer {
             let _ = w.try_send(());
         }
     }
-}
 
-impl Checkpointer {
     /// Checkpoints run to their end since the start.
     pub fn completed(&self) -> u64 {
         self.completed.load(Ordering::Relaxed)

@@ -115,7 +115,8 @@ pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sq(path))?;
     // In KiB: half SQLite's default. It stays resident for the whole run
-    // (BENCHMARKS.md, footprint); the writer's row lost about a tenth.
+    // (BENCHMARKS.md, footprint), and the writer's row gave up little for
+    // it (the runs are in the commit that set it).
     conn.pragma_update(None, "cache_size", -1000)
         .map_err(sq(path))?;
     // The checkpoints run on their own thread (`Checkpointer`); this is
@@ -171,12 +172,22 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Opens the database read-only (the daemon may be writing).
 pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
+    open_existing(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+        Duration::from_secs(5),
     )
-    .map_err(sq(path))?;
-    conn.busy_timeout(Duration::from_secs(5))
+}
+
+/// Opens a database that already exists (no creation, no migration), with
+/// `flags` and waiting up to `busy` for a lock held elsewhere.
+pub fn open_existing(
+    path: &Path,
+    flags: OpenFlags,
+    busy: Duration,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sq(path))?;
+    conn.busy_timeout(busy).map_err(sq(path))?;
     Ok(conn)
 }
