@@ -26,7 +26,7 @@ use crate::platform::{HookIncident, HookStatus, ProbeConfig, Probes, RingReader}
 use crate::store::{BindAggregator, StoreSender};
 use bindwatch_core::event::{Event, EventKind, Proto};
 use bindwatch_core::holders::Diagnosis;
-use bindwatch_core::timeline::{Plan, Record, alert_record, plan, record};
+use bindwatch_core::timeline::{Plan, Record, alert_record, plan};
 use bindwatch_core::trace::{AcceptSummary, LossReport};
 
 pub struct RunOptions {
@@ -264,10 +264,8 @@ impl Sink for Daemon {
         }
         if let Some(store) = &mut self.store {
             match plan(ev) {
-                Plan::Record => {
-                    let (ev, d) = (ev.clone(), d.cloned());
-                    store.send_built(move || record(&ev, d.as_ref()));
-                }
+                Plan::Record if store.has_room() => store.send_event(ev, d),
+                Plan::Record => store.dropped_one(),
                 Plan::Aggregate => {
                     for r in self.binds.add(ev.time_ns, &ev.comm, ev.proto.as_str()) {
                         store.send(r);

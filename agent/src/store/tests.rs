@@ -466,3 +466,68 @@ fn the_checkpoint_thread_keeps_the_wal_to_about_a_batch() {
     drop(conn);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn event_boxes_go_back_to_the_loop_and_are_reused() {
+    use bindwatch_common::{AF_INET, IPPROTO_TCP, LAYOUT_VERSION, RawEvent, kind};
+    use bindwatch_core::clock::Clock;
+    use bindwatch_core::event::Event;
+
+    let dir = std::env::temp_dir().join(format!("bw-store-boxes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join(DB_FILE);
+    let (mut tx, h) = spawn_writer(
+        path.clone(),
+        Retention {
+            max_age: Duration::from_secs(3600 * 24 * 365 * 100),
+            max_bytes: 1 << 30,
+        },
+        || {},
+    )
+    .unwrap();
+    let mut raw = RawEvent::zeroed();
+    raw.kind = kind::LISTEN;
+    raw.family = AF_INET;
+    raw.protocol = IPPROTO_TCP;
+    raw.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    raw.port = 8080;
+    raw.bound_port = 8080;
+    raw.pid = 42;
+    raw.sock_cookie = 9;
+    raw.netns_cookie = 7;
+    raw.comm[..5].copy_from_slice(b"nginx");
+    raw.version = LAYOUT_VERSION;
+    let ev = Event::from_raw(&raw, &Clock::with_offset_ns(0));
+    // More than the loop keeps: the rest are freed on the loop's side.
+    let sent = writer::SPARE_KEPT + 500;
+    for _ in 0..sent {
+        tx.send_event(&ev, None);
+    }
+    tx.flush();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tx.spare() < writer::SPARE_KEPT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer handed back {} boxes in 10 s",
+            tx.spare()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        tx.flush();
+    }
+    assert_eq!(tx.spare(), writer::SPARE_KEPT, "the spares are bounded");
+    // The next records reuse them.
+    for _ in 0..10 {
+        tx.send_event(&ev, None);
+    }
+    assert_eq!(tx.spare(), writer::SPARE_KEPT - 10);
+    drop(tx);
+    h.join().unwrap();
+    let got = query(&open_ro(&path).unwrap(), &TimelineFilter::default()).unwrap();
+    assert_eq!(got.len(), sent + 10, "every event sent became a record");
+    assert!(
+        got.iter().all(|r| r.kind == "listen"
+            && r.port == Some(8080)
+            && r.comm.as_deref() == Some("nginx"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use rusqlite::{CachedStatement, Connection};
@@ -13,11 +13,17 @@ use super::{
     BATCH_INTERVAL, BATCH_MAX, Checkpointer, PRUNE_EVERY, Retention, StoreError, WRITE_QUEUE,
     open_rw, prune,
 };
-use bindwatch_core::timeline::Record;
+use bindwatch_core::event::Event;
+use bindwatch_core::holders::Diagnosis;
+use bindwatch_core::timeline::{Record, record};
 
 /// The batch's capacity kept between commits: a quiet host's batches fit,
 /// a busy one's grow (amortised) and give the rest back after the commit.
 const BATCH_KEPT: usize = 256;
+
+/// Event boxes the loop keeps for reuse once the writer hands them back:
+/// a loop batch's worth.
+pub(crate) const SPARE_KEPT: usize = 1024;
 
 /// Writes records in one transaction: all of them or none.
 pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
@@ -68,11 +74,22 @@ fn insert_with(st: &mut CachedStatement<'_>, r: &Record) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// What the writer receives: a record, or the work of building one, done
-/// on the writer thread so the event loop only clones the event.
+/// What the writer receives: a record, or an event whose record the
+/// writer builds, so the event loop only clones the event.
 pub enum Entry {
     Ready(Box<Record>),
-    Build(Box<dyn FnOnce() -> Option<Record> + Send>),
+    Event(Box<EventEntry>),
+}
+
+/// An event to record, with its diagnosis. Built into its record on the
+/// writer thread, then handed back to the loop: its memory is freed (or
+/// reused) on the thread that allocated it. Freed on the writer, glibc
+/// sends each free to the loop's arena under that arena's lock, and in a
+/// storm the two threads spent much of their time waiting on each other
+/// there.
+pub struct EventEntry {
+    pub ev: Event,
+    pub diagnosis: Option<Diagnosis>,
 }
 
 /// The enqueueing side, owned by the event loop. Entries gather here and
@@ -82,6 +99,13 @@ pub enum Entry {
 pub struct StoreSender {
     tx: Sender<Vec<Entry>>,
     gathered: Vec<Entry>,
+    /// Event boxes the writer is done with, and those kept for reuse: the
+    /// boxes themselves go round (an `Entry` stays two words), so the loop
+    /// neither allocates nor frees one a record in a storm.
+    #[allow(clippy::vec_box, reason = "the boxes are what is reused")]
+    returned: Receiver<Vec<Box<EventEntry>>>,
+    #[allow(clippy::vec_box, reason = "the boxes are what is reused")]
+    spare: Vec<Box<EventEntry>>,
     /// Entries sent and not yet taken by the writer: the queue's bound.
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
@@ -140,14 +164,55 @@ impl StoreSender {
         self.gathered.push(Entry::Ready(Box::new(r)));
     }
 
-    /// Like [`Self::send`], the record built on the writer thread.
-    pub fn send_built(&mut self, build: impl FnOnce() -> Option<Record> + Send + 'static) {
-        self.gathered.push(Entry::Build(Box::new(build)));
+    /// Like [`Self::send`], the event's record built on the writer thread.
+    pub fn send_event(&mut self, ev: &Event, diagnosis: Option<&Diagnosis>) {
+        let entry = EventEntry {
+            ev: ev.clone(),
+            diagnosis: diagnosis.cloned(),
+        };
+        let b = match self.spare.pop() {
+            Some(mut b) => {
+                *b = entry;
+                b
+            }
+            None => Box::new(entry),
+        };
+        self.gathered.push(Entry::Event(b));
+    }
+
+    /// Whether one more entry fits the queue now. When it does not, the
+    /// caller counts it dropped ([`Self::dropped_one`]) instead of
+    /// building it: in a storm past the writer's rate most records are
+    /// dropped, and each one cloned only to be freed at the next flush
+    /// cost the loop more than the records it kept.
+    pub fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) + self.gathered.len() < WRITE_QUEUE
+    }
+
+    /// Event boxes waiting for reuse.
+    #[cfg(test)]
+    pub(crate) fn spare(&self) -> usize {
+        self.spare.len()
+    }
+
+    /// Counts one record dropped before it was built (the queue was full).
+    pub fn dropped_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Hands what gathered to the writer; what the queue has no room for
     /// is dropped, the newest first, and counted.
     pub fn flush(&mut self) {
+        for boxes in self.returned.try_iter() {
+            for mut b in boxes {
+                if self.spare.len() < SPARE_KEPT {
+                    // A diagnosis can be large; a box waiting for reuse
+                    // keeps only its event.
+                    b.diagnosis = None;
+                    self.spare.push(b);
+                }
+            }
+        }
         if self.gathered.is_empty() {
             return;
         }
@@ -209,6 +274,8 @@ pub fn spawn_writer(
         )
         .ok();
     let (tx, rx) = mpsc::channel::<Vec<Entry>>();
+    // Unbounded, but never holding more boxes than the queue let through.
+    let (give_back, returned) = mpsc::channel::<Vec<Box<EventEntry>>>();
     let dropped = Arc::new(AtomicU64::new(0));
     let queued = Arc::new(AtomicUsize::new(0));
     let health = Arc::new(WriterHealth::default());
@@ -227,11 +294,19 @@ pub fn spawn_writer(
                     match rx.recv_timeout(left) {
                         Ok(entries) => {
                             writer_queued.fetch_sub(entries.len(), Ordering::Relaxed);
+                            let mut done = Vec::new();
                             for e in entries {
                                 match e {
                                     Entry::Ready(r) => batch.push(*r),
-                                    Entry::Build(f) => batch.extend(f()),
+                                    Entry::Event(b) => {
+                                        batch.extend(record(&b.ev, b.diagnosis.as_ref()));
+                                        done.push(b);
+                                    }
                                 }
+                            }
+                            // The loop gone (shutting down): they are freed here.
+                            if !done.is_empty() {
+                                let _ = give_back.send(done);
                             }
                         }
                         Err(RecvTimeoutError::Timeout) => break,
@@ -306,6 +381,8 @@ pub fn spawn_writer(
         StoreSender {
             tx,
             gathered: Vec::new(),
+            returned,
+            spare: Vec::new(),
             queued,
             dropped,
             health,
@@ -322,22 +399,35 @@ mod tests {
     fn past_the_queues_bound_a_flush_drops_the_excess_and_counts_it() {
         // A writer that takes nothing: the queue only fills.
         let (tx, rx) = mpsc::channel();
+        let (_give_back, returned) = mpsc::channel();
         let mut s = StoreSender {
             tx,
             gathered: Vec::new(),
+            returned,
+            spare: Vec::new(),
             queued: Arc::new(AtomicUsize::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             health: Arc::new(WriterHealth::default()),
         };
+        assert!(s.has_room());
         for _ in 0..WRITE_QUEUE + 10 {
             s.send(Record::default());
         }
         assert_eq!(s.dropped(), 0, "nothing is dropped before the flush");
+        assert!(!s.has_room(), "gathered entries count against the bound");
         s.flush();
         assert_eq!(s.dropped(), 10);
-        s.send_built(|| None);
-        s.flush();
+        // Full, as the writer took nothing: the loop counts a record
+        // dropped without building it.
+        assert!(!s.has_room(), "a full queue has no room");
+        s.dropped_one();
         assert_eq!(s.dropped(), 11);
+        s.queued.fetch_sub(1, Ordering::Relaxed);
+        assert!(s.has_room(), "one taken by the writer makes room for one");
+        s.queued.fetch_add(1, Ordering::Relaxed);
+        s.send(Record::default());
+        s.flush();
+        assert_eq!(s.dropped(), 12);
         let sent: usize = rx.try_iter().map(|b| b.len()).sum();
         assert_eq!(sent, WRITE_QUEUE);
         // The writer gone: what is handed over is counted, not lost silently.
@@ -345,6 +435,6 @@ mod tests {
         s.queued.store(0, Ordering::Relaxed);
         s.send(Record::default());
         s.flush();
-        assert_eq!(s.dropped(), 12);
+        assert_eq!(s.dropped(), 13);
     }
 }
