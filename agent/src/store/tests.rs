@@ -18,12 +18,20 @@ fn rec(t: u64, kind: &str, port: u16, comm: &str) -> Record {
     }
 }
 
-#[test]
-fn writes_in_batches_and_reads_back_by_filter() {
-    let dir = std::env::temp_dir().join(format!("bw-store-{}", std::process::id()));
+/// A writer on a fresh file in a directory of the test's own (`name` and
+/// the pid), whose retention keeps everything written.
+fn keep_all_writer(
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    StoreSender,
+    std::thread::JoinHandle<()>,
+) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join(DB_FILE);
-    let (mut tx, h) = spawn_writer(
+    let (tx, h) = spawn_writer(
         path.clone(),
         Retention {
             max_age: Duration::from_secs(3600 * 24 * 365 * 100),
@@ -32,6 +40,12 @@ fn writes_in_batches_and_reads_back_by_filter() {
         || {},
     )
     .unwrap();
+    (dir, path, tx, h)
+}
+
+#[test]
+fn writes_in_batches_and_reads_back_by_filter() {
+    let (dir, path, mut tx, h) = keep_all_writer("bw-store");
     for i in 0..100u64 {
         tx.send(rec(
             i,
@@ -473,18 +487,7 @@ fn event_boxes_go_back_to_the_loop_and_are_reused() {
     use bindwatch_core::clock::Clock;
     use bindwatch_core::event::Event;
 
-    let dir = std::env::temp_dir().join(format!("bw-store-boxes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join(DB_FILE);
-    let (mut tx, h) = spawn_writer(
-        path.clone(),
-        Retention {
-            max_age: Duration::from_secs(3600 * 24 * 365 * 100),
-            max_bytes: 1 << 30,
-        },
-        || {},
-    )
-    .unwrap();
+    let (dir, path, mut tx, h) = keep_all_writer("bw-store-boxes");
     let mut raw = RawEvent::zeroed();
     raw.kind = kind::LISTEN;
     raw.family = AF_INET;
