@@ -21,9 +21,10 @@ use bindwatch_core::timeline::{Record, record};
 /// a busy one's grow (amortised) and give the rest back after the commit.
 const BATCH_KEPT: usize = 256;
 
-/// Event boxes the loop keeps for reuse once the writer hands them back:
-/// a loop batch's worth.
-pub(crate) const SPARE_KEPT: usize = 1024;
+/// Event boxes the loop keeps for reuse once the writer hands them back.
+/// Few: the pool only ever grows, to the largest hand-over seen, and the
+/// gain is in freeing on the loop's thread more than in reusing.
+pub(crate) const SPARE_KEPT: usize = 256;
 
 /// Writes records in one transaction: all of them or none.
 pub fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
@@ -89,7 +90,9 @@ pub enum Entry {
 /// there.
 pub struct EventEntry {
     pub ev: Event,
-    pub diagnosis: Option<Diagnosis>,
+    /// Boxed: a diagnosis is ten times an event's size inline, and most
+    /// events recorded have none.
+    pub diagnosis: Option<Box<Diagnosis>>,
 }
 
 /// The enqueueing side, owned by the event loop. Entries gather here and
@@ -168,7 +171,7 @@ impl StoreSender {
     pub fn send_event(&mut self, ev: &Event, diagnosis: Option<&Diagnosis>) {
         let entry = EventEntry {
             ev: ev.clone(),
-            diagnosis: diagnosis.cloned(),
+            diagnosis: diagnosis.map(|d| Box::new(d.clone())),
         };
         let b = match self.spare.pop() {
             Some(mut b) => {
@@ -299,7 +302,7 @@ pub fn spawn_writer(
                                 match e {
                                     Entry::Ready(r) => batch.push(*r),
                                     Entry::Event(b) => {
-                                        batch.extend(record(&b.ev, b.diagnosis.as_ref()));
+                                        batch.extend(record(&b.ev, b.diagnosis.as_deref()));
                                         done.push(b);
                                     }
                                 }
