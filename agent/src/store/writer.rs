@@ -90,8 +90,9 @@ pub enum Entry {
 /// there.
 pub struct EventEntry {
     pub ev: Event,
-    /// Boxed: a diagnosis is ten times an event's size inline, and most
-    /// events recorded have none.
+    /// Boxed: a diagnosis inline is many times an event's size, and most
+    /// events recorded have none; the spare boxes the loop keeps would
+    /// otherwise each hold that room.
     pub diagnosis: Option<Box<Diagnosis>>,
 }
 
