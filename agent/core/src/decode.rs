@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use bindwatch_common::{DecodeError, RawEvent};
+use bindwatch_common::{DecodeError, RawEvent, flags};
 
 use crate::clock::Clock;
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, SockOptions};
 
 const TCP_LISTEN: u8 = bindwatch_common::tcp_state::LISTEN as u8;
 
@@ -98,15 +98,36 @@ impl Decoder {
         self.stats
     }
 
-    /// Decodes one record. A malformed record is counted, logged once per
-    /// kind of fault, and dropped; it never panics.
+    /// Decodes one record into `out`: its event and, for a release that
+    /// carries its listener's stop (`flags::STOP_FOLDED`), the stop just
+    /// after it, in the kernel's order. A malformed record is counted,
+    /// logged once per kind of fault, and dropped; it never panics.
+    pub fn decode_into(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        if let Some((ev, stop)) = self.decode_record(bytes) {
+            out.push(ev);
+            out.extend(stop);
+        }
+    }
+
+    /// The record's own event alone: a stop folded into a release is left
+    /// out (the daemon reads records with [`Decoder::decode_into`]).
     pub fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
+        self.decode_record(bytes).map(|(ev, _)| ev)
+    }
+
+    fn decode_record(&mut self, bytes: &[u8]) -> Option<(Event, Option<Event>)> {
         match RawEvent::from_bytes(bytes) {
             Ok(raw) => {
                 self.stats.decoded += 1;
                 let mut ev = Event::from_raw(&raw, &self.clock);
                 self.join(&mut ev);
-                Some(ev)
+                let stop = (ev.kind == EventKind::Release && raw.flags & flags::STOP_FOLDED != 0)
+                    .then(|| {
+                        let mut stop = folded_stop(&ev);
+                        self.join(&mut stop);
+                        stop
+                    });
+                Some((ev, stop))
             }
             Err(e) => {
                 let first = self.stats.rejected() == 0;
@@ -169,6 +190,18 @@ impl Decoder {
     }
 }
 
+/// The stop of a listener its release carried: what the sock_ops state
+/// callback's record would have said (the socket's address, no options),
+/// with the release's task and cookies, which that callback cannot read.
+fn folded_stop(release: &Event) -> Event {
+    Event {
+        kind: EventKind::ListenStop,
+        state: None,
+        options: SockOptions::default(),
+        ..release.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +237,42 @@ mod tests {
         let mut own = raw(kind::LISTEN_STOP, 0xffff_0002);
         own.pid = 1;
         assert_eq!(d.decode(own.as_bytes()).unwrap().pid, 1);
+    }
+
+    #[test]
+    fn a_release_that_carries_the_stop_yields_both_in_order() {
+        let mut d = Decoder::new(Clock::with_offset_ns(0));
+        let mut b = raw(kind::BIND, 0xffff_0003);
+        b.flags = flags::SOCK_INFO | flags::BOUND;
+        b.sock_cookie = 11;
+        b.netns_cookie = 22;
+        d.decode(b.as_bytes()).unwrap();
+        let mut rel = raw(kind::RELEASE, 0xffff_0003);
+        rel.state = TCP_LISTEN;
+        rel.pid = 4242;
+        rel.comm[..5].copy_from_slice(b"nginx");
+        rel.sock_cookie = 11;
+        rel.port = 8080;
+        rel.bound_ifindex = 3;
+        rel.flags = flags::STOP_FOLDED;
+        let mut out = Vec::new();
+        d.decode_into(rel.as_bytes(), &mut out);
+        let kinds: Vec<_> = out.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Release, EventKind::ListenStop]);
+        let stop = &out[1];
+        assert_eq!(
+            (stop.pid, stop.comm.as_str(), stop.port),
+            (4242, "nginx", 8080)
+        );
+        assert_eq!((stop.sock_cookie, stop.netns_cookie), (Some(11), Some(22)));
+        assert_eq!((stop.state, stop.options), (None, SockOptions::default()));
+        assert!(d.by_skaddr.is_empty(), "the stop closed the join");
+        // Without the flag, a listener's release waits for its own stop.
+        rel.flags = 0;
+        out.clear();
+        d.decode_into(rel.as_bytes(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(d.by_skaddr.len(), 1);
     }
 
     #[test]

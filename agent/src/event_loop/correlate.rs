@@ -48,7 +48,7 @@ fn bound_sock(h: &Holder) -> BoundSock {
             IPPROTO_TCP
         },
         // Listening before the probes loaded: no sock_ops callback was armed
-        // on it, so its release must report the stop (the probes clear this
+        // on it, so its release carries the stop (`seed_bound` clears this
         // when the state tracepoint reports stops instead).
         flags: if h.state == SockState::Listen {
             bound::REPORTS_STOP

@@ -123,11 +123,7 @@ pub async fn pump(
     let io_result: std::io::Result<()> = async {
         loop {
             tokio::select! {
-                r = reader.read_batch(|bytes| {
-                    if let Some(ev) = decoder.decode(bytes) {
-                        batch.push(ev);
-                    }
-                }) => {
+                r = reader.read_batch(|bytes| decoder.decode_into(bytes, &mut batch)) => {
                     let n = r?;
                     batch_step(&mut batch, correlator, sink)?;
                     if n >= BUSY_BATCH {
@@ -168,11 +164,7 @@ pub async fn pump(
                 _ = shutdown.recv() => break,
             }
         }
-        reader.drain(|bytes| {
-            if let Some(ev) = decoder.decode(bytes) {
-                batch.push(ev);
-            }
-        });
+        reader.drain(|bytes| decoder.decode_into(bytes, &mut batch));
         batch_step(&mut batch, correlator, sink)?;
         sink.accepts(&accepts.poll(probes))?;
         sink.holders(&correlator.stats(), true)?;

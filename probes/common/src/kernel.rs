@@ -84,15 +84,24 @@ pub mod flags {
     /// The source cannot read the socket's options (ETW on Windows): the
     /// reuse flags are unknown, not off. The probes never set it.
     pub const OPTIONS_UNREAD: u32 = 1 << 6;
+    /// A release of a listening socket whose LISTEN to CLOSE, which follows
+    /// it in the kernel, is not reported in a record of its own: the agent
+    /// makes the stop from this record (one ring record less a listener).
+    pub const STOP_FOLDED: u32 = 1 << 7;
 }
 
 /// Bits of `BoundSock::flags`.
 pub mod bound {
-    /// The release hook reports this socket's LISTEN to CLOSE itself: it
-    /// was listening before the sock_ops callback could be armed on it (the
-    /// agent's start-up seeding sets this when the lifecycle comes from
-    /// sock_ops; with the state tracepoint nobody needs it).
+    /// The release hook reports this socket's LISTEN to CLOSE, folded into
+    /// the release's record (`flags::STOP_FOLDED`). Set where the lifecycle
+    /// comes from sock_ops: by the listen callback of the socket-storage
+    /// programs, and by the agent's start-up seeding for sockets listening
+    /// before the probes loaded (no callback was armed on them). With the
+    /// state tracepoint, which reports every stop itself, nobody sets it.
     pub const REPORTS_STOP: u8 = 1 << 0;
+    /// The socket was released while listening, and its release carried
+    /// the stop: the state callback that follows sends nothing.
+    pub const RELEASED: u8 = 1 << 1;
 }
 
 pub const AF_INET: u8 = 2;

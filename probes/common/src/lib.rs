@@ -20,9 +20,9 @@ mod kernel;
 pub use agent::*;
 pub use kernel::*;
 
-/// Version of the event layout. Stored in the probe object as the global
-/// [`LAYOUT_SYMBOL`] and in every event.
-pub const LAYOUT_VERSION: u16 = 2;
+/// Version of the event layout and of what its flags mean. Stored in the
+/// probe object as the global [`LAYOUT_SYMBOL`] and in every event.
+pub const LAYOUT_VERSION: u16 = 3;
 
 /// Name of the `u16` global in the probe object that holds [`LAYOUT_VERSION`].
 pub const LAYOUT_SYMBOL: &str = "BINDWATCH_LAYOUT_VERSION";

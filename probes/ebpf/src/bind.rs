@@ -80,7 +80,18 @@ pub(crate) fn requested_bind(fd: i32, uaddr: u64, len: u64) -> Result<Option<Raw
 /// previous call left, inserted only for a thread's first call.
 #[inline(always)]
 pub(crate) fn start_pending<K>(map: &LruHashMap<K, RawEvent>, key: &K, ev: &RawEvent) {
-    match map.get_ptr_mut(key) {
+    put_pending(map, map.get_ptr_mut(key), key, ev);
+}
+
+/// `start_pending` given the caller's lookup of the slot (`slot`).
+#[inline(always)]
+pub(crate) fn put_pending<K>(
+    map: &LruHashMap<K, RawEvent>,
+    slot: Option<*mut RawEvent>,
+    key: &K,
+    ev: &RawEvent,
+) {
+    match slot {
         // SAFETY: a map value; this thread's alone while its call runs.
         Some(p) => unsafe { *p = *ev },
         None => {

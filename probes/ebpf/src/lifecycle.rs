@@ -46,7 +46,9 @@ pub(crate) fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     if new == tcp_state::LISTEN {
-        if let Some(p) = pending_listen(current_task()) {
+        let task = current_task();
+        let slot = PENDING_LISTEN.get_ptr_mut(&task);
+        if let Some(p) = slot.filter(|p| is_pending(*p, kind::LISTEN)) {
             // SAFETY: map value of this thread.
             let ev = unsafe { &mut *p };
             read_state_addr(ctx, ev)?;
@@ -56,8 +58,8 @@ pub(crate) fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             read_state_addr(ctx, &mut ev)?;
             ev.flags |= flags::LISTEN_ADDR;
             if config_on(config::LISTEN_BEGINS_AT_ADDRESS) {
-                // The fexit set: the listen's exit ends it.
-                start_pending(&PENDING_LISTEN, &current_task(), &ev);
+                // The fexit and tracepoint sets: the listen's exit ends it.
+                put_pending(&PENDING_LISTEN, slot, &task, &ev);
             } else {
                 // A listen that did not come through listen(2) (io_uring,
                 // a kernel service): report it at once.
@@ -130,6 +132,10 @@ pub(crate) fn on_sock_ops(ctx: &SockOpsContext, storage: bool) -> u32 {
     if !stop && op != BPF_SOCK_OPS_TCP_LISTEN_CB {
         return 1;
     }
+    if stop && storage && released(ctx) {
+        // Its release carried the stop (`flags::STOP_FOLDED`).
+        return 1;
+    }
     // One place reads the address: inlined twice, the compiler would share
     // the loads through a moved context pointer, which the verifier refuses.
     let mut ev = RawEvent::zeroed();
@@ -140,6 +146,18 @@ pub(crate) fn on_sock_ops(ctx: &SockOpsContext, storage: bool) -> u32 {
         on_listen_cb(ctx, ev, storage);
     }
     1
+}
+
+/// Whether the release hook already reported this listener's stop.
+#[inline(always)]
+pub(crate) fn released(ctx: &SockOpsContext) -> bool {
+    let sk = ops_sock(ctx);
+    if sk.is_null() {
+        return false;
+    }
+    let b = bound_storage(sk, None);
+    // SAFETY: this socket's storage, checked for null.
+    !b.is_null() && unsafe { (*b).flags } & bound::RELEASED != 0
 }
 
 /// The context's socket (null where the kernel gives none).
@@ -207,12 +225,15 @@ pub(crate) fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent, storage: bool
         _pad: [0; 3],
     };
     if storage {
+        // Its release will carry the stop, and mark the storage for the
+        // state callback, which then sends nothing: one record less a
+        // listener. A stop without a release (shutdown) is the callback's.
         let sk = ops_sock(ctx);
         if !sk.is_null() {
             let b = bound_storage(sk, Some(&mut mark));
             if !b.is_null() {
                 // SAFETY: this socket's storage.
-                unsafe { (*b).flags &= !bound::REPORTS_STOP };
+                unsafe { (*b).flags = ((*b).flags | bound::REPORTS_STOP) & !bound::RELEASED };
             }
         }
     } else {
@@ -224,7 +245,10 @@ pub(crate) fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent, storage: bool
             }
         }
     }
-    if let Some(p) = pending_listen(current_task()) {
+    let task = current_task();
+    // One lookup of the task's slot, whether its listen began or begins here.
+    let slot = PENDING_LISTEN.get_ptr_mut(&task);
+    if let Some(p) = slot.filter(|p| is_pending(*p, kind::LISTEN)) {
         // SAFETY: the map value of this task, until its listen ends.
         let p = unsafe { &mut *p };
         put_addr(p, ev.family, ev.addr, ev.port);
@@ -236,9 +260,9 @@ pub(crate) fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent, storage: bool
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.flags = flags::LISTEN_ADDR;
         if config_on(config::LISTEN_BEGINS_AT_ADDRESS) {
-            // The fexit set: the listen begins here, and its exit adds the
-            // task, which these callbacks may not read.
-            start_pending(&PENDING_LISTEN, &current_task(), &ev);
+            // The fexit set and the tracepoint set: the listen begins here,
+            // and its exit adds the task, which these callbacks may not read.
+            put_pending(&PENDING_LISTEN, slot, &task, &ev);
         } else {
             // A listen whose start was not seen (io_uring with the syscall
             // tracepoints): reported at once, without its task.

@@ -182,18 +182,25 @@ pub(crate) fn syscall_args() -> Option<SyscallArgs> {
     })
 }
 
+/// Whether the slot `p` holds a call of kind `k` under way.
+#[inline(always)]
+pub(crate) fn is_pending(p: *mut RawEvent, k: u8) -> bool {
+    // SAFETY: a map value; `kind` is cleared when the call ends.
+    unsafe { (*p).kind == k }
+}
+
 /// This thread's pending bind, if one is under way.
 #[inline(always)]
 pub(crate) fn pending_bind(tid: u32) -> Option<*mut RawEvent> {
-    let p = PENDING_BIND.get_ptr_mut(&tid)?;
-    // SAFETY: a map value; `kind` is cleared when the bind ends.
-    (unsafe { (*p).kind } == kind::BIND).then_some(p)
+    PENDING_BIND
+        .get_ptr_mut(&tid)
+        .filter(|p| is_pending(*p, kind::BIND))
 }
 
 /// This task's pending listen, if one is under way.
 #[inline(always)]
 pub(crate) fn pending_listen(task: u64) -> Option<*mut RawEvent> {
-    let p = PENDING_LISTEN.get_ptr_mut(&task)?;
-    // SAFETY: as in `pending_bind`.
-    (unsafe { (*p).kind } == kind::LISTEN).then_some(p)
+    PENDING_LISTEN
+        .get_ptr_mut(&task)
+        .filter(|p| is_pending(*p, kind::LISTEN))
 }

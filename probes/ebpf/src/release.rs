@@ -26,12 +26,17 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     if is_connection(protocol, state) {
         return 1;
     }
-    let held = bound_storage(ctx.as_ptr(), None);
-    if held.is_null() {
+    let mark = bound_storage(ctx.as_ptr(), None);
+    if mark.is_null() {
         return 1;
     }
     // SAFETY: this socket's storage, freed only with the socket.
-    let held = unsafe { *held };
+    let held = unsafe { *mark };
+    if folds_stop(&held, state) {
+        // The state callback that follows finds this and sends nothing.
+        // SAFETY: as above.
+        unsafe { (*mark).flags |= bound::RELEASED };
+    }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     report_release(&ctx, held, cookie);
     1
@@ -73,6 +78,14 @@ fn is_connection(protocol: u8, state: i32) -> bool {
     protocol == IPPROTO_TCP && state != tcp_state::LISTEN && state != tcp_state::CLOSE
 }
 
+/// Whether this release carries the listener's stop (`bound::REPORTS_STOP`):
+/// the release hook runs before TCP closes a listener, so a socket released
+/// while listening always stops just after.
+#[inline(always)]
+fn folds_stop(held: &BoundSock, state: i32) -> bool {
+    held.flags & bound::REPORTS_STOP != 0 && state == tcp_state::LISTEN
+}
+
 #[inline(always)]
 fn report_release(ctx: &SockContext, held: BoundSock, cookie: u64) {
     let sk = ctx.sock;
@@ -88,11 +101,8 @@ fn report_release(ctx: &SockContext, held: BoundSock, cookie: u64) {
         ev.netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
     }
     ev.skaddr = sk as u64;
-    emit(&ev);
-    // A listener no callback was armed on (listening before bindwatch):
-    // its stop, which the release precedes, is reported from here.
-    if held.flags & bound::REPORTS_STOP != 0 && ev.state as i32 == tcp_state::LISTEN {
-        ev.kind = kind::LISTEN_STOP;
-        emit(&ev);
+    if folds_stop(&held, ev.state as i32) {
+        ev.flags |= flags::STOP_FOLDED;
     }
+    emit(&ev);
 }
