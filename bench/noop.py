@@ -12,26 +12,10 @@ import ctypes, fcntl, os, pathlib, struct
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_BPF, _SYS_PERF_EVENT_OPEN = 321, 298
 _PROG_LOAD, _LINK_CREATE = 5, 28
-_TRACEPOINT, _CGROUP_SOCK, _SOCK_OPS, _CGROUP_SOCK_ADDR = 5, 9, 13, 18
 _PERF_EVENT_IOC_ENABLE, _PERF_EVENT_IOC_SET_BPF = 0x2400, 0x40042408
 
-# bindwatch's program names (every probe set's) and where each attaches:
-# (program type, expected attach type, cgroup attach type or tracepoint).
-HOOKS = {
-    "bind4": (_CGROUP_SOCK_ADDR, 8, 8), "bind4_begin": (_CGROUP_SOCK_ADDR, 8, 8),
-    "bind6": (_CGROUP_SOCK_ADDR, 9, 9), "bind6_begin": (_CGROUP_SOCK_ADDR, 9, 9),
-    "post_bind4": (_CGROUP_SOCK, 12, 12), "post_bind4_map": (_CGROUP_SOCK, 12, 12),
-    "post_bind6": (_CGROUP_SOCK, 13, 13), "post_bind6_map": (_CGROUP_SOCK, 13, 13),
-    "sock_release": (_CGROUP_SOCK, 34, 34), "release_map": (_CGROUP_SOCK, 34, 34),
-    "tcp_lifecycle": (_SOCK_OPS, 3, 3), "lifecycle_map": (_SOCK_OPS, 3, 3),
-    "sys_enter_bind": (_TRACEPOINT, 0, "syscalls/sys_enter_bind"),
-    "sys_exit_bind": (_TRACEPOINT, 0, "syscalls/sys_exit_bind"),
-    "bind_exit": (_TRACEPOINT, 0, "syscalls/sys_exit_bind"),
-    "sys_enter_listen": (_TRACEPOINT, 0, "syscalls/sys_enter_listen"),
-    "sys_exit_listen": (_TRACEPOINT, 0, "syscalls/sys_exit_listen"),
-    "listen_exit": (_TRACEPOINT, 0, "syscalls/sys_exit_listen"),
-    "inet_sock_set_state": (_TRACEPOINT, 0, "sock/inet_sock_set_state"),
-}
+_PROG_GET_FD_BY_ID, _OBJ_GET_INFO_BY_FD, _LINK_GET_FD_BY_ID, _LINK_GET_NEXT_ID = 13, 15, 30, 31
+_LINK_CGROUP, _LINK_PERF_EVENT, _PERF_EVENT_TRACEPOINT = 3, 7, 5
 
 
 def _check(rc, what):
@@ -56,26 +40,30 @@ def _load(name, prog_type, expected):
     return _bpf(_PROG_LOAD, attr, f"loading the no-op for {name}")
 
 
-def _tracepoint_id(tp):
+def _tracepoint_id(name):
+    # The kernel names a tracepoint without its group: found in any.
     for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        p = pathlib.Path(root, "events", tp, "id")
-        if p.exists():
+        for p in pathlib.Path(root, "events").glob(f"*/{name}/id"):
             return int(p.read_text())
-    raise OSError(f"tracepoint {tp} not found in tracefs")
+    raise OSError(f"tracepoint {name} not found in tracefs")
 
 
 class Noops:
-    """No-op programs on the hooks of the named bindwatch programs."""
+    """No-op programs on the hooks of the given bindwatch programs ({id:
+    name}), each hook read from the kernel: the program's type, and its
+    link's cgroup attach type or tracepoint."""
 
-    def __init__(self, names, cgroup):
+    def __init__(self, programs, cgroup):
         self.fds, self.ids = [], {}
         cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         self.fds.append(cg)
         try:
-            for name in sorted(set(names)):
-                if name not in HOOKS:
-                    raise OSError(f"no hook known for bindwatch's program {name}")
-                prog_type, expected, target = HOOKS[name]
+            hooks = _hooks(programs)
+            for pid, name in sorted(programs.items()):
+                if pid not in hooks:
+                    raise OSError(f"no link found for bindwatch's program {name} (id {pid})")
+                prog_type, target = hooks[pid]
+                expected = 0 if isinstance(target, str) else target
                 prog = _load(name, prog_type, expected)
                 self.fds.append(prog)
                 self.ids[_prog_id(prog)] = name
@@ -100,9 +88,54 @@ class Noops:
         self.fds = []
 
 
+def _info(fd, size, what, fill=b""):
+    """BPF_OBJ_GET_INFO_BY_FD into a buffer of `size` bytes (starting as `fill`)."""
+    info = ctypes.create_string_buffer(fill.ljust(size, b"\0"), size)
+    _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, size, ctypes.addressof(info)), what)
+    return info.raw
+
+
+def _hooks(programs):
+    """{program id: (program type, cgroup attach type or tracepoint name)}
+    for the programs of `programs`, from the kernel's links."""
+    hooks, link_id = {}, 0
+    while True:
+        # BPF_LINK_GET_NEXT_ID: start_id in, next_id out; ENOENT past the last.
+        buf = ctypes.create_string_buffer(struct.pack("<II", link_id, 0).ljust(128, b"\0"), 128)
+        if _libc.syscall(_SYS_BPF, _LINK_GET_NEXT_ID, buf, 128) < 0:
+            return hooks
+        link_id = struct.unpack_from("<II", buf.raw)[1]
+        try:
+            fd = _bpf(_LINK_GET_FD_BY_ID, struct.pack("<I", link_id), f"opening link {link_id}")
+        except OSError:
+            continue  # gone since it was listed
+        try:
+            name = ctypes.create_string_buffer(64)
+            # bpf_link_info: type, id, prog_id, then the union at byte 16;
+            # a perf event's tracepoint name is written to the buffer
+            # given at byte 24, its size at byte 32.
+            fill = struct.pack("<IIIIIIQI", 0, 0, 0, 0, 0, 0, ctypes.addressof(name), 64)
+            info = _info(fd, 64, f"reading link {link_id}", fill)
+        finally:
+            os.close(fd)
+        kind, _, prog = struct.unpack_from("<III", info)
+        if prog not in programs:
+            continue
+        if kind == _LINK_CGROUP:
+            hooks[prog] = (_prog_type(prog), struct.unpack_from("<I", info, 24)[0])
+        elif kind == _LINK_PERF_EVENT and struct.unpack_from("<I", info, 16)[0] == _PERF_EVENT_TRACEPOINT:
+            hooks[prog] = (_prog_type(prog), name.value.decode())
+
+
+def _prog_type(prog_id):
+    fd = _bpf(_PROG_GET_FD_BY_ID, struct.pack("<I", prog_id), f"opening program {prog_id}")
+    try:
+        # bpf_prog_info's type is its first u32.
+        return struct.unpack_from("<I", _info(fd, 256, f"reading program {prog_id}"))[0]
+    finally:
+        os.close(fd)
+
+
 def _prog_id(fd):
-    # BPF_OBJ_GET_INFO_BY_FD (15): bpf_prog_info's id is its second u32.
-    info = ctypes.create_string_buffer(256)
-    attr = struct.pack("<IIQ", fd, 256, ctypes.addressof(info))
-    _bpf(15, attr, "reading a no-op's id")
-    return struct.unpack_from("<II", info.raw)[1]
+    # bpf_prog_info's id is its second u32.
+    return struct.unpack_from("<II", _info(fd, 256, "reading a no-op's id"))[1]
