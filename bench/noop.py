@@ -25,9 +25,14 @@ def _check(rc, what):
     return rc
 
 
-def _bpf(cmd, attr, what):
+def _bpf_raw(cmd, attr):
+    """bpf(cmd): its return and the attributes as the kernel left them."""
     buf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    return _check(_libc.syscall(_SYS_BPF, cmd, buf, 128), what)
+    return _libc.syscall(_SYS_BPF, cmd, buf, 128), buf.raw
+
+
+def _bpf(cmd, attr, what):
+    return _check(_bpf_raw(cmd, attr)[0], what)
 
 
 def _load(name, prog_type, expected):
@@ -101,10 +106,10 @@ def _hooks(programs):
     hooks, link_id = {}, 0
     while True:
         # BPF_LINK_GET_NEXT_ID: start_id in, next_id out; ENOENT past the last.
-        buf = ctypes.create_string_buffer(struct.pack("<II", link_id, 0).ljust(128, b"\0"), 128)
-        if _libc.syscall(_SYS_BPF, _LINK_GET_NEXT_ID, buf, 128) < 0:
+        rc, attr = _bpf_raw(_LINK_GET_NEXT_ID, struct.pack("<I", link_id))
+        if rc < 0:
             return hooks
-        link_id = struct.unpack_from("<II", buf.raw)[1]
+        link_id = struct.unpack_from("<II", attr)[1]
         try:
             fd = _bpf(_LINK_GET_FD_BY_ID, struct.pack("<I", link_id), f"opening link {link_id}")
         except OSError:
