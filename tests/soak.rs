@@ -309,14 +309,8 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
     let drift = metric(listen, "bindwatch_holder_table_drift_corrections_total");
     let lost = metric(listen, "bindwatch_events_lost_total");
 
-    // 3. Memory flat after warm-up: the lowest sample of the later half
-    //    of the samples against the earlier half's. Transients (a batch
-    //    being committed, a pruning pass, a burst of diagnoses queued for
-    //    the writer) lift single samples, and the median of eleven, by up
-    //    to 80 %; what a leak lifts is the floor the daemon comes back to
-    //    between them. Medians and every sample are reported. At the
-    //    soak's 11k operations a second, 20 % of a 20 MiB floor over the
-    //    later half's 22 s is a leak of about 16 bytes an operation.
+    // 3. Memory flat after warm-up: see `grown`. Medians and every sample
+    //    are reported.
     let after: Vec<(u64, u64)> = mem
         .iter()
         .filter(|(t, _, _)| *t >= warm.as_secs_f64())
@@ -326,28 +320,81 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
         v.sort_unstable();
         v[v.len() / 2] as f64
     };
+    let anon: Vec<u64> = after.iter().map(|x| x.0).collect();
     let (early, late) = after.split_at(after.len() / 2);
-    let anon = |v: &[(u64, u64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
-    let floor = |v: &[(u64, u64)]| anon(v).into_iter().min().unwrap() as f64;
     let rss = |v: &[(u64, u64)]| median(v.iter().map(|x| x.1).collect());
-    let (f1, f2) = (floor(early), floor(late));
+    let (f1, f2, growth) = grown(&anon);
     let mib = |k: f64| (k / 102.4).round() / 10.0;
     eprintln!(
-        "soak: own memory (RssAnon) after warm-up: floor {} MiB then {} MiB ({:+.1} %), median {} then {} MiB, over {} samples: {:?} MiB; VmRSS median {} then {} MiB; drift corrections {drift}, lost {lost}",
+        "soak: own memory (RssAnon) after warm-up: lower quartile {} MiB then {} MiB ({:+.1} %), median {} then {} MiB, over {} samples: {:?} MiB; VmRSS median {} then {} MiB; drift corrections {drift}, lost {lost}",
         mib(f1),
         mib(f2),
-        (f2 / f1 - 1.0) * 100.0,
-        mib(median(anon(early))),
-        mib(median(anon(late))),
+        growth * 100.0,
+        mib(median(early.iter().map(|x| x.0).collect())),
+        mib(median(late.iter().map(|x| x.0).collect())),
         after.len(),
         after.iter().map(|x| mib(x.0 as f64)).collect::<Vec<_>>(),
         mib(rss(early)),
         mib(rss(late)),
     );
     assert!(
-        f2 <= f1 * 1.20,
-        "the daemon's own memory grew after warm-up: lowest RssAnon {f1} -> {f2} KiB"
+        growth <= MAX_GROWTH,
+        "the daemon's own memory grew after warm-up: RssAnon's lower quartile {f1} -> {f2} KiB"
     );
     drop(workers.drain(..));
     daemon.stop();
+}
+
+/// How much more the later half of the after-warm-up samples sits on than
+/// the earlier half. Transients lift single samples, and the median of
+/// eleven, by up to 80 % (a batch being committed, a pruning pass, a burst
+/// of diagnoses queued for the writer); the allocator handing a burst's
+/// pages back drops single samples by 25 %. What a leak lifts is the level
+/// the daemon comes back to between them, so each half is read at its
+/// lower quartile, which neither a single lift nor a single dip moves. At
+/// the soak's 11k operations a second, 20 % of a 20 MiB level over the
+/// later half's 22 s is a leak of about 16 bytes an operation.
+fn grown(anon_kib: &[u64]) -> (f64, f64, f64) {
+    let quartile = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[v.len() / 4] as f64
+    };
+    let (early, late) = anon_kib.split_at(anon_kib.len() / 2);
+    let (q1, q2) = (quartile(early), quartile(late));
+    (q1, q2, q2 / q1 - 1.0)
+}
+
+const MAX_GROWTH: f64 = 0.20;
+
+#[test]
+fn memory_growth_ignores_one_dip_or_lift_and_sees_a_leak() {
+    // RssAnon in MiB from a soak that ran flat: one dip to 13.5 in the
+    // earlier half, which failed the earlier check on the lowest sample.
+    let flat = [
+        17.3, 18.0, 18.0, 15.7, 17.1, 18.1, 17.7, 13.5, 19.4, 23.9, 18.3, 17.7, 17.5, 16.3, 18.5,
+        17.9, 19.0, 18.1, 17.7, 17.8, 17.8, 17.9,
+    ];
+    let kib = |v: &[f64]| v.iter().map(|m| (m * 1024.0) as u64).collect::<Vec<_>>();
+    assert!(
+        grown(&kib(&flat)).2 <= MAX_GROWTH,
+        "{:?}",
+        grown(&kib(&flat))
+    );
+    // The same run with a lift of 80 % on one later sample: still flat.
+    let mut lifted = flat;
+    lifted[15] *= 1.8;
+    assert!(grown(&kib(&lifted)).2 <= MAX_GROWTH);
+    // A leak as the soak would see it: every sample 2.5 % of the level
+    // above the one before (under half a MiB every 2 s, about 20 bytes an
+    // operation), with the same noise on top.
+    let mut leak = flat;
+    for (i, m) in leak.iter_mut().enumerate() {
+        *m += 17.8 * 0.025 * i as f64;
+    }
+    assert!(
+        grown(&kib(&leak)).2 > MAX_GROWTH,
+        "{:?}",
+        grown(&kib(&leak))
+    );
 }
