@@ -32,13 +32,14 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     }
     // SAFETY: this socket's storage, freed only with the socket.
     let held = unsafe { *mark };
-    if folds_stop(&held, state) {
+    let folded = folds_stop(&held, state);
+    if folded {
         // The state callback that follows finds this and sends nothing.
         // SAFETY: as above.
         unsafe { (*mark).flags |= bound::RELEASED };
     }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    report_release(&ctx, held, cookie);
+    report_release(&ctx, held, cookie, state, folded);
     1
 }
 
@@ -68,7 +69,7 @@ pub fn release_map(ctx: SockContext) -> i32 {
         return 1;
     };
     let _ = BOUND.remove(&cookie);
-    report_release(&ctx, held, cookie);
+    report_release(&ctx, held, cookie, state, folds_stop(&held, state));
     1
 }
 
@@ -86,22 +87,24 @@ fn folds_stop(held: &BoundSock, state: i32) -> bool {
     held.flags & bound::REPORTS_STOP != 0 && state == tcp_state::LISTEN
 }
 
+/// The release's record; `state` is the socket's, `folded` whether the
+/// record carries the listener's stop (`folds_stop`).
 #[inline(always)]
-fn report_release(ctx: &SockContext, held: BoundSock, cookie: u64) {
+fn report_release(ctx: &SockContext, held: BoundSock, cookie: u64, state: i32, folded: bool) {
     let sk = ctx.sock;
     let mut ev = task_event(kind::RELEASE);
     put_addr(&mut ev, held.family, held.addr, held.port);
     ev.protocol = held.protocol;
     ev.sock_cookie = cookie;
+    ev.state = state as u8;
     // SAFETY: context loads the release hook may make.
     unsafe {
         ev.sock_type = (*sk).type_ as u8;
-        ev.state = (*sk).state as u8;
         ev.bound_ifindex = (*sk).bound_dev_if;
         ev.netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
     }
     ev.skaddr = sk as u64;
-    if folds_stop(&held, ev.state as i32) {
+    if folded {
         ev.flags |= flags::STOP_FOLDED;
     }
     emit(&ev);
