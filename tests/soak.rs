@@ -173,6 +173,12 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
     // evicts and faults back as the host's other work goes, and the ring
     // buffer's, so it moves by megabytes with no leak at all.
     let mut mem: Vec<(f64, u64, u64)> = Vec::new();
+    // (seconds, timeline records dropped so far, WAL bytes): when the
+    // writer falls behind, whether it stalled at once or slowed as the
+    // WAL grew.
+    // A WAL that is not there (between a checkpoint's truncation and the
+    // next write) is shown as None, not as an empty one.
+    let mut writer: Vec<(f64, u64, Option<u64>)> = Vec::new();
     let mut next_sample = start;
     // The timeline database itself, read as the soak goes: at this rate
     // the size limit prunes old records within a minute.
@@ -193,6 +199,13 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
                 start.elapsed().as_secs_f64(),
                 status_kib(daemon_pid, "RssAnon"),
                 status_kib(daemon_pid, "VmRSS"),
+            ));
+            writer.push((
+                start.elapsed().as_secs_f64(),
+                metric(listen, "bindwatch_timeline_records_dropped_total") as u64,
+                std::fs::metadata(state.join("timeline.db-wal"))
+                    .ok()
+                    .map(|m| m.len()),
             ));
             read_failures(&mut reader, &pids, &mut seen);
             next_sample += Duration::from_secs(2);
@@ -258,6 +271,13 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
         metric(listen, "bindwatch_events_lost_total"),
         wrong.first(),
         wrong.first().and_then(|(k, _)| expected.get(k)),
+    );
+    eprintln!(
+        "soak: timeline writer every 2 s (s, records dropped so far, WAL KiB): {:?}",
+        writer
+            .iter()
+            .map(|&(t, d, w)| (t.round() as u64, d, w.map(|b| b / 1024)))
+            .collect::<Vec<_>>()
     );
     assert!(
         wrong.is_empty() && missing.is_empty(),
