@@ -371,9 +371,13 @@ fn soak_churn_across_namespaces_matches_ground_truth() {
 /// of diagnoses queued for the writer); the allocator handing a burst's
 /// pages back drops single samples by 25 %. What a leak lifts is the level
 /// the daemon comes back to between them, so each half is read at its
-/// lower quartile, which neither a single lift nor a single dip moves. At
-/// the soak's 11k operations a second, 20 % of a 20 MiB level over the
-/// later half's 22 s is a leak of about 16 bytes an operation.
+/// lower quartile, which neither a single lift nor a single dip moves.
+/// The daemon still settles after the first quarter of a 60 s run (its
+/// caches and the timeline fill until pruning starts): in seven flat runs
+/// on one machine the quartiles moved -5 to +23 %, so the bound is 30 %.
+/// At the soak's 9-11k operations a second, 30 % of a 15-20 MiB level over
+/// the later half's 22 s is a leak of about 20-30 bytes an operation, less
+/// than any allocation kept per event; the 600 s run bounds it tighter.
 fn grown(anon_kib: &[u64]) -> (f64, f64, f64) {
     let quartile = |v: &[u64]| {
         let mut v = v.to_vec();
@@ -385,7 +389,7 @@ fn grown(anon_kib: &[u64]) -> (f64, f64, f64) {
     (q1, q2, q2 / q1 - 1.0)
 }
 
-const MAX_GROWTH: f64 = 0.20;
+const MAX_GROWTH: f64 = 0.30;
 
 #[test]
 fn memory_growth_ignores_one_dip_or_lift_and_sees_a_leak() {
@@ -401,16 +405,23 @@ fn memory_growth_ignores_one_dip_or_lift_and_sees_a_leak() {
         "{:?}",
         grown(&kib(&flat))
     );
+    // A run still settling through its first half (+23.4 %), the largest
+    // of seven flat runs on one machine: within the bound.
+    let settling = [
+        12.6, 11.6, 15.9, 13.5, 14.2, 13.5, 12.0, 14.2, 14.8, 13.8, 16.6, 15.5, 17.3, 15.6, 15.7,
+        17.4, 15.9, 14.7, 17.0, 15.9, 17.4, 16.1,
+    ];
+    assert!(grown(&kib(&settling)).2 <= MAX_GROWTH);
     // The same run with a lift of 80 % on one later sample: still flat.
     let mut lifted = flat;
     lifted[15] *= 1.8;
     assert!(grown(&kib(&lifted)).2 <= MAX_GROWTH);
-    // A leak as the soak would see it: every sample 2.5 % of the level
-    // above the one before (under half a MiB every 2 s, about 20 bytes an
+    // A leak as the soak would see it: every sample 3.5 % of the level
+    // above the one before (0.6 MiB every 2 s, about 30 bytes an
     // operation), with the same noise on top.
     let mut leak = flat;
     for (i, m) in leak.iter_mut().enumerate() {
-        *m += 17.8 * 0.025 * i as f64;
+        *m += 17.8 * 0.035 * i as f64;
     }
     assert!(
         grown(&kib(&leak)).2 > MAX_GROWTH,
