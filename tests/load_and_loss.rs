@@ -67,8 +67,14 @@ fn a_tiny_ring_buffer_counts_what_it_drops() {
     let loss = final_loss(&all);
     let ours = in_netns(&all, cookie);
     let lost = loss["lost_ringbuf_full"].as_u64().unwrap();
+    // A TCP release carries no address of its own: the agent joins the
+    // one its bind reported, so the release of a socket whose bind the
+    // ring dropped arrives but is nobody's, and is counted apart.
+    let unjoined = loss["releases_unjoined"].as_u64().unwrap();
     let seen = count(&ours, "bind", 9602) + count(&ours, "release", 9602);
-    eprintln!("tiny ring: {N} cycles, {seen} of our events read, {lost} lost (host-wide)");
+    eprintln!(
+        "tiny ring: {N} cycles, {seen} of our events read, {lost} lost, {unjoined} releases unjoined (host-wide)"
+    );
     // The test's own events went missing: dropped by the ring, not by luck
     // elsewhere on the host...
     assert!(
@@ -79,8 +85,9 @@ fn a_tiny_ring_buffer_counts_what_it_drops() {
     // event cannot say whose it was), so this is a lower bound: it fails
     // whenever fewer drops are counted than this namespace alone lost.
     assert!(
-        seen as u64 + lost >= 2 * N as u64,
-        "every event is either read or counted lost: read {seen}, lost {lost}"
+        seen as u64 + lost + unjoined >= 2 * N as u64,
+        "every event is read, counted lost, or (a release whose bind was lost) counted unjoined: \
+         read {seen}, lost {lost}, unjoined {unjoined}"
     );
 }
 

@@ -1,13 +1,15 @@
 //! From ring-buffer records to [`Event`]s: validation, time conversion and
 //! the join that gives hook-poor events (listen, listen stop) the socket and
-//! namespace cookies their bind carried.
+//! namespace cookies their bind carried, and a TCP socket's release the
+//! address it held (`flags::ADDRESS_JOINED`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use bindwatch_common::{DecodeError, RawEvent, flags};
 
 use crate::clock::Clock;
-use crate::event::{Event, EventKind, SockOptions};
+use crate::event::{Event, EventKind, Proto, SockOptions};
 
 const TCP_LISTEN: u8 = bindwatch_common::tcp_state::LISTEN as u8;
 
@@ -24,6 +26,12 @@ pub struct DecodeStats {
     pub bad_kind: u64,
     pub bad_family: u64,
     pub join_full: u64,
+    /// Releases of TCP sockets the probes could not tell from a holder
+    /// (closed with no peer) whose bind or listen the decoder never saw:
+    /// sockets never bound, clients whose connect failed, or sockets
+    /// bound before the probes loaded that the agent could not mark.
+    /// Dropped, not malformed.
+    pub unjoined_releases: u64,
 }
 
 impl DecodeStats {
@@ -40,6 +48,29 @@ struct SockIds {
     /// a hook that cannot read the task (the sock_ops state callback) is
     /// given the release's task (close) or else the listen's (shutdown).
     task: Option<Task>,
+    /// The address the socket holds, from its bind or listen: what its
+    /// release gets when the probes could not read it.
+    held: Option<Held>,
+    /// Released while listening: the stop that follows ends the entry (a
+    /// stop without a release leaves the socket, and its port, in place).
+    released: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    addr: IpAddr,
+    port: u16,
+    proto: Proto,
+}
+
+impl Held {
+    fn of(ev: &Event) -> Self {
+        Self {
+            addr: ev.addr,
+            port: ev.bound_port.unwrap_or(ev.port),
+            proto: ev.proto,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -70,15 +101,23 @@ impl Decoder {
             comm: ev.comm.clone(),
             cgroup_id: ev.cgroup_id,
         });
+        // A listen's address, for a socket whose bind was not seen (bound
+        // before the probes loaded, or autobound by listen()).
+        let held = (ev.kind == EventKind::Listen && !ev.failed()).then(|| Held::of(ev));
+        let released = ev.kind == EventKind::Release;
         if let Some(ids) = self.by_skaddr.get_mut(&ev.skaddr) {
             ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
             ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
             ids.task = task.or(ids.task.take());
+            ids.held = ids.held.or(held);
+            ids.released |= released;
         } else if self.by_skaddr.len() < JOIN_CAPACITY {
             let ids = SockIds {
                 sock_cookie: ev.sock_cookie,
                 netns_cookie: ev.netns_cookie,
                 task,
+                held,
+                released,
             };
             self.by_skaddr.insert(ev.skaddr, ids);
         } else {
@@ -120,6 +159,13 @@ impl Decoder {
             Ok(raw) => {
                 self.stats.decoded += 1;
                 let mut ev = Event::from_raw(&raw, &self.clock);
+                if ev.kind == EventKind::Release
+                    && raw.flags & flags::ADDRESS_JOINED != 0
+                    && !self.join_address(&mut ev)
+                {
+                    self.stats.unjoined_releases += 1;
+                    return None;
+                }
                 self.join(&mut ev);
                 let stop = (ev.kind == EventKind::Release && raw.flags & flags::STOP_FOLDED != 0)
                     .then(|| {
@@ -147,6 +193,31 @@ impl Decoder {
         }
     }
 
+    /// Gives an unmarked TCP socket's release the address its bind (or
+    /// listen) reported: found by the socket's kernel address, and the
+    /// same socket only if the cookie matches (an address the kernel
+    /// reused for a socket whose bind was not seen has a new cookie).
+    /// False when the socket is not one the decoder saw bound.
+    fn join_address(&mut self, ev: &mut Event) -> bool {
+        let Some(ids) = self.by_skaddr.get(&ev.skaddr) else {
+            return false;
+        };
+        match ids.held {
+            Some(h) if ids.sock_cookie.is_some() && ids.sock_cookie == ev.sock_cookie => {
+                ev.addr = h.addr;
+                ev.port = h.port;
+                ev.bound_port = Some(h.port);
+                ev.proto = h.proto;
+                true
+            }
+            _ => {
+                // Another socket's, freed unreported (a connection's).
+                self.by_skaddr.remove(&ev.skaddr);
+                false
+            }
+        }
+    }
+
     fn join(&mut self, ev: &mut Event) {
         if ev.skaddr == 0 {
             return;
@@ -157,6 +228,8 @@ impl Decoder {
                     sock_cookie: ev.sock_cookie,
                     netns_cookie: ev.netns_cookie,
                     task: None,
+                    held: Some(Held::of(ev)),
+                    released: false,
                 };
                 if self.by_skaddr.len() < JOIN_CAPACITY || self.by_skaddr.contains_key(&ev.skaddr) {
                     self.by_skaddr.insert(ev.skaddr, ids);
@@ -166,7 +239,15 @@ impl Decoder {
             }
             EventKind::Bind => {}
             EventKind::ListenStop => {
-                if let Some(ids) = self.by_skaddr.remove(&ev.skaddr) {
+                // A stop after a release ends the socket's entry; a stop
+                // alone (shutdown) leaves the socket bound, and its
+                // release to come needs the entry's address.
+                let ids = match self.by_skaddr.get(&ev.skaddr) {
+                    Some(ids) if ids.released => self.by_skaddr.remove(&ev.skaddr),
+                    Some(ids) => Some(ids.clone()),
+                    None => None,
+                };
+                if let Some(ids) = ids {
                     ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
                     ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
                     if let (0, Some(t)) = (ev.pid, ids.task) {

@@ -134,6 +134,11 @@ pub struct LossReport {
     /// Runs of the probes' programs the kernel skipped (Linux).
     pub lost_program_skipped: u64,
     pub malformed: u64,
+    /// Releases of TCP sockets the decoder could not give an address: it
+    /// saw no bind or listen of the socket (never bound, a client whose
+    /// connect failed, or a bind among the events lost above). Dropped;
+    /// not a loss of their own.
+    pub releases_unjoined: u64,
 }
 
 impl LossReport {

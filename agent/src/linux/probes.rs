@@ -406,6 +406,14 @@ impl Probes {
             attach_lifecycle(&mut ebpf, store.sock_ops(), &cgroup, &mut first_refusal);
         hooks.push(lifecycle_hook);
         if lifecycle == Lifecycle::SockOps
+            && store == BoundStore::SocketStorage
+            && let Err(e) = set_config(&mut ebpf, config::STOPS_FROM_SOCK_OPS, 1)
+        {
+            // Still right, only one record more a listener: its release
+            // and its stop each send their own.
+            tracing::warn!(error = %e, "cannot tell the release hook to carry listeners' stops");
+        }
+        if lifecycle == Lifecycle::SockOps
             && store == BoundStore::Map
             && let Err(e) = set_config(&mut ebpf, config::RELEASE_SKIPS_CONNECTIONS, 1)
         {

@@ -16,7 +16,12 @@ pub mod config {
     /// which the exit trampoline ends, instead of reporting a listen it
     /// did not see begin; no entry program runs on `inet_listen`.
     pub const LISTEN_BEGINS_AT_ADDRESS: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    /// Non-zero when the sock_ops lifecycle is attached (it arms the state
+    /// callback on every listener at its listen): the release of an
+    /// unmarked listener carries its stop (`flags::STOP_FOLDED`), and the
+    /// state callback that follows on the same CPU sends nothing.
+    pub const STOPS_FROM_SOCK_OPS: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 
 /// Slots of the per-CPU `LOST` array: what the probes could not deliver.
@@ -88,6 +93,13 @@ pub mod flags {
     /// it in the kernel, is not reported in a record of its own: the agent
     /// makes the stop from this record (one ring record less a listener).
     pub const STOP_FOLDED: u32 = 1 << 7;
+    /// A release of a TCP socket that carries no mark (see `BoundSock`):
+    /// its address, which the release hook cannot read, is the one its
+    /// bind or listen reported, joined by the agent on the socket's
+    /// address and cookie. A socket whose bind the agent never saw (one
+    /// that was never bound, a client whose connect failed) is dropped
+    /// there, counted.
+    pub const ADDRESS_JOINED: u32 = 1 << 8;
 }
 
 /// Bits of `BoundSock::flags`.
@@ -204,10 +216,14 @@ impl RawEvent {
     }
 }
 
-/// Value of the `BOUND` map, keyed by socket cookie: the address a socket
-/// holds. The release hook cannot read a socket's source address, so the
-/// post-bind hook records it here (and the agent seeds it with the sockets
-/// that were bound before it started).
+/// The mark of a bound socket, in its own storage (`BOUND_SK`) or in the
+/// `BOUND` map keyed by cookie: the address it holds. The release hook
+/// cannot read a socket's source address, so the post-bind hook records it
+/// here (and the agent seeds it with the sockets that were bound before it
+/// started). In socket-local storage, TCP sockets bound under the probes
+/// carry none: creating a socket's storage (two allocations) was the
+/// largest single cost of a bind, and their releases are found without it
+/// (`flags::ADDRESS_JOINED`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundSock {

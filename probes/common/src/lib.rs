@@ -22,7 +22,7 @@ pub use kernel::*;
 
 /// Version of the event layout and of what its flags mean. Stored in the
 /// probe object as the global [`LAYOUT_SYMBOL`] and in every event.
-pub const LAYOUT_VERSION: u16 = 3;
+pub const LAYOUT_VERSION: u16 = 4;
 
 /// Name of the `u16` global in the probe object that holds [`LAYOUT_VERSION`].
 pub const LAYOUT_SYMBOL: &str = "BINDWATCH_LAYOUT_VERSION";

@@ -245,8 +245,12 @@ pub fn post_bind6_map(ctx: SockContext) -> i32 {
 }
 
 /// A bind that succeeded: the address the socket now holds (with the port
-/// the kernel chose) is marked on the socket for its release, in its own
-/// storage or in `BOUND`, and added to the thread's pending bind.
+/// the kernel chose) is added to the thread's pending bind, and marked on
+/// the socket for its release, in `BOUND`, or in its own storage unless
+/// it is TCP: creating a socket's storage costs two allocations, the
+/// largest part of a bind's cost, and a TCP socket's release is reported
+/// from its state instead (`sock_release`), its address joined by the
+/// agent from this bind's record.
 #[inline(always)]
 pub(crate) fn on_post_bind(ctx: &SockContext, v6: bool, storage: bool) {
     let sk = ctx.sock;
@@ -275,8 +279,10 @@ pub(crate) fn on_post_bind(ctx: &SockContext, v6: bool, storage: bool) {
     }
     let slot = pending_bind(current_tid());
     if storage {
-        // A socket binds once: the entry is new, made from `bound`.
-        let _ = bound_storage(ctx.as_ptr(), Some(&mut bound));
+        if bound.protocol != IPPROTO_TCP {
+            // A socket binds once: the entry is new, made from `bound`.
+            let _ = bound_storage(ctx.as_ptr(), Some(&mut bound));
+        }
     } else {
         // The bind hook read this socket's cookie into the slot: one helper
         // call less a bind (a bind begun elsewhere, or none, asks for it).

@@ -148,9 +148,21 @@ pub(crate) fn on_sock_ops(ctx: &SockOpsContext, storage: bool) -> u32 {
     1
 }
 
-/// Whether the release hook already reported this listener's stop.
+/// Whether the release hook already reported this listener's stop: an
+/// unmarked listener's release just before on this CPU (`FOLDED`), or a
+/// mark the agent seeded.
 #[inline(always)]
 pub(crate) fn released(ctx: &SockOpsContext) -> bool {
+    if let Some(p) = FOLDED.get_ptr_mut(0) {
+        // SAFETY: the sock_ops flavour of the helper, on our context; this
+        // CPU's slot.
+        unsafe {
+            if *p != 0 && *p == bpf_get_socket_cookie(ctx.as_ptr()) {
+                *p = 0;
+                return true;
+            }
+        }
+    }
     let sk = ops_sock(ctx);
     if sk.is_null() {
         return false;
@@ -214,29 +226,23 @@ pub(crate) fn on_listen_cb(ctx: &SockOpsContext, mut ev: RawEvent, storage: bool
     // SAFETY: the sock_ops flavour of the helper, on our context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     ev.sock_cookie = cookie;
-    // The state callback now reports this socket's stop; a listener
-    // autobound by listen() has no mark yet, and needs one for its release.
-    let mut mark = BoundSock {
-        addr: ev.addr,
-        port: ev.port,
-        family: ev.family,
-        protocol: IPPROTO_TCP,
-        flags: 0,
-        _pad: [0; 3],
-    };
-    if storage {
-        // Its release will carry the stop, and mark the storage for the
-        // state callback, which then sends nothing: one record less a
-        // listener. A stop without a release (shutdown) is the callback's.
-        let sk = ops_sock(ctx);
-        if !sk.is_null() {
-            let b = bound_storage(sk, Some(&mut mark));
-            if !b.is_null() {
-                // SAFETY: this socket's storage.
-                unsafe { (*b).flags = ((*b).flags | bound::REPORTS_STOP) & !bound::RELEASED };
-            }
-        }
-    } else {
+    // The state callback now reports this socket's stop. With socket-local
+    // storage nothing more: a TCP socket carries no mark, and its release
+    // is found by its state (a listener autobound by listen() included, its
+    // address joined from this listen's record); a mark the agent seeded
+    // (bound before the probes loaded) keeps its flags, so that release
+    // does not carry the stop the callback now sends.
+    if !storage {
+        // A listener autobound by listen() has no mark yet, and needs one
+        // for its release.
+        let mark = BoundSock {
+            addr: ev.addr,
+            port: ev.port,
+            family: ev.family,
+            protocol: IPPROTO_TCP,
+            flags: 0,
+            _pad: [0; 3],
+        };
         match BOUND.get_ptr_mut(&cookie) {
             // SAFETY: a map value.
             Some(b) => unsafe { (*b).flags &= !bound::REPORTS_STOP },

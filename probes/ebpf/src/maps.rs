@@ -62,6 +62,14 @@ pub(crate) fn bound_storage(sk: *mut c_void, init: Option<&mut BoundSock>) -> *m
     unsafe { bpf_sk_storage_get(bound_sk(), sk, value, flags) as *mut BoundSock }
 }
 
+/// The cookie of the unmarked listener this CPU last released with its
+/// stop folded in (`config::STOPS_FROM_SOCK_OPS`): the state callback that
+/// follows inside the same close finds it here and sends nothing. A close
+/// that moved to another CPU in between sends the stop again, which the
+/// agent's join ignores; nothing is lost.
+#[map]
+pub(crate) static FOLDED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Switches set by the agent (see `bindwatch_common::config`).
 #[map]
 pub(crate) static CONFIG: Array<u32> = Array::with_max_entries(config::SLOTS, 0);

@@ -154,3 +154,97 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+/// A bind of 127.0.0.1 that the kernel gave port 40000, socket cookie 11.
+fn bound_on_127_0_0_1(skaddr: u64) -> Decoder {
+    let mut d = Decoder::new(Clock::with_offset_ns(0));
+    let mut b = raw(kind::BIND, skaddr);
+    b.flags = flags::SOCK_INFO | flags::BOUND;
+    b.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    b.bound_port = 40000;
+    b.sock_cookie = 11;
+    b.netns_cookie = 22;
+    d.decode(b.as_bytes()).unwrap();
+    d
+}
+
+/// The release hook's record of an unmarked TCP socket: no address.
+fn unmarked_release(skaddr: u64, cookie: u64, state: u8) -> RawEvent {
+    let mut r = raw(kind::RELEASE, skaddr);
+    r.flags = flags::ADDRESS_JOINED;
+    r.sock_cookie = cookie;
+    r.netns_cookie = 22;
+    r.state = state;
+    r.pid = 4242;
+    r
+}
+
+#[test]
+fn an_unmarked_release_takes_the_address_its_bind_reported() {
+    let mut d = bound_on_127_0_0_1(0xffff_0010);
+    let rel = d
+        .decode(unmarked_release(0xffff_0010, 11, TCP_LISTEN).as_bytes())
+        .unwrap();
+    assert_eq!(
+        (rel.addr.to_string(), rel.port, rel.bound_port, rel.proto),
+        ("127.0.0.1".to_string(), 40000, Some(40000), Proto::Tcp)
+    );
+    assert_eq!((rel.state, rel.pid), (Some(TCP_LISTEN), 4242));
+    // The state callback's stop follows, and closes the join.
+    let stop = d
+        .decode(raw(kind::LISTEN_STOP, 0xffff_0010).as_bytes())
+        .unwrap();
+    assert_eq!((stop.pid, stop.sock_cookie), (4242, Some(11)));
+    assert!(d.by_skaddr.is_empty(), "the stop after the release ends it");
+}
+
+#[test]
+fn a_stop_without_a_release_keeps_the_address_for_the_release_to_come() {
+    let mut d = bound_on_127_0_0_1(0xffff_0011);
+    // shutdown(): LISTEN to CLOSE, the socket still bound.
+    d.decode(raw(kind::LISTEN_STOP, 0xffff_0011).as_bytes())
+        .unwrap();
+    let rel = d
+        .decode(unmarked_release(0xffff_0011, 11, 7).as_bytes())
+        .unwrap();
+    assert_eq!(
+        (rel.addr.to_string(), rel.port),
+        ("127.0.0.1".into(), 40000)
+    );
+    assert!(d.by_skaddr.is_empty(), "a release while closed ends it");
+}
+
+#[test]
+fn a_listener_whose_bind_was_not_seen_is_joined_to_its_listen() {
+    let mut d = Decoder::new(Clock::with_offset_ns(0));
+    // Autobound by listen(): the sock_ops callback's address and cookie.
+    let mut l = raw(kind::LISTEN, 0xffff_0012);
+    l.flags = flags::LISTEN_ADDR;
+    l.addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+    l.port = 5000;
+    l.bound_port = 5000;
+    l.sock_cookie = 5;
+    d.decode(l.as_bytes()).unwrap();
+    let rel = d
+        .decode(unmarked_release(0xffff_0012, 5, TCP_LISTEN).as_bytes())
+        .unwrap();
+    assert_eq!((rel.addr.to_string(), rel.port), ("10.0.0.2".into(), 5000));
+}
+
+#[test]
+fn an_unmarked_release_of_a_socket_not_seen_bound_is_dropped_and_counted() {
+    let mut d = bound_on_127_0_0_1(0xffff_0013);
+    // Never bound (a client whose connect failed): no entry.
+    assert!(
+        d.decode(unmarked_release(0xffff_0099, 12, 7).as_bytes())
+            .is_none()
+    );
+    // The bound socket's memory, reused by one never bound: a new cookie.
+    assert!(
+        d.decode(unmarked_release(0xffff_0013, 13, 7).as_bytes())
+            .is_none()
+    );
+    assert!(d.by_skaddr.is_empty(), "the stale entry is dropped");
+    let s = d.stats();
+    assert_eq!((s.unjoined_releases, s.rejected(), s.decoded), (2, 0, 3));
+}
