@@ -10,12 +10,15 @@ fn raw(k: u8, skaddr: u64) -> RawEvent {
     r
 }
 
-/// A decoder that has seen the socket at `skaddr` bound, with socket
-/// cookie 11 and namespace cookie 22.
+/// A decoder that has seen the socket at `skaddr` bound to 127.0.0.1, on
+/// port 40000 the kernel chose, with socket cookie 11 and namespace
+/// cookie 22.
 fn bound_with_cookies(skaddr: u64) -> Decoder {
     let mut d = Decoder::new(Clock::with_offset_ns(0));
     let mut b = raw(kind::BIND, skaddr);
     b.flags = flags::SOCK_INFO | flags::BOUND;
+    b.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    b.bound_port = 40000;
     b.sock_cookie = 11;
     b.netns_cookie = 22;
     d.decode(b.as_bytes()).unwrap();
@@ -155,19 +158,6 @@ fn arbitrary_bytes_never_panic() {
     }
 }
 
-/// A bind of 127.0.0.1 that the kernel gave port 40000, socket cookie 11.
-fn bound_on_127_0_0_1(skaddr: u64) -> Decoder {
-    let mut d = Decoder::new(Clock::with_offset_ns(0));
-    let mut b = raw(kind::BIND, skaddr);
-    b.flags = flags::SOCK_INFO | flags::BOUND;
-    b.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    b.bound_port = 40000;
-    b.sock_cookie = 11;
-    b.netns_cookie = 22;
-    d.decode(b.as_bytes()).unwrap();
-    d
-}
-
 /// The release hook's record of an unmarked TCP socket: no address.
 fn unmarked_release(skaddr: u64, cookie: u64, state: u8) -> RawEvent {
     let mut r = raw(kind::RELEASE, skaddr);
@@ -181,7 +171,7 @@ fn unmarked_release(skaddr: u64, cookie: u64, state: u8) -> RawEvent {
 
 #[test]
 fn an_unmarked_release_takes_the_address_its_bind_reported() {
-    let mut d = bound_on_127_0_0_1(0xffff_0010);
+    let mut d = bound_with_cookies(0xffff_0010);
     let rel = d
         .decode(unmarked_release(0xffff_0010, 11, TCP_LISTEN).as_bytes())
         .unwrap();
@@ -200,7 +190,7 @@ fn an_unmarked_release_takes_the_address_its_bind_reported() {
 
 #[test]
 fn a_stop_without_a_release_keeps_the_address_for_the_release_to_come() {
-    let mut d = bound_on_127_0_0_1(0xffff_0011);
+    let mut d = bound_with_cookies(0xffff_0011);
     // shutdown(): LISTEN to CLOSE, the socket still bound.
     d.decode(raw(kind::LISTEN_STOP, 0xffff_0011).as_bytes())
         .unwrap();
@@ -233,7 +223,7 @@ fn a_listener_whose_bind_was_not_seen_is_joined_to_its_listen() {
 
 #[test]
 fn an_unmarked_release_of_a_socket_not_seen_bound_is_dropped_and_counted() {
-    let mut d = bound_on_127_0_0_1(0xffff_0013);
+    let mut d = bound_with_cookies(0xffff_0013);
     // Never bound (a client whose connect failed): no entry.
     assert!(
         d.decode(unmarked_release(0xffff_0099, 12, 7).as_bytes())
