@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
-use support::{Netns, Tracer, drop_thread_to_uid, in_netns, of_kind, trace_in_netns};
+use support::{Netns, Tracer, drop_thread_to_uid, final_loss, in_netns, of_kind, trace_in_netns};
 
 fn sock(addr: &str, ty: Type, reuseaddr: bool, reuseport: bool) -> Socket {
     let a: SocketAddr = addr.parse().unwrap();
@@ -281,4 +281,39 @@ fn namespaces_are_told_apart() {
         assert_eq!(binds.len(), 1, "{}: {evs:#?}", ns.name);
         assert_eq!(binds[0]["errno"], 0);
     }
+}
+
+/// A TCP socket carries no mark of its own: its release is sent when it
+/// holds a port (bound and idle here) and given its address by the join,
+/// and not sent for a socket that never held one, whose release would
+/// only be dropped as nobody's (`releases_unjoined`).
+#[test]
+fn a_tcp_release_is_sent_for_a_bound_socket_and_not_for_one_never_bound() {
+    const NEVER_BOUND: u64 = 2_000;
+    let tracer = Tracer::start(&[]);
+    let ns = Netns::new("unbound");
+    let cookie = ns.cookie();
+    ns.run(|| {
+        let idle = sock("127.0.0.1:8090", Type::STREAM, false, false);
+        bind(&idle, "127.0.0.1:8090").unwrap();
+        drop(idle);
+        for _ in 0..NEVER_BOUND {
+            drop(sock("127.0.0.1:0", Type::STREAM, false, false));
+        }
+    });
+    let all = tracer.stop();
+    let ours = in_netns(&all, cookie);
+    let rel = find(&ours, "release", "127.0.0.1", 8090);
+    assert_eq!(rel.len(), 1, "the idle holder is seen leaving: {ours:#?}");
+    assert_eq!(rel[0]["proto"], "tcp");
+    // The counter is the host's: other closes may add to it, but had the
+    // kernel sent ours it would hold at least all of them.
+    let loss = final_loss(&all);
+    let unjoined = loss["releases_unjoined"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no releases_unjoined in the loss report: {loss}"));
+    assert!(
+        unjoined < NEVER_BOUND,
+        "{unjoined} releases were nobody's after {NEVER_BOUND} closes of sockets never bound"
+    );
 }

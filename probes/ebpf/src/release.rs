@@ -16,11 +16,10 @@ use crate::prelude::*;
 /// Any other socket costs one look at its own storage: a mark there (a UDP
 /// socket's, or one the agent seeded) gives the address. A TCP socket has
 /// no mark of its own (creating one cost more than the rest of its bind);
-/// it is reported when its state says it may hold a port: listening, or
-/// closed without a peer (bound and idle, or never bound: only the agent,
-/// which saw its bind, can tell, and it drops the others). Its address is
-/// the agent's join (`flags::ADDRESS_JOINED`). Anything else (most closes
-/// on a host) ends at the empty storage.
+/// it is reported when it holds a port: listening, or closed with a local
+/// port and no peer (bound and idle). Its address is the agent's join
+/// (`flags::ADDRESS_JOINED`). Anything else (most closes on a host, and
+/// every socket closed without a bind) ends at the empty storage.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
     let sk = ctx.sock;
@@ -49,39 +48,51 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     1
 }
 
-/// Whether an unmarked TCP socket in `state` may hold a port: listening,
-/// or closed with no peer. A connect that failed leaves the socket closed
-/// with its peer's port cleared too (a disconnect); the agent tells it
-/// from a bound one by the bind it did not see.
+/// Whether an unmarked TCP socket in `state` holds a port: listening, or
+/// closed with a local port and no peer. A socket never bound has no local
+/// port; one whose connect failed lost its peer's port and, unless it was
+/// bound by hand, its own (an explicitly bound one is told from an idle
+/// holder by the agent, which saw no bind of it).
 #[inline(always)]
 fn may_hold_port(ctx: &SockContext, state: i32) -> bool {
+    if state == tcp_state::LISTEN {
+        return true;
+    }
     // SAFETY: a context load the release hook may make.
-    state == tcp_state::LISTEN
-        || (state == tcp_state::CLOSE && unsafe { (*ctx.sock).dst_port } == 0)
+    state == tcp_state::CLOSE && unsafe { (*ctx.sock).dst_port } == 0 && local_port(ctx) != 0
+}
+
+/// `skc_num` in `struct sock_common`, which begins every `struct sock`:
+/// after `skc_addrpair` (8 bytes), `skc_hash` (4) and `skc_dport` (2), a
+/// layout unchanged since Linux 2.6. The release hook's context is the
+/// socket itself but refuses a load of `src_port` (post_bind hooks only),
+/// so the port is read with the checked helper.
+const SKC_NUM: usize = 14;
+
+/// The socket's local port (0 when it holds none, or when it cannot be
+/// read: then it is not reported, as a socket that holds none).
+#[inline(always)]
+fn local_port(ctx: &SockContext) -> u16 {
+    // SAFETY: a read of the kernel's socket through the checked helper.
+    unsafe { bpf_probe_read_kernel((ctx.sock as *const u8).add(SKC_NUM) as *const u16) }
+        .unwrap_or(0)
 }
 
 /// The release of an unmarked TCP socket: everything but the address.
 #[inline(always)]
 fn report_unmarked(ctx: &SockContext, state: i32) {
-    let sk = ctx.sock;
-    let mut ev = task_event(kind::RELEASE);
+    // SAFETY: the release hook's helper, on its context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let mut ev = release_event(ctx, cookie, state);
     ev.protocol = IPPROTO_TCP;
-    ev.state = state as u8;
+    // SAFETY: a context load the release hook may make.
+    ev.family = unsafe { (*ctx.sock).family } as u8;
     ev.flags = flags::ADDRESS_JOINED;
-    // SAFETY: context loads the release hook may make, and its helpers.
-    unsafe {
-        ev.family = (*sk).family as u8;
-        ev.sock_type = (*sk).type_ as u8;
-        ev.bound_ifindex = (*sk).bound_dev_if;
-        ev.sock_cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        ev.netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
-    }
-    ev.skaddr = sk as u64;
     if state == tcp_state::LISTEN && config_on(config::STOPS_FROM_SOCK_OPS) {
         ev.flags |= flags::STOP_FOLDED;
         if let Some(p) = FOLDED.get_ptr_mut(0) {
             // SAFETY: this CPU's slot; programs do not nest on it.
-            unsafe { *p = ev.sock_cookie };
+            unsafe { *p = cookie };
         }
     }
     emit(&ev);
@@ -135,21 +146,29 @@ fn folds_stop(held: &BoundSock, state: i32) -> bool {
 /// record carries the listener's stop (`folds_stop`).
 #[inline(always)]
 fn report_release(ctx: &SockContext, held: BoundSock, cookie: u64, state: i32, folded: bool) {
-    let sk = ctx.sock;
-    let mut ev = task_event(kind::RELEASE);
+    let mut ev = release_event(ctx, cookie, state);
     put_addr(&mut ev, held.family, held.addr, held.port);
     ev.protocol = held.protocol;
+    if folded {
+        ev.flags |= flags::STOP_FOLDED;
+    }
+    emit(&ev);
+}
+
+/// What every release record carries: the task, the socket's identity and
+/// state, its device and namespace.
+#[inline(always)]
+fn release_event(ctx: &SockContext, cookie: u64, state: i32) -> RawEvent {
+    let sk = ctx.sock;
+    let mut ev = task_event(kind::RELEASE);
     ev.sock_cookie = cookie;
     ev.state = state as u8;
-    // SAFETY: context loads the release hook may make.
+    // SAFETY: context loads the release hook may make, and its helper.
     unsafe {
         ev.sock_type = (*sk).type_ as u8;
         ev.bound_ifindex = (*sk).bound_dev_if;
         ev.netns_cookie = bpf_get_netns_cookie(ctx.as_ptr());
     }
     ev.skaddr = sk as u64;
-    if folded {
-        ev.flags |= flags::STOP_FOLDED;
-    }
-    emit(&ev);
+    ev
 }
