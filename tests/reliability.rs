@@ -835,6 +835,13 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_stays_up() {
         let name = format!("bindwatch_events_lost_total{{reason=\"{reason}\"}}");
         try_metric(listen, &name).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    // And what the decoder could not join.
+    for name in [
+        "bindwatch_releases_unjoined_total",
+        "bindwatch_join_full_total",
+    ] {
+        try_metric(listen, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
     let h = json(&format!("http://{listen}/healthz")).unwrap();
     assert!(h["status"].is_string());
     // Still following the kernel: a new listener shows up.

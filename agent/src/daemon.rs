@@ -394,6 +394,7 @@ impl Sink for Daemon {
             ],
             loss.malformed,
         );
+        m.set_unjoined(loss.releases_unjoined, loss.join_full);
         match &self.store {
             Some(s) => {
                 m.set_timeline_dropped(s.dropped());

@@ -123,6 +123,8 @@ pub struct KernelSeries {
     pub accepts: IntCounterVec,
     pub lost: IntCounterVec,
     pub malformed: prometheus::IntCounter,
+    pub releases_unjoined: prometheus::IntCounter,
+    pub join_full: prometheus::IntCounter,
 }
 
 /// The watched ports: failures, holders, up, shadowed; and the ports an
@@ -260,6 +262,16 @@ impl KernelSeries {
                 r,
                 "bindwatch_events_malformed_total",
                 "Ring-buffer records the decoder refused.",
+            ),
+            releases_unjoined: plain_counter(
+                r,
+                "bindwatch_releases_unjoined_total",
+                "TCP socket releases dropped because the agent saw no bind or listen of the socket.",
+            ),
+            join_full: plain_counter(
+                r,
+                "bindwatch_join_full_total",
+                "Binds the decoder's join of later events to them had no room for.",
             ),
         }
     }
@@ -521,6 +533,18 @@ impl Metrics {
         }
     }
 
+    /// The decoder's cumulative counts of what it could not join.
+    pub fn set_unjoined(&self, releases: u64, join_full: u64) {
+        for (c, total) in [
+            (&self.kernel.releases_unjoined, releases),
+            (&self.kernel.join_full, join_full),
+        ] {
+            if total > c.get() {
+                c.inc_by(total - c.get());
+            }
+        }
+    }
+
     /// The timeline writer's cumulative drop count.
     pub fn set_timeline_dropped(&self, total: u64) {
         let seen = self.timeline.timeline_dropped.get();
@@ -693,5 +717,24 @@ mod tests {
         assert!(
             text.contains(r#"bindwatch_bind_failures_total{errno="EADDRINUSE",proto="tcp"} 10000"#)
         );
+    }
+
+    #[test]
+    fn the_decoders_unjoined_counts_are_exported_as_their_increase() {
+        let m = Metrics::new(&MetricsConfig::default(), []);
+        let read = |m: &Metrics, name: &str| -> u64 {
+            let text = m.encode();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        m.set_unjoined(0, 0);
+        assert_eq!(read(&m, "bindwatch_releases_unjoined_total"), 0);
+        m.set_unjoined(7, 2);
+        m.set_unjoined(9, 2);
+        assert_eq!(read(&m, "bindwatch_releases_unjoined_total"), 9);
+        assert_eq!(read(&m, "bindwatch_join_full_total"), 2);
     }
 }

@@ -26,12 +26,12 @@ pub struct DecodeStats {
     pub bad_kind: u64,
     pub bad_family: u64,
     pub join_full: u64,
-    /// Releases of TCP sockets the probes could not tell from a holder
-    /// (closed with no peer) whose bind or listen the decoder never saw:
-    /// sockets never bound, clients whose connect failed, or sockets
-    /// bound before the probes loaded that the agent could not mark.
-    /// Dropped, not malformed.
-    pub unjoined_releases: u64,
+    /// Releases of TCP sockets that held a port (listening, or closed
+    /// with one and no peer) whose bind or listen the decoder never saw:
+    /// binds lost in the ring, clients bound by hand whose connect failed,
+    /// or sockets bound before the probes loaded that the agent could not
+    /// mark. Dropped, not malformed.
+    pub releases_unjoined: u64,
 }
 
 impl DecodeStats {
@@ -163,7 +163,7 @@ impl Decoder {
                     && raw.flags & flags::ADDRESS_JOINED != 0
                     && !self.join_address(&mut ev)
                 {
-                    self.stats.unjoined_releases += 1;
+                    self.stats.releases_unjoined += 1;
                     return None;
                 }
                 self.join(&mut ev);
@@ -242,22 +242,21 @@ impl Decoder {
                 // A stop after a release ends the socket's entry; a stop
                 // alone (shutdown) leaves the socket bound, and its
                 // release to come needs the entry's address.
-                let ids = match self.by_skaddr.get(&ev.skaddr) {
-                    Some(ids) if ids.released => self.by_skaddr.remove(&ev.skaddr),
-                    Some(ids) => Some(ids.clone()),
-                    None => None,
+                let Some(ids) = self.by_skaddr.get(&ev.skaddr) else {
+                    return;
                 };
-                if let Some(ids) = ids {
-                    ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
-                    ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
-                    if let (0, Some(t)) = (ev.pid, ids.task) {
-                        ev.pid = t.pid;
-                        ev.tid = t.tid;
-                        ev.uid = t.uid;
-                        ev.gid = t.gid;
-                        ev.comm = t.comm;
-                        ev.cgroup_id = t.cgroup_id;
-                    }
+                ev.sock_cookie = ev.sock_cookie.or(ids.sock_cookie);
+                ev.netns_cookie = ev.netns_cookie.or(ids.netns_cookie);
+                if let (0, Some(t)) = (ev.pid, &ids.task) {
+                    ev.pid = t.pid;
+                    ev.tid = t.tid;
+                    ev.uid = t.uid;
+                    ev.gid = t.gid;
+                    ev.comm = t.comm.clone();
+                    ev.cgroup_id = t.cgroup_id;
+                }
+                if ids.released {
+                    self.by_skaddr.remove(&ev.skaddr);
                 }
             }
             EventKind::Listen => self.remember(ev),

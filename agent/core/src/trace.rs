@@ -135,10 +135,13 @@ pub struct LossReport {
     pub lost_program_skipped: u64,
     pub malformed: u64,
     /// Releases of TCP sockets the decoder could not give an address: it
-    /// saw no bind or listen of the socket (never bound, a client whose
-    /// connect failed, or a bind among the events lost above). Dropped;
-    /// not a loss of their own.
+    /// saw no bind or listen of the socket (a bind among the events lost
+    /// above, a client bound by hand whose connect failed, a socket bound
+    /// before the probes loaded). Dropped; not a loss of their own.
     pub releases_unjoined: u64,
+    /// Binds the decoder's join had no room for (`decode::JOIN_CAPACITY`):
+    /// their listen lacks its cookies, their TCP release its address.
+    pub join_full: u64,
 }
 
 impl LossReport {

@@ -61,7 +61,8 @@ fn loss_report(lost: LostCounts, decoder: &Decoder) -> LossReport {
         lost_accept_map_full: lost.accept_map_full,
         lost_program_skipped: lost.program_skipped,
         malformed: s.rejected() + lost.undecodable,
-        releases_unjoined: s.unjoined_releases,
+        releases_unjoined: s.releases_unjoined,
+        join_full: s.join_full,
     }
 }
 

@@ -236,5 +236,5 @@ fn an_unmarked_release_of_a_socket_not_seen_bound_is_dropped_and_counted() {
     );
     assert!(d.by_skaddr.is_empty(), "the stale entry is dropped");
     let s = d.stats();
-    assert_eq!((s.unjoined_releases, s.rejected(), s.decoded), (2, 0, 3));
+    assert_eq!((s.releases_unjoined, s.rejected(), s.decoded), (2, 0, 3));
 }
