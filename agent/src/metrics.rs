@@ -171,8 +171,6 @@ pub struct Metrics {
     ports: PortLabels,
     holder_pairs: HashSet<(String, String)>,
     max_holder_series: usize,
-    last_lost: HashMap<&'static str, u64>,
-    last_drift: [u64; 3],
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -192,6 +190,16 @@ fn plain_counter(r: &Registry, name: &str, help: &str) -> prometheus::IntCounter
         r,
         prometheus::IntCounter::new(name, help).expect("valid metric"),
     )
+}
+
+/// Brings a counter fed from a cumulative total (the kernel's, the
+/// decoder's, the writer's) up to that total: a counter only this path
+/// increments holds the last total it was given.
+fn advance(c: &prometheus::IntCounter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
+    }
 }
 
 fn plain_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -438,8 +446,6 @@ impl Metrics {
             ports: PortLabels::new(watched, cfg.max_port_series),
             holder_pairs: HashSet::new(),
             max_holder_series: cfg.max_holder_series,
-            last_lost: HashMap::new(),
-            last_drift: [0; 3],
             registry: r,
         };
         let build = gauge(
@@ -512,66 +518,35 @@ impl Metrics {
         }
     }
 
-    /// Cumulative loss counters: the registry gets their increase.
-    pub fn set_lost(&mut self, counts: &[(&'static str, u64)], malformed: u64) {
+    /// Cumulative loss counters: the registry gets their increase. Every
+    /// cause's series exists from the start.
+    pub fn set_lost(&self, counts: &[(&'static str, u64)], malformed: u64) {
         for (reason, total) in counts {
-            let last = self.last_lost.entry(reason).or_default();
-            if *total > *last {
-                self.kernel
-                    .lost
-                    .with_label_values(&[reason])
-                    .inc_by(*total - *last);
-                *last = *total;
-            } else {
-                // Ensure the series exists from the start.
-                self.kernel.lost.with_label_values(&[reason]).inc_by(0);
-            }
+            advance(&self.kernel.lost.with_label_values(&[reason]), *total);
         }
-        let m = self.kernel.malformed.get();
-        if malformed > m {
-            self.kernel.malformed.inc_by(malformed - m);
-        }
+        advance(&self.kernel.malformed, malformed);
     }
 
     /// The decoder's cumulative counts of what it could not join.
     pub fn set_unjoined(&self, releases: u64, join_full: u64) {
-        for (c, total) in [
-            (&self.kernel.releases_unjoined, releases),
-            (&self.kernel.join_full, join_full),
-        ] {
-            if total > c.get() {
-                c.inc_by(total - c.get());
-            }
-        }
+        advance(&self.kernel.releases_unjoined, releases);
+        advance(&self.kernel.join_full, join_full);
     }
 
     /// The timeline writer's cumulative drop count.
     pub fn set_timeline_dropped(&self, total: u64) {
-        let seen = self.timeline.timeline_dropped.get();
-        if total > seen {
-            self.timeline.timeline_dropped.inc_by(total - seen);
-        }
+        advance(&self.timeline.timeline_dropped, total);
     }
 
     /// The timeline writer's state: up, and its cumulative failed commits.
     pub fn set_timeline_health(&self, up: bool, errors: u64) {
         self.timeline.timeline_up.set(up as i64);
-        let seen = self.timeline.timeline_errors.get();
-        if errors > seen {
-            self.timeline.timeline_errors.inc_by(errors - seen);
-        }
+        advance(&self.timeline.timeline_errors, errors);
     }
 
-    pub fn set_drift(&mut self, missing: u64, stale: u64, changed: u64, sockets: u64) {
-        for (i, (kind, v)) in [("missing", missing), ("stale", stale), ("changed", changed)]
-            .into_iter()
-            .enumerate()
-        {
-            let c = self.agent.drift.with_label_values(&[kind]);
-            if v > self.last_drift[i] {
-                c.inc_by(v - self.last_drift[i]);
-                self.last_drift[i] = v;
-            }
+    pub fn set_drift(&self, missing: u64, stale: u64, changed: u64, sockets: u64) {
+        for (kind, v) in [("missing", missing), ("stale", stale), ("changed", changed)] {
+            advance(&self.agent.drift.with_label_values(&[kind]), v);
         }
         self.agent.table_sockets.set(sockets as i64);
     }
@@ -720,7 +695,7 @@ mod tests {
     }
 
     #[test]
-    fn the_decoders_unjoined_counts_are_exported_as_their_increase() {
+    fn cumulative_counts_are_exported_as_their_increase() {
         let m = Metrics::new(&MetricsConfig::default(), []);
         let read = |m: &Metrics, name: &str| -> u64 {
             let text = m.encode();
@@ -732,6 +707,18 @@ mod tests {
         };
         m.set_unjoined(0, 0);
         assert_eq!(read(&m, "bindwatch_releases_unjoined_total"), 0);
+        // A labelled cause has its series before its first loss.
+        m.set_lost(&[("ringbuf_full", 0)], 0);
+        assert_eq!(
+            read(&m, r#"bindwatch_events_lost_total{reason="ringbuf_full"}"#),
+            0
+        );
+        m.set_lost(&[("ringbuf_full", 5)], 0);
+        m.set_lost(&[("ringbuf_full", 8)], 0);
+        assert_eq!(
+            read(&m, r#"bindwatch_events_lost_total{reason="ringbuf_full"}"#),
+            8
+        );
         m.set_unjoined(7, 2);
         m.set_unjoined(9, 2);
         assert_eq!(read(&m, "bindwatch_releases_unjoined_total"), 9);

@@ -40,7 +40,7 @@ impl DecodeStats {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct SockIds {
     sock_cookie: Option<u64>,
     netns_cookie: Option<u64>,
